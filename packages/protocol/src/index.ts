@@ -1,0 +1,2 @@
+export * from "./versions.ts";
+export * from "./json-rpc.ts";
