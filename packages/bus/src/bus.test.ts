@@ -1,0 +1,33 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { runId, testEnv } from "../../testing/src/env.ts";
+import { MemoryBus } from "./memory.ts";
+import { NatsBus } from "./nats.ts";
+import { type Bus, KvConflict, type KvEntry } from "./types.ts";
+
+// One contract for both implementations of the bus.
+describe.each([
+  ["memory", async (): Promise<Bus> => new MemoryBus()],
+  ["nats", async (): Promise<Bus> => NatsBus.connect(testEnv.natsUrl)],
+])("KvBucket on %s", (_name, open) => {
+  let bus: Bus;
+  afterAll(async () => bus?.close());
+
+  it("delivers existing values and then changes to watchers, and does compare-and-set", async () => {
+    bus = await open();
+    const bucket = await bus.bucket(`test_${runId()}`);
+    await bucket.put("a", "1");
+    const seen: KvEntry[] = [];
+    const stop = await bucket.watch((e) => seen.push(e));
+    await expect.poll(() => seen.map((e) => e.value)).toEqual(["1"]);
+
+    const rev = (await bucket.get("a"))!.revision;
+    await bucket.update("a", "2", rev);
+    await expect(bucket.update("a", "3", rev)).rejects.toThrow(KvConflict);
+    await expect(bucket.update("b", "x", 0)).resolves.toBeGreaterThan(0);
+    await expect(bucket.update("b", "y", 0)).rejects.toThrow(KvConflict);
+    await bucket.delete("b");
+    await expect.poll(() => seen.map((e) => `${e.key}=${e.value}`)).toEqual(["a=1", "a=2", "b=x", "b=null"]);
+    expect(await bucket.get("b")).toBeNull();
+    await stop();
+  });
+});

@@ -1,0 +1,3 @@
+export * from "./types.ts";
+export * from "./memory.ts";
+export * from "./nats.ts";

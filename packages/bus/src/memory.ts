@@ -1,0 +1,55 @@
+import { EventEmitter } from "node:events";
+import { type Bus, type KvBucket, KvConflict, type KvEntry } from "./types.ts";
+
+class MemoryBucket implements KvBucket {
+  private readonly values = new Map<string, { value: string; revision: number }>();
+  private readonly events = new EventEmitter().setMaxListeners(0);
+  private revision = 0;
+
+  async get(key: string): Promise<KvEntry | null> {
+    const v = this.values.get(key);
+    return v ? { key, ...v } : null;
+  }
+
+  async put(key: string, value: string): Promise<number> {
+    const revision = ++this.revision;
+    this.values.set(key, { value, revision });
+    this.events.emit("entry", { key, value, revision } satisfies KvEntry);
+    return revision;
+  }
+
+  async update(key: string, value: string, revision: number): Promise<number> {
+    const current = this.values.get(key)?.revision ?? 0;
+    if (current !== revision) throw new KvConflict(`${key} is at revision ${current}, not ${revision}`);
+    return this.put(key, value);
+  }
+
+  async delete(key: string): Promise<void> {
+    if (!this.values.delete(key)) return;
+    this.events.emit("entry", { key, value: null, revision: ++this.revision } satisfies KvEntry);
+  }
+
+  async watch(onEntry: (entry: KvEntry) => void): Promise<() => Promise<void>> {
+    for (const [key, v] of this.values) onEntry({ key, ...v });
+    this.events.on("entry", onEntry);
+    return async () => {
+      this.events.off("entry", onEntry);
+    };
+  }
+}
+
+/** The in-process bus of embedded mode: the same contract as NATS KV, inside one process. */
+export class MemoryBus implements Bus {
+  private readonly buckets = new Map<string, MemoryBucket>();
+
+  async bucket(name: string): Promise<KvBucket> {
+    let bucket = this.buckets.get(name);
+    if (!bucket) {
+      bucket = new MemoryBucket();
+      this.buckets.set(name, bucket);
+    }
+    return bucket;
+  }
+
+  async close(): Promise<void> {}
+}

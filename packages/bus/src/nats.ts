@@ -1,0 +1,93 @@
+import { type KV, Kvm } from "@nats-io/kv";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type Bus, type KvBucket, KvConflict, type KvEntry } from "./types.ts";
+
+const decoder = new TextDecoder();
+
+class NatsBucket implements KvBucket {
+  constructor(private readonly kv: KV) {}
+
+  async get(key: string): Promise<KvEntry | null> {
+    const e = await this.kv.get(key);
+    if (!e || e.operation !== "PUT") return null;
+    return { key, value: decoder.decode(e.value), revision: e.revision };
+  }
+
+  put(key: string, value: string): Promise<number> {
+    return this.kv.put(key, value);
+  }
+
+  async update(key: string, value: string, revision: number): Promise<number> {
+    try {
+      return revision === 0 ? await this.kv.create(key, value) : await this.kv.update(key, value, revision);
+    } catch (err) {
+      // JetStream answers a failed compare-and-set with "wrong last sequence" (10071).
+      if (/wrong last sequence|key exists|10071/i.test(String((err as Error).message))) {
+        throw new KvConflict(`${key}: revision moved past ${revision}`);
+      }
+      throw err;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.kv.delete(key);
+  }
+
+  async watch(onEntry: (entry: KvEntry) => void): Promise<() => Promise<void>> {
+    let stopped = false;
+    let iterator: Awaited<ReturnType<KV["watch"]>> | undefined;
+    let lastRevision = 0;
+    // The watch is an ordered consumer; if it ends (server restart, stream recreated), open a
+    // new one from the last revision seen so no update is skipped.
+    const run = async () => {
+      while (!stopped) {
+        try {
+          iterator = await this.kv.watch(lastRevision > 0 ? { resumeFromRevision: lastRevision + 1 } : {});
+          for await (const e of iterator) {
+            lastRevision = Math.max(lastRevision, e.revision);
+            onEntry({ key: e.key, value: e.operation === "PUT" ? decoder.decode(e.value) : null, revision: e.revision });
+          }
+        } catch {
+          // fall through to the retry below
+        }
+        if (!stopped) await new Promise((r) => setTimeout(r, 500));
+      }
+    };
+    void run();
+    return async () => {
+      stopped = true;
+      iterator?.stop();
+    };
+  }
+}
+
+export interface NatsBusOptions {
+  /** Connection name shown in NATS monitoring. */
+  name?: string;
+}
+
+/** A bus on NATS JetStream KV. Resolves once connected; reconnects forever after that. */
+export class NatsBus implements Bus {
+  private constructor(private readonly nc: NatsConnection) {}
+
+  static async connect(url: string, options: NatsBusOptions = {}): Promise<NatsBus> {
+    const nc = await connect({
+      servers: url.split(","),
+      name: options.name,
+      waitOnFirstConnect: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+    });
+    return new NatsBus(nc);
+  }
+
+  async bucket(name: string): Promise<KvBucket> {
+    const kvm = new Kvm(this.nc);
+    // history 1: only the last value per key matters to readers of snapshots and health.
+    return new NatsBucket(await kvm.create(name, { history: 1 }));
+  }
+
+  async close(): Promise<void> {
+    await this.nc.drain().catch(() => this.nc.close());
+  }
+}

@@ -1,0 +1,36 @@
+/** One value of a key-value bucket; `value` null means the key was deleted. */
+export interface KvEntry {
+  key: string;
+  value: string | null;
+  revision: number;
+}
+
+/** Thrown by `update` when the key's revision is not the expected one. */
+export class KvConflict extends Error {
+  override name = "KvConflict";
+}
+
+/** A watched key-value bucket: NATS JetStream KV in production, in-process in embedded mode. */
+export interface KvBucket {
+  get(key: string): Promise<KvEntry | null>;
+  put(key: string, value: string): Promise<number>;
+  /** Compare-and-set: writes only if the key is at `revision` (0: the key must not exist). */
+  update(key: string, value: string, revision: number): Promise<number>;
+  delete(key: string): Promise<void>;
+  /**
+   * Calls `onEntry` with the last value of every key, then with each change, until stopped.
+   * Survives connection loss: a reconnect resumes the watch.
+   */
+  watch(onEntry: (entry: KvEntry) => void): Promise<() => Promise<void>>;
+}
+
+/** Opens buckets by name. */
+export interface Bus {
+  bucket(name: string): Promise<KvBucket>;
+  close(): Promise<void>;
+}
+
+/** Bucket names, prefixed so that test runs and deployments sharing a NATS never collide. */
+export function bucketNames(prefix: string) {
+  return { config: `${prefix}_config`, health: `${prefix}_health` };
+}

@@ -1,0 +1,67 @@
+import { z } from "zod";
+
+export const upstreamEndpointSchema = z.object({ url: z.string(), weight: z.number().int().positive() });
+
+export const serverEntrySchema = z.object({
+  id: z.string(),
+  namespace_id: z.string(),
+  name: z.string(),
+  transport: z.enum(["streamable_http", "sse", "stdio", "virtual"]),
+  enabled: z.boolean(),
+  endpoints: z.array(upstreamEndpointSchema),
+  command: z.string().nullable(),
+  args: z.array(z.string()),
+  env: z.record(z.string(), z.string()),
+  cwd: z.string().nullable(),
+  timeout_ms: z.number().int().positive(),
+  connect_timeout_ms: z.number().int().positive(),
+  retries: z.number().int().nonnegative(),
+  credentials_sealed: z.string().nullable(),
+});
+export type ServerEntry = z.infer<typeof serverEntrySchema>;
+
+export const namespaceEntrySchema = z.object({
+  id: z.string(),
+  slug: z.string(),
+  name: z.string(),
+  tool_naming: z.enum(["prefix", "none"]),
+  tool_separator: z.string(),
+});
+export type NamespaceEntry = z.infer<typeof namespaceEntrySchema>;
+
+/** Everything the data plane needs for one organization, at one config version. */
+export const orgSnapshotSchema = z.object({
+  kind: z.literal("org"),
+  org_id: z.string(),
+  version: z.number().int().positive(),
+  issued_at: z.string(),
+  org: z.object({ slug: z.string(), plan: z.string(), active: z.boolean(), max_sessions: z.number().int() }),
+  namespaces: z.array(namespaceEntrySchema),
+  servers: z.array(serverEntrySchema),
+});
+export type OrgSnapshot = z.infer<typeof orgSnapshotSchema>;
+
+/** What is shared by every org: token verification keys and revoked token ids. */
+export const globalSnapshotSchema = z.object({
+  kind: z.literal("global"),
+  version: z.number().int().positive(),
+  issued_at: z.string(),
+  jwt: z.object({
+    issuer: z.string(),
+    audience: z.string(),
+    keys: z.array(z.record(z.string(), z.unknown())),
+  }),
+  revoked_jti: z.array(z.string()),
+});
+export type GlobalSnapshot = z.infer<typeof globalSnapshotSchema>;
+
+export const snapshotSchema = z.discriminatedUnion("kind", [orgSnapshotSchema, globalSnapshotSchema]);
+export type Snapshot = z.infer<typeof snapshotSchema>;
+
+/** KV key of a snapshot: `global` or `org.<org id>`. */
+export function snapshotKey(snapshot: Pick<Snapshot, "kind"> & { org_id?: string }): string {
+  return snapshot.kind === "global" ? GLOBAL_KEY : orgKey(snapshot.org_id ?? "");
+}
+
+export const GLOBAL_KEY = "global";
+export const orgKey = (orgId: string) => `org.${orgId}`;

@@ -1,0 +1,24 @@
+import { pino, type Logger } from "pino";
+
+export type { Logger };
+
+/** Paths that must never reach a log line, whatever logs them. */
+const REDACT = [
+  "password",
+  "*.password",
+  "access_token",
+  "*.access_token",
+  "refresh_token",
+  "*.refresh_token",
+  "authorization",
+  "*.authorization",
+  "headers.authorization",
+  "headers['x-api-key']",
+  "secret",
+  "*.secret",
+];
+
+/** The structured (JSON) logger of a service. */
+export function createLogger(service: string, level = process.env.LOG_LEVEL ?? "info"): Logger {
+  return pino({ name: service, level, redact: { paths: REDACT, censor: "[redacted]" }, base: { service } });
+}
