@@ -1,0 +1,27 @@
+import type { Actor, Role } from "../context.ts";
+import { forbidden } from "../errors.ts";
+
+/**
+ * The one permission table. `admin` manages everything in its org, including registering stdio
+ * commands (they run on data-plane hosts); `operator` manages namespaces and HTTP servers;
+ * `user`, `viewer` and `api_user` read configuration (and use servers through the data plane).
+ */
+export const PERMISSIONS = {
+  "namespaces:read": ["admin", "operator", "user", "viewer", "api_user"],
+  "namespaces:write": ["admin", "operator"],
+  "servers:read": ["admin", "operator", "user", "viewer", "api_user"],
+  "servers:write": ["admin", "operator"],
+  "servers:register_command": ["admin"],
+} as const satisfies Record<string, readonly Role[]>;
+
+export type Permission = keyof typeof PERMISSIONS;
+
+/** True when the actor's role grants `permission`. */
+export function can(actor: Actor, permission: Permission): boolean {
+  return (PERMISSIONS[permission] as readonly Role[]).includes(actor.role);
+}
+
+/** Throws Forbidden unless the actor's role grants `permission`. */
+export function authorize(actor: Actor, permission: Permission): void {
+  if (!can(actor, permission)) throw forbidden(`role '${actor.role}' lacks permission '${permission}'`);
+}

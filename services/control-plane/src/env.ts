@@ -1,0 +1,27 @@
+import type { Db } from "@mcpgw/db";
+import type { Logger, Registry } from "@mcpgw/telemetry";
+import type { TokenIssuer } from "./auth/token-issuer.ts";
+import type { Actor, PublishTrigger } from "./context.ts";
+
+/** Everything the control-plane app is built from; tests pass real backends. */
+export interface ControlPlaneDeps {
+  db: Db;
+  tokens: TokenIssuer;
+  publisher: PublishTrigger;
+  logger: Logger;
+  metrics: Registry;
+  /** Readiness of the backing services (database, bus). */
+  ready: () => Promise<boolean>;
+  allowPrivateUpstreams: boolean;
+  /** Largest accepted request body. */
+  maxBodyBytes?: number;
+}
+
+/** Hono variables set by middleware. */
+export interface AppEnv {
+  Variables: {
+    requestId: string;
+    logger: Logger;
+    actor: Actor;
+  };
+}

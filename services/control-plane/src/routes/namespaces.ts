@@ -1,0 +1,99 @@
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { verbContext } from "../auth/middleware.ts";
+import type { AppEnv, ControlPlaneDeps } from "../env.ts";
+import {
+  createNamespace,
+  deleteNamespace,
+  getNamespace,
+  listNamespaces,
+  updateNamespace,
+} from "../verbs/namespaces.ts";
+import { DisplayName, errorResponses, IdParam, json, jsonBody, PageQuery, Slug } from "./schemas.ts";
+
+const Namespace = z
+  .object({
+    id: z.string(),
+    org_id: z.string(),
+    name: z.string(),
+    slug: z.string(),
+    description: z.string().nullable(),
+    tool_naming: z.enum(["prefix", "none"]),
+    tool_separator: z.string(),
+    metadata: z.record(z.string(), z.unknown()),
+    created_at: z.string(),
+    updated_at: z.string(),
+  })
+  .openapi("Namespace");
+
+const NamespaceInput = z
+  .strictObject({
+    name: DisplayName,
+    slug: Slug,
+    description: z.string().max(2000).nullable().optional(),
+    tool_naming: z.enum(["prefix", "none"]).optional(),
+    tool_separator: z.string().min(1).max(8).regex(/^[A-Za-z0-9_.\-:/]+$/).optional(),
+    metadata: z.record(z.string(), z.unknown()).optional(),
+  })
+  .openapi("NamespaceInput");
+
+const tags = ["Namespaces"];
+
+/** `/api/v1/namespaces`: org-scoped namespace CRUD. */
+export function namespaceRoutes(deps: ControlPlaneDeps) {
+  const app = new OpenAPIHono<AppEnv>();
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags,
+      request: { query: PageQuery },
+      responses: { 200: json(z.object({ items: z.array(Namespace), next_cursor: z.string().nullable() })), ...errorResponses },
+    }),
+    async (c) => c.json(await listNamespaces({ ctx: verbContext(c, deps), page: c.req.valid("query") }), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/",
+      tags,
+      request: { body: jsonBody(NamespaceInput) },
+      responses: { 201: json(Namespace, "Created"), ...errorResponses },
+    }),
+    async (c) => c.json(await createNamespace({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 201),
+  );
+
+  app.openapi(
+    createRoute({ method: "get", path: "/{id}", tags, request: { params: IdParam }, responses: { 200: json(Namespace), ...errorResponses } }),
+    async (c) => c.json(await getNamespace({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "patch",
+      path: "/{id}",
+      tags,
+      request: { params: IdParam, body: jsonBody(NamespaceInput.partial()) },
+      responses: { 200: json(Namespace), ...errorResponses },
+    }),
+    async (c) =>
+      c.json(await updateNamespace({ ctx: verbContext(c, deps), id: c.req.valid("param").id, input: c.req.valid("json") }), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "delete",
+      path: "/{id}",
+      tags,
+      request: { params: IdParam },
+      responses: { 204: { description: "Deleted" }, ...errorResponses },
+    }),
+    async (c) => {
+      await deleteNamespace({ ctx: verbContext(c, deps), id: c.req.valid("param").id });
+      return c.body(null, 204);
+    },
+  );
+
+  return app;
+}

@@ -1,0 +1,55 @@
+import { z } from "@hono/zod-openapi";
+
+export const Problem = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    instance: z.string().optional(),
+    request_id: z.string().optional(),
+  })
+  .openapi("Problem");
+
+const problemContent = { "application/problem+json": { schema: Problem } };
+
+/** The error responses every authenticated route can give. */
+export const errorResponses = {
+  400: { description: "Invalid input", content: problemContent },
+  401: { description: "Missing, invalid or expired token", content: problemContent },
+  403: { description: "Role does not allow this", content: problemContent },
+  404: { description: "Not found (or in another organization)", content: problemContent },
+  409: { description: "Conflict", content: problemContent },
+} as const;
+
+export const IdParam = z.object({ id: z.uuid().openapi({ param: { name: "id", in: "path" } }) });
+
+export const PageQuery = z.object({
+  cursor: z.string().max(512).optional(),
+  limit: z.coerce.number().int().min(1).max(200).optional(),
+});
+
+/** A name users read: printable, trimmed, no control characters. */
+export const DisplayName = z
+  .string()
+  .trim()
+  .min(1)
+  .max(200)
+  .regex(/^[^\p{Cc}\p{Cs}]+$/u, "must not contain control characters");
+
+/** A URL-safe identifier. */
+export const Slug = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/i, "letters, digits and inner hyphens only");
+
+export const json = <T extends z.ZodType>(schema: T, description = "OK") => ({
+  description,
+  content: { "application/json": { schema } },
+});
+
+export const jsonBody = <T extends z.ZodType>(schema: T) => ({
+  required: true,
+  content: { "application/json": { schema } },
+});

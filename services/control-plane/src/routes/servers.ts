@@ -1,0 +1,130 @@
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { verbContext } from "../auth/middleware.ts";
+import type { AppEnv, ControlPlaneDeps } from "../env.ts";
+import { createServer, deleteServer, getServer, listServers, updateServer } from "../verbs/servers.ts";
+import { DisplayName, errorResponses, IdParam, json, jsonBody, PageQuery } from "./schemas.ts";
+
+const Endpoint = z.strictObject({ url: z.string().max(2048), weight: z.number().int().min(1).max(1000).default(1) });
+const Transport = z.enum(["streamable_http", "sse", "stdio", "virtual"]);
+const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "environment variable names are letters, digits and _");
+
+const Server = z
+  .object({
+    id: z.string(),
+    org_id: z.string(),
+    namespace_id: z.string(),
+    name: z.string(),
+    description: z.string().nullable(),
+    transport: Transport,
+    url: z.string().nullable(),
+    endpoints: z.array(z.object({ url: z.string(), weight: z.number() })),
+    command: z.string().nullable(),
+    args: z.array(z.string()),
+    env: z.record(z.string(), z.string()),
+    cwd: z.string().nullable(),
+    version: z.string().nullable(),
+    timeout_ms: z.number(),
+    connect_timeout_ms: z.number(),
+    retries: z.number(),
+    status: z.enum(["unknown", "healthy", "unhealthy"]),
+    health_check_enabled: z.boolean(),
+    health_check_interval_s: z.number(),
+    health_check_timeout_ms: z.number(),
+    last_health_check_at: z.string().nullable(),
+    has_credentials: z.boolean(),
+    tags: z.array(z.string()),
+    metadata: z.record(z.string(), z.unknown()),
+    enabled: z.boolean(),
+    created_at: z.string(),
+    updated_at: z.string(),
+  })
+  .openapi("Server");
+
+const serverFields = {
+  name: DisplayName.max(128),
+  description: z.string().max(2000).nullable().optional(),
+  url: z.string().max(2048).nullable().optional(),
+  endpoints: z.array(Endpoint).min(1).max(32).optional(),
+  command: z.string().min(1).max(1024).nullable().optional(),
+  args: z.array(z.string().max(4096)).max(64).optional(),
+  env: z.record(EnvName, z.string().max(8192)).optional(),
+  cwd: z.string().max(1024).nullable().optional(),
+  version: z.string().max(64).nullable().optional(),
+  timeout_ms: z.number().int().min(100).max(3_600_000).optional(),
+  connect_timeout_ms: z.number().int().min(100).max(120_000).optional(),
+  retries: z.number().int().min(0).max(10).optional(),
+  health_check_enabled: z.boolean().optional(),
+  health_check_interval_s: z.number().int().min(5).max(86_400).optional(),
+  health_check_timeout_ms: z.number().int().min(100).max(60_000).optional(),
+  tags: z.array(z.string().min(1).max(64)).max(32).optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+  enabled: z.boolean().optional(),
+};
+
+const ServerInput = z.strictObject({ namespace_id: z.uuid(), transport: Transport, ...serverFields }).openapi("ServerInput");
+const ServerPatch = z.strictObject(serverFields).partial().openapi("ServerPatch");
+
+const tags = ["Servers"];
+
+/** `/api/v1/servers`: register, list, change, enable/disable and remove upstream MCP servers. */
+export function serverRoutes(deps: ControlPlaneDeps) {
+  const app = new OpenAPIHono<AppEnv>();
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags,
+      request: { query: PageQuery.extend({ namespace_id: z.uuid().optional() }) },
+      responses: { 200: json(z.object({ items: z.array(Server), next_cursor: z.string().nullable() })), ...errorResponses },
+    }),
+    async (c) => {
+      const { namespace_id, ...page } = c.req.valid("query");
+      return c.json(await listServers({ ctx: verbContext(c, deps), page, namespaceId: namespace_id }), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/",
+      tags,
+      request: { body: jsonBody(ServerInput) },
+      responses: { 201: json(Server, "Created"), ...errorResponses },
+    }),
+    async (c) => c.json(await createServer({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 201),
+  );
+
+  app.openapi(
+    createRoute({ method: "get", path: "/{id}", tags, request: { params: IdParam }, responses: { 200: json(Server), ...errorResponses } }),
+    async (c) => c.json(await getServer({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "patch",
+      path: "/{id}",
+      tags,
+      description: "Changes fields of a server; `{\"enabled\": false}` disables it on every data plane.",
+      request: { params: IdParam, body: jsonBody(ServerPatch) },
+      responses: { 200: json(Server), ...errorResponses },
+    }),
+    async (c) => c.json(await updateServer({ ctx: verbContext(c, deps), id: c.req.valid("param").id, patch: c.req.valid("json") }), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: "delete",
+      path: "/{id}",
+      tags,
+      request: { params: IdParam },
+      responses: { 204: { description: "Deleted" }, ...errorResponses },
+    }),
+    async (c) => {
+      await deleteServer({ ctx: verbContext(c, deps), id: c.req.valid("param").id });
+      return c.body(null, 204);
+    },
+  );
+
+  return app;
+}
