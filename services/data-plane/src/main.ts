@@ -1,0 +1,49 @@
+import { serve } from "@hono/node-server";
+import { NatsBus } from "@mcpgw/bus";
+import { createLogger, createMetricsRegistry, startTracing } from "@mcpgw/telemetry";
+import { loadDataPlaneConfig } from "./config.ts";
+import { startDataPlane } from "./runtime.ts";
+
+const logger = createLogger("data-plane");
+let config: ReturnType<typeof loadDataPlaneConfig>;
+try {
+  config = loadDataPlaneConfig();
+} catch (err) {
+  logger.fatal((err as Error).message);
+  process.exit(1);
+}
+
+const stopTracing = await startTracing("mcpgw-data-plane", config.OTEL_EXPORTER_OTLP_ENDPOINT);
+// Not awaited: a data plane must start and serve from its disk cache while NATS is down.
+const bus = NatsBus.connect(config.NATS_URL, { name: `mcpgw-data-plane-${config.MCPGW_REPLICA_ID}` });
+const dp = await startDataPlane({
+  bus,
+  busPrefix: config.MCPGW_BUS_PREFIX,
+  snapshotPublicKey: config.MCPGW_SNAPSHOT_PUBLIC_KEY,
+  dataDir: config.MCPGW_DATA_DIR,
+  maxBodyBytes: config.MCPGW_MAX_BODY_BYTES,
+  replicaId: config.MCPGW_REPLICA_ID,
+  logger,
+  metrics: createMetricsRegistry("data-plane"),
+});
+
+const server = serve({ fetch: dp.app.fetch, port: config.DP_PORT, hostname: config.DP_HOST }, (info) =>
+  logger.info({ port: info.port, replica: config.MCPGW_REPLICA_ID }, "data plane listening"),
+);
+
+let stopping = false;
+async function shutdown(signal: string) {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, "data plane shutting down");
+  // Stop accepting, let in-flight requests finish (bounded), then close upstream pools.
+  server.close();
+  const deadline = setTimeout(() => process.exit(0), 10_000);
+  deadline.unref();
+  await dp.stop();
+  await (await Promise.race([bus, new Promise<undefined>((r) => setTimeout(() => r(undefined), 100))]))?.close();
+  await stopTracing();
+  process.exit(0);
+}
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("SIGINT", () => void shutdown("SIGINT"));

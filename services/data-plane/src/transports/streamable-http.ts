@@ -1,0 +1,258 @@
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import { pipeline } from "node:stream/promises";
+import {
+  DEFAULT_PROTOCOL_VERSION,
+  isJsonRpcMessage,
+  isSupportedProtocolVersion,
+  type JsonRpcId,
+  JsonRpcErrorCode,
+  MCP_HEADERS,
+  STATELESS_PROTOCOL_VERSION,
+  SUPPORTED_PROTOCOL_VERSIONS,
+} from "@mcpgw/protocol";
+import type { ServerEntry } from "@mcpgw/snapshot";
+import type { Principal } from "../auth/token-verifier.ts";
+import type { UpstreamPools } from "../upstream/pools.ts";
+import { sendJsonRpcError } from "./http-errors.ts";
+import { decodeSessionId, encodeSessionId } from "./session-id.ts";
+
+export interface ProxyOutcome {
+  status: number;
+  method: string | undefined;
+  error?: string;
+}
+
+export interface StreamableHttpOptions {
+  pools: UpstreamPools;
+  maxBodyBytes: number;
+}
+
+/** Request headers passed to the upstream. Never Authorization: the client's token stays here. */
+const FORWARD_REQUEST_HEADERS = [
+  "accept",
+  "content-type",
+  MCP_HEADERS.protocolVersion,
+  MCP_HEADERS.method,
+  MCP_HEADERS.name,
+  MCP_HEADERS.lastEventId,
+] as const;
+
+/** Response headers passed back to the client (session id rewritten separately). */
+const FORWARD_RESPONSE_HEADERS = ["content-type", "cache-control", MCP_HEADERS.protocolVersion, "retry-after"] as const;
+
+const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENOTFOUND", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_SOCKET"]);
+
+class BodyTooLarge extends Error {}
+
+async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const declared = Number(req.headers["content-length"] ?? 0);
+  if (declared > max) throw new BodyTooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw new BodyTooLarge();
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+}
+
+function pickEndpoint(server: ServerEntry): number {
+  const endpoints = server.endpoints;
+  if (endpoints.length <= 1) return 0;
+  let total = 0;
+  for (const e of endpoints) total += e.weight;
+  let r = Math.random() * total;
+  for (let i = 0; i < endpoints.length; i++) {
+    r -= endpoints[i]!.weight;
+    if (r < 0) return i;
+  }
+  return endpoints.length - 1;
+}
+
+function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/**
+ * MCP Streamable HTTP to a streamable-HTTP upstream (MCP 2025-11-25 §transports, and the
+ * stateless 2026-07-28 revision). The request body is read once (size-limited, checked to be
+ * JSON-RPC) and forwarded as the same bytes; the response, JSON or SSE, is piped through as
+ * it arrives, never buffered whole.
+ */
+export async function proxyStreamableHttp(
+  req: IncomingMessage,
+  res: ServerResponse,
+  server: ServerEntry,
+  _principal: Principal,
+  options: StreamableHttpOptions,
+): Promise<ProxyOutcome> {
+  const method = req.method ?? "GET";
+  if (method !== "POST" && method !== "GET" && method !== "DELETE") {
+    sendJsonRpcError(res, 405, null, JsonRpcErrorCode.InvalidRequest, `method ${method} not allowed`, { allow: "GET, POST, DELETE" });
+    return { status: 405, method: undefined };
+  }
+
+  // MCP §protocol-version-header: an unsupported version is a 400.
+  const version = header(req.headers, MCP_HEADERS.protocolVersion) ?? DEFAULT_PROTOCOL_VERSION;
+  if (!isSupportedProtocolVersion(version)) {
+    sendJsonRpcError(
+      res,
+      400,
+      null,
+      JsonRpcErrorCode.InvalidRequest,
+      `unsupported MCP-Protocol-Version ${JSON.stringify(version.slice(0, 40))}; supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(", ")}`,
+    );
+    return { status: 400, method: undefined };
+  }
+
+  let body: Buffer | undefined;
+  let rpcMethod: string | undefined;
+  let rpcId: JsonRpcId = null;
+  if (method === "POST") {
+    const contentType = header(req.headers, "content-type") ?? "";
+    if (!contentType.toLowerCase().startsWith("application/json")) {
+      sendJsonRpcError(res, 415, null, JsonRpcErrorCode.InvalidRequest, "Content-Type must be application/json");
+      req.resume();
+      return { status: 415, method: undefined };
+    }
+    try {
+      body = await readBody(req, options.maxBodyBytes);
+    } catch (err) {
+      if (err instanceof BodyTooLarge) {
+        sendJsonRpcError(res, 413, null, JsonRpcErrorCode.RequestTooLarge, `request body exceeds ${options.maxBodyBytes} bytes`, {
+          connection: "close",
+        });
+        return { status: 413, method: undefined };
+      }
+      throw err;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString("utf8"));
+    } catch {
+      sendJsonRpcError(res, 400, null, JsonRpcErrorCode.ParseError, "Parse error: request body is not valid JSON");
+      return { status: 400, method: undefined };
+    }
+    const messages = Array.isArray(parsed) ? parsed : [parsed];
+    if (messages.length === 0 || !messages.every(isJsonRpcMessage)) {
+      sendJsonRpcError(res, 400, null, JsonRpcErrorCode.InvalidRequest, "Invalid Request: body must be a JSON-RPC 2.0 message");
+      return { status: 400, method: undefined };
+    }
+    const first = messages[0]!;
+    rpcMethod = first.method;
+    rpcId = first.id ?? null;
+    // 2026-07-28: the routing headers must agree with the body they describe.
+    const headerMethod = header(req.headers, MCP_HEADERS.method);
+    if (version === STATELESS_PROTOCOL_VERSION && headerMethod !== undefined && headerMethod !== rpcMethod) {
+      sendJsonRpcError(res, 400, rpcId, JsonRpcErrorCode.InvalidRequest, "Mcp-Method header does not match the request body");
+      return { status: 400, method: rpcMethod };
+    }
+  }
+
+  // Sessions: the gateway's id routes to the endpoint that holds the upstream session.
+  const clientSessionId = header(req.headers, MCP_HEADERS.sessionId);
+  let endpointIndex: number;
+  let upstreamSessionId: string | undefined;
+  if (clientSessionId !== undefined) {
+    const route = decodeSessionId(clientSessionId);
+    if (!route || route.endpoint >= server.endpoints.length) {
+      // MCP §session-management: an unknown session is a 404, so the client re-initializes.
+      sendJsonRpcError(res, 404, rpcId, JsonRpcErrorCode.NotFound, "Session not found");
+      return { status: 404, method: rpcMethod };
+    }
+    endpointIndex = route.endpoint;
+    upstreamSessionId = route.upstreamSessionId;
+  } else {
+    if (method !== "POST") {
+      sendJsonRpcError(res, 400, null, JsonRpcErrorCode.InvalidRequest, "Bad Request: Mcp-Session-Id header is required");
+      return { status: 400, method: undefined };
+    }
+    endpointIndex = pickEndpoint(server);
+  }
+
+  const headers: Record<string, string> = {};
+  for (const name of FORWARD_REQUEST_HEADERS) {
+    const v = header(req.headers, name);
+    if (v !== undefined) headers[name] = v;
+  }
+  if (upstreamSessionId !== undefined) headers[MCP_HEADERS.sessionId] = upstreamSessionId;
+
+  const abort = new AbortController();
+  const onClose = () => {
+    if (!res.writableFinished) abort.abort();
+  };
+  res.once("close", onClose);
+
+  // A request that never reached the upstream (connection refused) may go to another endpoint;
+  // one that did is never repeated (JSON-RPC calls are not idempotent).
+  const attempts = upstreamSessionId === undefined ? 1 + Math.min(server.retries, server.endpoints.length * 2) : 1;
+  let upstream: Awaited<ReturnType<ReturnType<UpstreamPools["get"]>["request"]>> | undefined;
+  let lastError: unknown;
+  for (let attempt = 0; attempt < attempts && !upstream; attempt++) {
+    if (attempt > 0 && server.endpoints.length > 1) endpointIndex = (endpointIndex + 1) % server.endpoints.length;
+    const endpoint = server.endpoints[endpointIndex];
+    if (!endpoint) break;
+    const target = new URL(endpoint.url);
+    try {
+      upstream = await options.pools.get(target.origin, server.connect_timeout_ms).request({
+        path: target.pathname + target.search,
+        method,
+        headers,
+        body,
+        signal: abort.signal,
+        headersTimeout: server.timeout_ms,
+        // SSE streams stay open for as long as the session wants them.
+        bodyTimeout: 0,
+      });
+    } catch (err) {
+      lastError = err;
+      if (!CONNECT_ERRORS.has((err as { code?: string }).code ?? "")) break;
+    }
+  }
+
+  if (!upstream) {
+    res.off("close", onClose);
+    if (abort.signal.aborted) return { status: 499, method: rpcMethod, error: "client closed" };
+    const code = (lastError as { code?: string }).code ?? "";
+    if (code === "UND_ERR_HEADERS_TIMEOUT") {
+      sendJsonRpcError(res, 504, rpcId, JsonRpcErrorCode.UpstreamTimeout, `upstream did not answer within ${server.timeout_ms} ms`);
+      return { status: 504, method: rpcMethod, error: code };
+    }
+    sendJsonRpcError(res, 502, rpcId, JsonRpcErrorCode.UpstreamUnavailable, "upstream MCP server is unavailable");
+    return { status: 502, method: rpcMethod, error: code || String(lastError) };
+  }
+
+  const status = upstream.statusCode;
+  if (status === 401 || status === 403) {
+    // The upstream's challenge is about the gateway's credentials, not the client's.
+    await upstream.body.dump().catch(() => {});
+    res.off("close", onClose);
+    sendJsonRpcError(res, 502, rpcId, JsonRpcErrorCode.UpstreamUnavailable, "upstream rejected the gateway's credentials");
+    return { status: 502, method: rpcMethod, error: `upstream ${status}` };
+  }
+
+  const out: Record<string, string> = {};
+  for (const name of FORWARD_RESPONSE_HEADERS) {
+    const v = upstream.headers[name];
+    if (typeof v === "string") out[name] = v;
+  }
+  const upstreamSid = upstream.headers[MCP_HEADERS.sessionId];
+  if (typeof upstreamSid === "string") {
+    out[MCP_HEADERS.sessionId] = encodeSessionId({ endpoint: endpointIndex, upstreamSessionId: upstreamSid });
+  }
+  const isStream = out["content-type"]?.startsWith("text/event-stream") ?? false;
+  if (isStream) out["x-accel-buffering"] = "no";
+  res.writeHead(status, out);
+  if (isStream) res.flushHeaders();
+  try {
+    await pipeline(upstream.body, res);
+  } catch (err) {
+    // Either side went away mid-stream; the other side is closed by pipeline.
+    return { status, method: rpcMethod, error: (err as Error).message };
+  } finally {
+    res.off("close", onClose);
+  }
+  return { status, method: rpcMethod };
+}

@@ -1,0 +1,41 @@
+import { Pool } from "undici";
+
+/**
+ * One undici connection pool per upstream origin, reused across snapshot versions so that
+ * keep-alive connections survive config changes; pools of origins no longer configured are
+ * closed by `retain`.
+ */
+export class UpstreamPools {
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(private readonly connections = 128) {}
+
+  get(origin: string, connectTimeoutMs: number): Pool {
+    let pool = this.pools.get(origin);
+    if (!pool) {
+      pool = new Pool(origin, {
+        connections: this.connections,
+        pipelining: 1,
+        connect: { timeout: connectTimeoutMs },
+        keepAliveTimeout: 30_000,
+      });
+      this.pools.set(origin, pool);
+    }
+    return pool;
+  }
+
+  /** Closes pools whose origin is not in `origins` (after in-flight requests finish). */
+  retain(origins: ReadonlySet<string>): void {
+    for (const [origin, pool] of this.pools) {
+      if (!origins.has(origin)) {
+        this.pools.delete(origin);
+        void pool.close().catch(() => {});
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.destroy().catch(() => {})));
+    this.pools.clear();
+  }
+}
