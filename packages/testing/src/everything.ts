@@ -1,0 +1,17 @@
+import { createRequire } from "node:module";
+import { freePort, type ManagedProcess, startProcess } from "./processes.ts";
+
+const require = createRequire(import.meta.url);
+
+/** `@modelcontextprotocol/server-everything` in its streamableHttp mode on a free port. */
+export async function startEverythingServer(): Promise<{ url: string; proc: ManagedProcess }> {
+  const port = await freePort();
+  const entry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js");
+  const proc = startProcess(process.execPath, [entry, "streamableHttp"], { PORT: String(port) });
+  const deadline = Date.now() + 20_000;
+  while (!proc.output().includes("listening on port")) {
+    if (Date.now() > deadline || proc.child.exitCode !== null) throw new Error(`server-everything did not start:\n${proc.output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { url: `http://127.0.0.1:${port}/mcp`, proc };
+}

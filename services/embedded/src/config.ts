@@ -1,0 +1,31 @@
+import { z } from "zod";
+
+const bool = z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1");
+
+const schema = z.object({
+  MCPGW_DATA_DIR: z.string().default(".mcpgw"),
+  DP_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  CP_PORT: z.coerce.number().int().min(0).max(65535).default(8081),
+  MCPGW_HOST: z.string().default("127.0.0.1"),
+  MCPGW_ADMIN_EMAIL: z.string().email().optional(),
+  MCPGW_ADMIN_PASSWORD: z.string().min(12, "MCPGW_ADMIN_PASSWORD must be at least 12 characters").optional(),
+  MCPGW_JWT_ISSUER: z.string().default("mcpgw"),
+  MCPGW_JWT_AUDIENCE: z.string().default("mcpgw"),
+  MCPGW_ACCESS_TOKEN_TTL_S: z.coerce.number().int().positive().default(900),
+  // Embedded mode is for a laptop or a single host: upstreams on localhost are the common case.
+  MCPGW_ALLOW_PRIVATE_UPSTREAMS: bool.default(true),
+  MCPGW_MAX_BODY_BYTES: z.coerce.number().int().positive().default(4 * 1024 * 1024),
+  WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(15_000),
+});
+
+export type EmbeddedConfig = z.infer<typeof schema>;
+
+/** Parses the embedded gateway's environment, failing fast with a readable message. */
+export function loadEmbeddedConfig(env: NodeJS.ProcessEnv = process.env): EmbeddedConfig {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join(".")}: ${i.message}`);
+    throw new Error(`invalid configuration:\n${lines.join("\n")}`);
+  }
+  return parsed.data;
+}

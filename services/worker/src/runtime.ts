@@ -1,0 +1,27 @@
+import { type Bus, bucketNames } from "@mcpgw/bus";
+import type { Db } from "@mcpgw/db";
+import { type JobRunner, jobs } from "@mcpgw/queue";
+import type { Logger } from "@mcpgw/telemetry";
+import { healthCheckProcessor } from "./processors/health-check.ts";
+import { healthSweepProcessor } from "./processors/health-sweep.ts";
+
+export interface WorkerRuntimeOptions {
+  db: Db;
+  bus: Bus;
+  busPrefix: string;
+  runner: JobRunner;
+  logger: Logger;
+  /** How often the sweep reconciles per-server health-check schedules. */
+  healthSweepMs: number;
+}
+
+/** Registers every processor and the sweep schedule, then starts the runner. */
+export async function startWorker(o: WorkerRuntimeOptions) {
+  const health = await o.bus.bucket(bucketNames(o.busPrefix).health);
+  o.runner.register(jobs.healthCheck, healthCheckProcessor({ db: o.db, health, logger: o.logger }));
+  o.runner.register(jobs.healthSweep, healthSweepProcessor({ db: o.db, runner: o.runner }));
+  await o.runner.start();
+  await o.runner.schedule("health-sweep", o.healthSweepMs, jobs.healthSweep, {});
+  await o.runner.enqueue(jobs.healthSweep, {});
+  return { stop: () => o.runner.stop() };
+}
