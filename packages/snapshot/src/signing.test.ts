@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { OrgSnapshot } from "./schema.ts";
-import { generateSnapshotKeys, importSnapshotKey, peekSnapshotVersion, SnapshotRejected, signSnapshot, verifySnapshot } from "./signing.ts";
+import { generateSnapshotKeys, importSnapshotKey, importSnapshotPublicKeyOf, SnapshotRejected, signSnapshot, verifySnapshot } from "./signing.ts";
 
 const snapshot: OrgSnapshot = {
   kind: "org",
@@ -22,7 +22,14 @@ describe("snapshot signing", () => {
     const { priv, pub } = await keys();
     const jws = await signSnapshot(snapshot, priv);
     expect(await verifySnapshot(jws, pub, "org.o1")).toEqual(snapshot);
-    expect(peekSnapshotVersion(jws)).toBe(3);
+  });
+
+  it("derives the public key from an encoded private key", async () => {
+    const { privateJwk } = await generateSnapshotKeys();
+    const priv = await importSnapshotKey(JSON.stringify(privateJwk));
+    const pub = await importSnapshotPublicKeyOf(Buffer.from(JSON.stringify(privateJwk)).toString("base64"));
+    expect(pub.type).toBe("public");
+    expect((await verifySnapshot(await signSnapshot(snapshot, priv), pub, "org.o1")).version).toBe(3);
   });
 
   it("rejects a tampered payload, a foreign key and a snapshot under another org's key", async () => {

@@ -17,13 +17,22 @@ export async function generateSnapshotKeys(): Promise<{ privateJwk: JWK; publicJ
   return { privateJwk: await exportJWK(privateKey), publicJwk: await exportJWK(publicKey) };
 }
 
+function decodeJwk(encoded: string): JWK {
+  const text = encoded.trim().startsWith("{") ? encoded : Buffer.from(encoded, "base64").toString("utf8");
+  return JSON.parse(text) as JWK;
+}
+
 /** Imports a JWK given as JSON text or base64 of that text (env-friendly). */
 export async function importSnapshotKey(encoded: string): Promise<CryptoKey> {
-  const text = encoded.trim().startsWith("{") ? encoded : Buffer.from(encoded, "base64").toString("utf8");
-  const jwk = JSON.parse(text) as JWK;
-  const key = await importJWK(jwk, ALG);
+  const key = await importJWK(decodeJwk(encoded), ALG);
   if (!(key instanceof CryptoKey)) throw new Error("snapshot keys must be asymmetric (Ed25519)");
   return key;
+}
+
+/** The public half of an encoded private snapshot key. */
+export async function importSnapshotPublicKeyOf(encodedPrivate: string): Promise<CryptoKey> {
+  const { d: _private, ...publicJwk } = decodeJwk(encodedPrivate);
+  return importSnapshotKey(JSON.stringify(publicJwk));
 }
 
 /** Signs a snapshot as a compact JWS whose payload is the snapshot JSON. */
@@ -51,18 +60,4 @@ export async function verifySnapshot(jws: string, publicKey: CryptoKey, key: str
   }
   if (snapshotKey(parsed) !== key) throw new SnapshotRejected(`snapshot ${key}: payload is for ${snapshotKey(parsed)}`);
   return parsed;
-}
-
-/**
- * Reads the version of a signed snapshot without verifying it: the publisher uses this only to
- * avoid overwriting a newer value in the bucket, never to trust content.
- */
-export function peekSnapshotVersion(jws: string): number | undefined {
-  try {
-    const payload = jws.split(".")[1] ?? "";
-    const version = (JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as { version?: unknown }).version;
-    return typeof version === "number" ? version : undefined;
-  } catch {
-    return undefined;
-  }
 }

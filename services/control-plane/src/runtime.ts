@@ -2,7 +2,7 @@ import type { Bus } from "@mcpgw/bus";
 import { bucketNames } from "@mcpgw/bus";
 import type { DbHandle } from "@mcpgw/db";
 import { Keyring } from "@mcpgw/secrets";
-import { importSnapshotKey } from "@mcpgw/snapshot";
+import { importSnapshotKey, importSnapshotPublicKeyOf } from "@mcpgw/snapshot";
 import { Counter, type Logger, type Registry } from "@mcpgw/telemetry";
 import { sql } from "drizzle-orm";
 import { createControlPlaneApp } from "./app.ts";
@@ -43,6 +43,7 @@ export async function startControlPlane(o: ControlPlaneRuntimeOptions) {
     db,
     bucket,
     signingKey: await importSnapshotKey(o.snapshotSigningKey),
+    verifyKey: await importSnapshotPublicKeyOf(o.snapshotSigningKey),
     tokens,
     logger: o.logger,
     sweepMs: o.publishSweepMs,

@@ -1,7 +1,7 @@
 import type { KvBucket } from "@mcpgw/bus";
 import { KvConflict } from "@mcpgw/bus";
 import { type Db, schema } from "@mcpgw/db";
-import { GLOBAL_KEY, orgKey, peekSnapshotVersion, type Snapshot, signSnapshot } from "@mcpgw/snapshot";
+import { GLOBAL_KEY, orgKey, type Snapshot, signSnapshot, verifySnapshot } from "@mcpgw/snapshot";
 import { type Counter, type Logger } from "@mcpgw/telemetry";
 import { and, eq, gt, lt, sql } from "drizzle-orm";
 import type { TokenIssuer } from "../auth/token-issuer.ts";
@@ -12,6 +12,8 @@ export interface PublisherDeps {
   db: Db;
   bucket: KvBucket;
   signingKey: CryptoKey;
+  /** The public half of `signingKey`: values in the bucket are trusted only if it verifies them. */
+  verifyKey: CryptoKey;
   tokens: TokenIssuer;
   logger: Logger;
   published?: Counter<"kind" | "outcome">;
@@ -113,7 +115,10 @@ export class SnapshotPublisher implements PublishTrigger {
     const jws = await signSnapshot(snapshot, this.deps.signingKey);
     for (let attempt = 0; attempt < 5; attempt++) {
       const current = await this.deps.bucket.get(key);
-      const currentVersion = current?.value ? peekSnapshotVersion(current.value) : undefined;
+      // A value we cannot verify (tampered, foreign) is overwritten whatever version it claims.
+      const currentVersion = current?.value
+        ? await verifySnapshot(current.value, this.deps.verifyKey, key).then((s) => s.version, () => undefined)
+        : undefined;
       if (currentVersion !== undefined && currentVersion >= snapshot.version) return;
       try {
         await this.deps.bucket.update(key, jws, current?.revision ?? 0);
