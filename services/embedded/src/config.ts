@@ -15,7 +15,7 @@ const schema = z.object({
   // Embedded mode is for a laptop or a single host: upstreams on localhost are the common case.
   MCPGW_ALLOW_PRIVATE_UPSTREAMS: bool.default(true),
   MCPGW_MAX_BODY_BYTES: z.coerce.number().int().positive().default(4 * 1024 * 1024),
-  WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(15_000),
+  WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(5_000),
 });
 
 export type EmbeddedConfig = z.infer<typeof schema>;

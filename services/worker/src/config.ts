@@ -7,7 +7,7 @@ const schema = z.object({
   MCPGW_BUS_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/).default("mcpgw"),
   MCPGW_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_:-]+$/).default("mcpgw"),
   WORKER_CONCURRENCY: z.coerce.number().int().positive().default(8),
-  WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(15_000),
+  WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(5_000),
 });
 
 export type WorkerConfig = z.infer<typeof schema>;
