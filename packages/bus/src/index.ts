@@ -1,3 +1,3 @@
-export * from "./types.ts";
 export * from "./memory.ts";
 export * from "./nats.ts";
+export * from "./types.ts";

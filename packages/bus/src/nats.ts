@@ -9,7 +9,7 @@ class NatsBucket implements KvBucket {
 
   async get(key: string): Promise<KvEntry | null> {
     const e = await this.kv.get(key);
-    if (!e || e.operation !== "PUT") return null;
+    if (e?.operation !== "PUT") return null;
     return { key, value: decoder.decode(e.value), revision: e.revision };
   }
 
@@ -45,7 +45,11 @@ class NatsBucket implements KvBucket {
           iterator = await this.kv.watch(lastRevision > 0 ? { resumeFromRevision: lastRevision + 1 } : {});
           for await (const e of iterator) {
             lastRevision = Math.max(lastRevision, e.revision);
-            onEntry({ key: e.key, value: e.operation === "PUT" ? decoder.decode(e.value) : null, revision: e.revision });
+            onEntry({
+              key: e.key,
+              value: e.operation === "PUT" ? decoder.decode(e.value) : null,
+              revision: e.revision,
+            });
           }
         } catch {
           // fall through to the retry below

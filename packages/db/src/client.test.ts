@@ -33,7 +33,9 @@ describe.each(drivers)("database on %s", (_name, open) => {
     const [org] = await db.insert(organizations).values({ name: "Acme", slug: "acme" }).returning();
     expect(org?.config_version).toBe(1);
     await db.insert(namespaces).values({ org_id: org!.id, name: "Team", slug: "Team" });
-    await expect(db.insert(namespaces).values({ org_id: org!.id, name: "Team 2", slug: "team" })).rejects.toThrow();
+    await expect(
+      db.insert(namespaces).values({ org_id: org!.id, name: "Team 2", slug: "team" }),
+    ).rejects.toThrow();
     const found = await db.select().from(namespaces).where(eq(namespaces.slug, "TEAM"));
     expect(found).toHaveLength(1);
     await db.delete(organizations).where(eq(organizations.id, org!.id));

@@ -1,3 +1,3 @@
 export * from "./client.ts";
-export * as schema from "./schema.ts";
 export type { UpstreamEndpoint } from "./schema.ts";
+export * as schema from "./schema.ts";

@@ -1,4 +1,3 @@
-
 import {
   bigint,
   boolean,
@@ -388,4 +387,3 @@ export const globalConfig = pgTable("global_config", {
   published_version: bigint("published_version", { mode: "number" }).notNull().default(0),
   ...timestamps,
 });
-

@@ -1,2 +1,2 @@
-export * from "./versions.ts";
 export * from "./json-rpc.ts";
+export * from "./versions.ts";

@@ -1,7 +1,7 @@
 import { Queue, UnrecoverableError, Worker } from "bullmq";
 import { Redis } from "ioredis";
 import type { z } from "zod";
-import { PermanentJobError, type JobDefinition, type JobRunner, type Processor } from "./runner.ts";
+import { type JobDefinition, type JobRunner, PermanentJobError, type Processor } from "./runner.ts";
 
 export interface BullMqRunnerOptions {
   redisUrl: string;
@@ -25,7 +25,12 @@ export class BullMqJobRunner implements JobRunner {
     this.queue = new Queue(QUEUE, {
       connection: this.connection,
       prefix: options.prefix,
-      defaultJobOptions: { removeOnComplete: 1000, removeOnFail: 5000, attempts: 3, backoff: { type: "exponential", delay: 1000 } },
+      defaultJobOptions: {
+        removeOnComplete: 1000,
+        removeOnFail: 5000,
+        attempts: 3,
+        backoff: { type: "exponential", delay: 1000 },
+      },
     });
   }
 
@@ -33,8 +38,17 @@ export class BullMqJobRunner implements JobRunner {
     this.processors.set(job.name, { schema: job.payload, run: processor as Processor<unknown> });
   }
 
-  async schedule<S extends z.ZodType>(id: string, everyMs: number, job: JobDefinition<S>, payload: z.infer<S>): Promise<void> {
-    await this.queue.upsertJobScheduler(id, { every: everyMs }, { name: job.name, data: job.payload.parse(payload) });
+  async schedule<S extends z.ZodType>(
+    id: string,
+    everyMs: number,
+    job: JobDefinition<S>,
+    payload: z.infer<S>,
+  ): Promise<void> {
+    await this.queue.upsertJobScheduler(
+      id,
+      { every: everyMs },
+      { name: job.name, data: job.payload.parse(payload) },
+    );
   }
 
   async unschedule(id: string): Promise<void> {
@@ -65,7 +79,11 @@ export class BullMqJobRunner implements JobRunner {
           throw err;
         }
       },
-      { connection: this.connection.duplicate(), prefix: this.options.prefix, concurrency: this.options.concurrency ?? 8 },
+      {
+        connection: this.connection.duplicate(),
+        prefix: this.options.prefix,
+        concurrency: this.options.concurrency ?? 8,
+      },
     );
     await this.worker.waitUntilReady();
   }

@@ -1,4 +1,4 @@
-export * from "./jobs.ts";
-export * from "./runner.ts";
-export * from "./memory.ts";
 export * from "./bullmq.ts";
+export * from "./jobs.ts";
+export * from "./memory.ts";
+export * from "./runner.ts";

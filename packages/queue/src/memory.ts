@@ -15,7 +15,12 @@ export class InProcessJobRunner implements JobRunner {
     this.processors.set(job.name, { schema: job.payload, run: processor as Processor<unknown> });
   }
 
-  async schedule<S extends z.ZodType>(id: string, everyMs: number, job: JobDefinition<S>, payload: z.infer<S>): Promise<void> {
+  async schedule<S extends z.ZodType>(
+    id: string,
+    everyMs: number,
+    job: JobDefinition<S>,
+    payload: z.infer<S>,
+  ): Promise<void> {
     clearInterval(this.timers.get(id));
     const timer = setInterval(() => void this.enqueue(job, payload), everyMs);
     timer.unref();

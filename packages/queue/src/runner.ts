@@ -16,7 +16,12 @@ export interface JobDefinition<S extends z.ZodType> {
 export interface JobRunner {
   register<S extends z.ZodType>(job: JobDefinition<S>, processor: Processor<z.infer<S>>): void;
   /** Creates or updates a repeating job with a stable id (idempotent). */
-  schedule<S extends z.ZodType>(id: string, everyMs: number, job: JobDefinition<S>, payload: z.infer<S>): Promise<void>;
+  schedule<S extends z.ZodType>(
+    id: string,
+    everyMs: number,
+    job: JobDefinition<S>,
+    payload: z.infer<S>,
+  ): Promise<void>;
   unschedule(id: string): Promise<void>;
   scheduleIds(): Promise<string[]>;
   enqueue<S extends z.ZodType>(job: JobDefinition<S>, payload: z.infer<S>): Promise<void>;

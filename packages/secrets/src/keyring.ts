@@ -50,7 +50,13 @@ export class Keyring {
     cipher.setAAD(Buffer.from(context));
     const body = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final()]);
     const tag = cipher.getAuthTag();
-    return [VERSION, this.active.id, iv.toString("base64url"), body.toString("base64url"), tag.toString("base64url")].join(".");
+    return [
+      VERSION,
+      this.active.id,
+      iv.toString("base64url"),
+      body.toString("base64url"),
+      tag.toString("base64url"),
+    ].join(".");
   }
 
   /** Opens a value sealed by any key of this ring with the same `context`. */
@@ -64,7 +70,9 @@ export class Keyring {
       const decipher = createDecipheriv("aes-256-gcm", key.key, Buffer.from(iv, "base64url"));
       decipher.setAAD(Buffer.from(context));
       decipher.setAuthTag(Buffer.from(tag, "base64url"));
-      return Buffer.concat([decipher.update(Buffer.from(body, "base64url")), decipher.final()]).toString("utf8");
+      return Buffer.concat([decipher.update(Buffer.from(body, "base64url")), decipher.final()]).toString(
+        "utf8",
+      );
     } catch {
       throw new SealError("sealed value failed authentication");
     }

@@ -1,6 +1,13 @@
 import { describe, expect, it } from "vitest";
 import type { OrgSnapshot } from "./schema.ts";
-import { generateSnapshotKeys, importSnapshotKey, importSnapshotPublicKeyOf, SnapshotRejected, signSnapshot, verifySnapshot } from "./signing.ts";
+import {
+  generateSnapshotKeys,
+  importSnapshotKey,
+  importSnapshotPublicKeyOf,
+  SnapshotRejected,
+  signSnapshot,
+  verifySnapshot,
+} from "./signing.ts";
 
 const snapshot: OrgSnapshot = {
   kind: "org",
@@ -14,7 +21,10 @@ const snapshot: OrgSnapshot = {
 
 async function keys() {
   const { privateJwk, publicJwk } = await generateSnapshotKeys();
-  return { priv: await importSnapshotKey(JSON.stringify(privateJwk)), pub: await importSnapshotKey(Buffer.from(JSON.stringify(publicJwk)).toString("base64")) };
+  return {
+    priv: await importSnapshotKey(JSON.stringify(privateJwk)),
+    pub: await importSnapshotKey(Buffer.from(JSON.stringify(publicJwk)).toString("base64")),
+  };
 }
 
 describe("snapshot signing", () => {

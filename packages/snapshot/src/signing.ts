@@ -58,6 +58,7 @@ export async function verifySnapshot(jws: string, publicKey: CryptoKey, key: str
   } catch {
     throw new SnapshotRejected(`snapshot ${key}: payload does not match the schema`);
   }
-  if (snapshotKey(parsed) !== key) throw new SnapshotRejected(`snapshot ${key}: payload is for ${snapshotKey(parsed)}`);
+  if (snapshotKey(parsed) !== key)
+    throw new SnapshotRejected(`snapshot ${key}: payload is for ${snapshotKey(parsed)}`);
   return parsed;
 }

@@ -7,7 +7,10 @@ export { SpanStatusCode, trace } from "@opentelemetry/api";
  * Starts OpenTelemetry when an OTLP endpoint is configured (the SDK reads the standard
  * OTEL_* variables); without one, the API stays a no-op and spans cost nothing.
  */
-export async function startTracing(service: string, otlpEndpoint: string | undefined): Promise<() => Promise<void>> {
+export async function startTracing(
+  service: string,
+  otlpEndpoint: string | undefined,
+): Promise<() => Promise<void>> {
   if (!otlpEndpoint) return async () => {};
   const sdk = new NodeSDK({ serviceName: service });
   sdk.start();

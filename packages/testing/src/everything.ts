@@ -10,7 +10,8 @@ export async function startEverythingServer(): Promise<{ url: string; proc: Mana
   const proc = startProcess(process.execPath, [entry, "streamableHttp"], { PORT: String(port) });
   const deadline = Date.now() + 20_000;
   while (!proc.output().includes("listening on port")) {
-    if (Date.now() > deadline || proc.child.exitCode !== null) throw new Error(`server-everything did not start:\n${proc.output()}`);
+    if (Date.now() > deadline || proc.child.exitCode !== null)
+      throw new Error(`server-everything did not start:\n${proc.output()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
   return { url: `http://127.0.0.1:${port}/mcp`, proc };

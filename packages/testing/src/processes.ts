@@ -26,8 +26,17 @@ export interface ManagedProcess {
 }
 
 /** Spawns a process with its output captured; it is killed if the test process exits. */
-export function startProcess(command: string, args: string[], env: Record<string, string | undefined>, cwd = repoRoot): ManagedProcess {
-  const child = spawn(command, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+export function startProcess(
+  command: string,
+  args: string[],
+  env: Record<string, string | undefined>,
+  cwd = repoRoot,
+): ManagedProcess {
+  const child = spawn(command, args, {
+    cwd,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   const append = (d: Buffer) => {
     out += d.toString();
@@ -63,7 +72,8 @@ export function startTsService(entry: string, env: Record<string, string | undef
 export async function waitForReady(url: string, proc?: ManagedProcess, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (proc && proc.child.exitCode !== null) throw new Error(`process exited (${proc.child.exitCode}) before ready:\n${proc.output()}`);
+    if (proc && proc.child.exitCode !== null)
+      throw new Error(`process exited (${proc.child.exitCode}) before ready:\n${proc.output()}`);
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
       if (res.ok) return;

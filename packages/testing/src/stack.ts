@@ -68,7 +68,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   };
   const tmp = await mkdtemp(join(tmpdir(), "mcpgw-stack-"));
   const cpPort = await freePort();
-  const cp = startTsService("services/control-plane/src/main.ts", { ...env, CP_PORT: String(cpPort), CP_HOST: "127.0.0.1" });
+  const cp = startTsService("services/control-plane/src/main.ts", {
+    ...env,
+    CP_PORT: String(cpPort),
+    CP_HOST: "127.0.0.1",
+  });
   const cpUrl = `http://127.0.0.1:${cpPort}`;
   await waitForReady(`${cpUrl}/ready`, cp);
 
@@ -76,7 +80,13 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   for (let i = 0; i < (options.replicas ?? 2); i++) {
     const port = await freePort();
     const dataDir = join(tmp, `dp${i}`);
-    const dpEnv = { ...env, DP_PORT: String(port), DP_HOST: "127.0.0.1", MCPGW_DATA_DIR: dataDir, MCPGW_REPLICA_ID: `dp${i}` };
+    const dpEnv = {
+      ...env,
+      DP_PORT: String(port),
+      DP_HOST: "127.0.0.1",
+      MCPGW_DATA_DIR: dataDir,
+      MCPGW_REPLICA_ID: `dp${i}`,
+    };
     const handle: DataPlaneHandle = {
       url: `http://127.0.0.1:${port}`,
       port,
@@ -121,7 +131,10 @@ export async function login(cpUrl: string, email: string, password: string): Pro
     async call<T>(method: string, path: string, body?: unknown) {
       const r = await fetch(`${cpUrl}${path}`, {
         method,
-        headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
         body: body === undefined ? undefined : JSON.stringify(body),
       });
       const text = await r.text();

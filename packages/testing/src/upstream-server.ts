@@ -15,30 +15,48 @@ export interface TestUpstream {
 
 function buildServer(): McpServer {
   const server = new McpServer({ name: "mcpgw-test-upstream", version: "1.0.0" });
-  server.registerTool("echo", { description: "Echoes its input", inputSchema: { text: z.string() } }, async ({ text }) => ({
-    content: [{ type: "text", text }],
-  }));
-  server.registerTool("add", { description: "Adds two numbers", inputSchema: { a: z.number(), b: z.number() } }, async ({ a, b }) => ({
-    content: [{ type: "text", text: String(a + b) }],
-  }));
+  server.registerTool(
+    "echo",
+    { description: "Echoes its input", inputSchema: { text: z.string() } },
+    async ({ text }) => ({
+      content: [{ type: "text", text }],
+    }),
+  );
+  server.registerTool(
+    "add",
+    { description: "Adds two numbers", inputSchema: { a: z.number(), b: z.number() } },
+    async ({ a, b }) => ({
+      content: [{ type: "text", text: String(a + b) }],
+    }),
+  );
   server.registerTool(
     "count_with_progress",
-    { description: "Sends a progress notification per step", inputSchema: { steps: z.number().int().min(1).max(50) } },
+    {
+      description: "Sends a progress notification per step",
+      inputSchema: { steps: z.number().int().min(1).max(50) },
+    },
     async ({ steps }, extra) => {
       const token = extra._meta?.progressToken;
       for (let i = 1; i <= steps; i++) {
         if (token !== undefined) {
-          await extra.sendNotification({ method: "notifications/progress", params: { progressToken: token, progress: i, total: steps } });
+          await extra.sendNotification({
+            method: "notifications/progress",
+            params: { progressToken: token, progress: i, total: steps },
+          });
         }
         await new Promise((r) => setTimeout(r, 10));
       }
       return { content: [{ type: "text", text: `counted ${steps}` }] };
     },
   );
-  server.registerTool("sleep", { description: "Waits", inputSchema: { ms: z.number().int().min(0).max(60_000) } }, async ({ ms }) => {
-    await new Promise((r) => setTimeout(r, ms));
-    return { content: [{ type: "text", text: `slept ${ms}` }] };
-  });
+  server.registerTool(
+    "sleep",
+    { description: "Waits", inputSchema: { ms: z.number().int().min(0).max(60_000) } },
+    async ({ ms }) => {
+      await new Promise((r) => setTimeout(r, ms));
+      return { content: [{ type: "text", text: `slept ${ms}` }] };
+    },
+  );
   return server;
 }
 
@@ -68,7 +86,13 @@ export async function startTestUpstream(port = 0): Promise<TestUpstream> {
       if (!transport) {
         if (sessionId || req.method !== "POST") {
           res.writeHead(404, { "content-type": "application/json" });
-          res.end(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code: -32001, message: "Session not found" } }));
+          res.end(
+            JSON.stringify({
+              jsonrpc: "2.0",
+              id: null,
+              error: { code: -32001, message: "Session not found" },
+            }),
+          );
           return;
         }
         const t = new StreamableHTTPServerTransport({

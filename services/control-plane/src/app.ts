@@ -1,5 +1,5 @@
-import { OpenAPIHono } from "@hono/zod-openapi";
 import { swaggerUI } from "@hono/swagger-ui";
+import { OpenAPIHono } from "@hono/zod-openapi";
 import { Counter, Histogram } from "@mcpgw/telemetry";
 import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
@@ -58,14 +58,20 @@ export function createControlPlaneApp(deps: ControlPlaneDeps) {
     const ready = await deps.ready().catch(() => false);
     return c.json({ status: ready ? "ready" : "not_ready" }, ready ? 200 : 503);
   });
-  app.get("/metrics", async (c) => c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }));
+  app.get("/metrics", async (c) =>
+    c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }),
+  );
 
   app.route("/", authRoutes(deps));
   app.use("/api/v1/*", requireAuth(deps));
   app.route("/api/v1/namespaces", namespaceRoutes(deps));
   app.route("/api/v1/servers", serverRoutes(deps));
 
-  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer", bearerFormat: "JWT" });
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+  });
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: { title: "MCP Gateway control plane", version: "0.1.0" },

@@ -11,7 +11,12 @@ export function redact(value: unknown): unknown {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value)) {
       if (SECRET_KEY.test(k)) {
-        out[k] = v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.keys(v).map((key) => [key, "[redacted]"])) : v == null ? v : "[redacted]";
+        out[k] =
+          v && typeof v === "object" && !Array.isArray(v)
+            ? Object.fromEntries(Object.keys(v).map((key) => [key, "[redacted]"]))
+            : v == null
+              ? v
+              : "[redacted]";
       } else {
         out[k] = redact(v);
       }
@@ -31,7 +36,11 @@ export interface AuditEntry {
 }
 
 /** Writes the audit row of a mutation inside the mutation's own transaction. */
-export async function recordAudit(tx: Tx, ctx: Pick<VerbContext, "actor" | "meta">, entry: AuditEntry): Promise<void> {
+export async function recordAudit(
+  tx: Tx,
+  ctx: Pick<VerbContext, "actor" | "meta">,
+  entry: AuditEntry,
+): Promise<void> {
   await tx.insert(schema.auditLogs).values({
     org_id: entry.org_id === undefined ? ctx.actor.org_id : entry.org_id,
     actor_type: "user",

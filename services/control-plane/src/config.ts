@@ -10,7 +10,10 @@ const schema = z.object({
   CP_HOST: z.string().default("0.0.0.0"),
   DATABASE_URL: z.string().min(1, "DATABASE_URL is required (postgres://… or pglite://<dir>)"),
   NATS_URL: z.string().min(1, "NATS_URL is required"),
-  MCPGW_BUS_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/).default("mcpgw"),
+  MCPGW_BUS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/)
+    .default("mcpgw"),
   MCPGW_MASTER_KEY: z.string().min(1, "MCPGW_MASTER_KEY is required (32 bytes, base64)"),
   MCPGW_MASTER_KEY_PREVIOUS: z.string().optional(),
   MCPGW_SNAPSHOT_SIGNING_KEY: z.string().min(1, "MCPGW_SNAPSHOT_SIGNING_KEY is required (see `pnpm keygen`)"),

@@ -30,7 +30,8 @@ export const STATUS_BY_CODE = {
 export const notFound = (what: string) => new AppError("NotFound", `${what} not found`);
 export const forbidden = (why = "your role does not allow this action") => new AppError("Forbidden", why);
 export const conflict = (why: string) => new AppError("Conflict", why);
-export const validation = (why: string, details?: Record<string, unknown>) => new AppError("Validation", why, details);
+export const validation = (why: string, details?: Record<string, unknown>) =>
+  new AppError("Validation", why, details);
 export const unauthorized = (why = "authentication required") => new AppError("Unauthorized", why);
 
 const TITLES: Record<number, string> = {
@@ -73,10 +74,14 @@ export function toProblem(err: unknown, c: Context): Response {
   if (err instanceof AppError) return problem(c, STATUS_BY_CODE[err.code], err.message, err.details ?? {});
   if (err instanceof HTTPException) {
     const status = err.status;
-    const detail = status === 400 ? "malformed request body: expected valid JSON" : err.message || TITLES[status] || "error";
+    const detail =
+      status === 400
+        ? "malformed request body: expected valid JSON"
+        : err.message || TITLES[status] || "error";
     return problem(c, status, detail);
   }
-  const pgCode = (err as { code?: string; cause?: { code?: string } })?.cause?.code ?? (err as { code?: string })?.code;
+  const pgCode =
+    (err as { code?: string; cause?: { code?: string } })?.cause?.code ?? (err as { code?: string })?.code;
   if (pgCode === "23505") return problem(c, 409, "a resource with the same unique name already exists");
   if (pgCode === "22P02" || pgCode === "22021") return problem(c, 400, "invalid value in request");
   c.get("logger")?.error({ err, request_id: c.get("requestId") }, "unhandled error");

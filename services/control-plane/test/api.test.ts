@@ -19,16 +19,35 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
   let app: App;
   const id = runId();
   const admin = { email: `admin-${id}@example.test`, password: "correct horse battery staple" };
-  const tokens: Record<"admin" | "viewer" | "operator" | "other", string> = { admin: "", viewer: "", operator: "", other: "" };
+  const tokens: Record<"admin" | "viewer" | "operator" | "other", string> = {
+    admin: "",
+    viewer: "",
+    operator: "",
+    other: "",
+  };
 
-  async function call(method: string, path: string, body?: unknown, token: string | null = tokens.admin, raw?: string) {
+  async function call(
+    method: string,
+    path: string,
+    body?: unknown,
+    token: string | null = tokens.admin,
+    raw?: string,
+  ) {
     const headers: Record<string, string> = {};
     if (token) headers.authorization = `Bearer ${token}`;
     if (body !== undefined || raw !== undefined) headers["content-type"] = "application/json";
-    const res = await app.request(path, { method, headers, body: raw ?? (body === undefined ? undefined : JSON.stringify(body)) });
+    const res = await app.request(path, {
+      method,
+      headers,
+      body: raw ?? (body === undefined ? undefined : JSON.stringify(body)),
+    });
     const text = await res.text();
     expect(text).not.toMatch(/\n\s+at |node_modules/);
-    return { status: res.status, type: res.headers.get("content-type"), body: text ? JSON.parse(text) : undefined };
+    return {
+      status: res.status,
+      type: res.headers.get("content-type"),
+      body: text ? JSON.parse(text) : undefined,
+    };
   }
 
   async function loginAs(email: string, password: string) {
@@ -61,8 +80,14 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     app = cp.app;
     tokens.admin = await loginAs(admin.email, admin.password);
     const { db } = database;
-    const [defaultOrg] = await db.select().from(schema.organizations).where(eq(schema.organizations.slug, "default"));
-    const [otherOrg] = await db.insert(schema.organizations).values({ name: "Other", slug: `other-${id}`, max_servers: 2 }).returning();
+    const [defaultOrg] = await db
+      .select()
+      .from(schema.organizations)
+      .where(eq(schema.organizations.slug, "default"));
+    const [otherOrg] = await db
+      .insert(schema.organizations)
+      .values({ name: "Other", slug: `other-${id}`, max_servers: 2 })
+      .returning();
     const hash = await hashPassword("another long password");
     await db.insert(schema.users).values([
       { org_id: defaultOrg!.id, email: `viewer-${id}@example.test`, password_hash: hash, role: "viewer" },
@@ -86,7 +111,9 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     expect((await call("GET", "/ready", undefined, null)).status).toBe(200);
     const spec = await call("GET", "/openapi.json", undefined, null);
     expect(spec.body.openapi).toBe("3.1.0");
-    expect(Object.keys(spec.body.paths)).toEqual(expect.arrayContaining(["/auth/login", "/api/v1/namespaces", "/api/v1/servers/{id}"]));
+    expect(Object.keys(spec.body.paths)).toEqual(
+      expect.arrayContaining(["/auth/login", "/api/v1/namespaces", "/api/v1/servers/{id}"]),
+    );
     const docs = await app.request("/docs");
     expect(docs.status).toBe(200);
     const metrics = await app.request("/metrics");
@@ -100,9 +127,17 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     const ok = await call("POST", "/auth/login", admin, null);
     expect(ok.body).toMatchObject({ token_type: "Bearer", expires_in: 60 });
     const [header] = ok.body.access_token.split(".");
-    expect(JSON.parse(Buffer.from(header, "base64url").toString())).toMatchObject({ alg: "ES256", kid: expect.any(String) });
+    expect(JSON.parse(Buffer.from(header, "base64url").toString())).toMatchObject({
+      alg: "ES256",
+      kid: expect.any(String),
+    });
     const wrong = await call("POST", "/auth/login", { ...admin, password: "wrong password!" }, null);
-    const unknown = await call("POST", "/auth/login", { email: "nobody@example.test", password: "whatever it is" }, null);
+    const unknown = await call(
+      "POST",
+      "/auth/login",
+      { email: "nobody@example.test", password: "whatever it is" },
+      null,
+    );
     expect(wrong.status).toBe(401);
     expect(unknown.status).toBe(401);
     expect(wrong.body.detail).toBe(unknown.body.detail);
@@ -117,19 +152,29 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     expect(dup.status).toBe(409);
     const patched = await call("PATCH", `/api/v1/namespaces/${created.body.id}`, { description: "money" });
     expect(patched.body.description).toBe("money");
-    for (let i = 0; i < 3; i++) await call("POST", "/api/v1/namespaces", { name: `Page ${i}`, slug: `page-${i}` });
+    for (let i = 0; i < 3; i++)
+      await call("POST", "/api/v1/namespaces", { name: `Page ${i}`, slug: `page-${i}` });
     const first = await call("GET", "/api/v1/namespaces?limit=2");
     expect(first.body.items).toHaveLength(2);
     const second = await call("GET", `/api/v1/namespaces?limit=2&cursor=${first.body.next_cursor}`);
     const third = await call("GET", `/api/v1/namespaces?limit=2&cursor=${second.body.next_cursor}`);
-    const ids = [...first.body.items, ...second.body.items, ...third.body.items].map((n: { id: string }) => n.id);
+    const ids = [...first.body.items, ...second.body.items, ...third.body.items].map(
+      (n: { id: string }) => n.id,
+    );
     expect(new Set(ids).size).toBe(4);
     expect(third.body.next_cursor).toBeNull();
     expect((await call("DELETE", `/api/v1/namespaces/${created.body.id}`)).status).toBe(204);
     expect((await call("GET", `/api/v1/namespaces/${created.body.id}`)).status).toBe(404);
 
-    const audit = await database.db.select().from(schema.auditLogs).where(eq(schema.auditLogs.resource_id, created.body.id));
-    expect(audit.map((a) => a.action).sort()).toEqual(["namespace.create", "namespace.delete", "namespace.update"]);
+    const audit = await database.db
+      .select()
+      .from(schema.auditLogs)
+      .where(eq(schema.auditLogs.resource_id, created.body.id));
+    expect(audit.map((a) => a.action).sort()).toEqual([
+      "namespace.create",
+      "namespace.delete",
+      "namespace.update",
+    ]);
     expect(audit.every((a) => a.request_id && a.actor_id)).toBe(true);
   });
 
@@ -149,17 +194,26 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     expect(disabled.body.enabled).toBe(false);
     const list = await call("GET", `/api/v1/servers?namespace_id=${ns.body.id}`);
     expect(list.body.items.map((s: { name: string }) => s.name)).toEqual(["stdio-tool"]);
-    const audit = await database.db.select().from(schema.auditLogs).where(eq(schema.auditLogs.resource_id, server.body.id));
+    const audit = await database.db
+      .select()
+      .from(schema.auditLogs)
+      .where(eq(schema.auditLogs.resource_id, server.body.id));
     expect(audit.map((a) => a.action).sort()).toEqual(["server.create", "server.disable"]);
     expect(JSON.stringify(audit)).not.toContain("super-secret-value");
   });
 
   it("bumps the org's config version per change and publishes it (outbox drained)", async () => {
-    const [before] = await database.db.select().from(schema.organizations).where(eq(schema.organizations.slug, "default"));
+    const [before] = await database.db
+      .select()
+      .from(schema.organizations)
+      .where(eq(schema.organizations.slug, "default"));
     await call("POST", "/api/v1/namespaces", { name: "Versioned", slug: "versioned" });
     await expect
       .poll(async () => {
-        const [org] = await database.db.select().from(schema.organizations).where(eq(schema.organizations.id, before!.id));
+        const [org] = await database.db
+          .select()
+          .from(schema.organizations)
+          .where(eq(schema.organizations.id, before!.id));
         return org!.published_version;
       })
       .toBe(before!.config_version + 1);
@@ -171,7 +225,10 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     await expect
       .poll(
         async () => {
-          const [org] = await database.db.select().from(schema.organizations).where(eq(schema.organizations.id, before!.id));
+          const [org] = await database.db
+            .select()
+            .from(schema.organizations)
+            .where(eq(schema.organizations.id, before!.id));
           return org!.published_version;
         },
         { timeout: 5000 },
@@ -191,7 +248,12 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       "http://user:pass@example.com/mcp",
       "not a url",
     ]) {
-      const res = await call("POST", "/api/v1/servers", { namespace_id: ns.body.id, name: "x", transport: "streamable_http", url });
+      const res = await call("POST", "/api/v1/servers", {
+        namespace_id: ns.body.id,
+        name: "x",
+        transport: "streamable_http",
+        url,
+      });
       expect(res.status, url).toBe(400);
       expect(res.type).toBe("application/problem+json");
     }
@@ -199,17 +261,30 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
 
   it("answers bad input with a clear 4xx problem and stores nothing half-way", async () => {
     const before = await database.db.select().from(schema.namespaces);
-    const malformed = await call("POST", "/api/v1/namespaces", undefined, tokens.admin, '{"name": "x", "slug": ');
+    const malformed = await call(
+      "POST",
+      "/api/v1/namespaces",
+      undefined,
+      tokens.admin,
+      '{"name": "x", "slug": ',
+    );
     expect(malformed.status).toBe(400);
     expect(malformed.type).toBe("application/problem+json");
     const unknownField = await call("POST", "/api/v1/namespaces", { name: "A", slug: "a", owner: "me" });
     expect(unknownField.status).toBe(400);
     expect(unknownField.body.errors).toBeDefined();
-    const injection = await call("POST", "/api/v1/namespaces", { name: "x'); DROP TABLE namespaces;--", slug: "a'; drop table x;--" });
+    const injection = await call("POST", "/api/v1/namespaces", {
+      name: "x'); DROP TABLE namespaces;--",
+      slug: "a'; drop table x;--",
+    });
     expect(injection.status).toBe(400);
     const control = await call("POST", "/api/v1/namespaces", { name: "bad\u0000name", slug: "ok-slug" });
     expect(control.status).toBe(400);
-    const oversized = await call("POST", "/api/v1/namespaces", { name: "big", slug: "big", metadata: { pad: "x".repeat(2 * 1024 * 1024) } });
+    const oversized = await call("POST", "/api/v1/namespaces", {
+      name: "big",
+      slug: "big",
+      metadata: { pad: "x".repeat(2 * 1024 * 1024) },
+    });
     expect(oversized.status).toBe(413);
     const badId = await call("GET", "/api/v1/namespaces/not-a-uuid");
     expect(badId.status).toBe(400);
@@ -245,22 +320,37 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     ];
     let ns: string;
     let srv: string;
-    const fill = (v: unknown) => JSON.parse(JSON.stringify(v ?? null).replaceAll("{ns}", ns).replaceAll("{srv}", srv)) ?? undefined;
+    const fill = (v: unknown) =>
+      JSON.parse(
+        JSON.stringify(v ?? null)
+          .replaceAll("{ns}", ns)
+          .replaceAll("{srv}", srv),
+      ) ?? undefined;
 
     beforeAll(async () => {
       ns = (await call("POST", "/api/v1/namespaces", { name: "Secured", slug: `secured` })).body.id;
-      srv = (await call("POST", "/api/v1/servers", { namespace_id: ns, name: "secured", transport: "stdio", command: "node" })).body.id;
+      srv = (
+        await call("POST", "/api/v1/servers", {
+          namespace_id: ns,
+          name: "secured",
+          transport: "stdio",
+          command: "node",
+        })
+      ).body.id;
     });
 
-    it.each(routes)("%s %s: 401 without a token, with an expired or a tampered one", async (method, path, body) => {
-      expect((await call(method, fill(path), fill(body), null)).status).toBe(401);
-      const [h, p, s] = tokens.admin.split(".");
-      const claims = JSON.parse(Buffer.from(p!, "base64url").toString());
-      const tampered = `${h}.${Buffer.from(JSON.stringify({ ...claims, role: "admin", sub: "someone-else" })).toString("base64url")}.${s}`;
-      expect((await call(method, fill(path), fill(body), tampered)).status).toBe(401);
-      const expired = `${h}.${Buffer.from(JSON.stringify({ ...claims, exp: 1 })).toString("base64url")}.${s}`;
-      expect((await call(method, fill(path), fill(body), expired)).status).toBe(401);
-    });
+    it.each(routes)(
+      "%s %s: 401 without a token, with an expired or a tampered one",
+      async (method, path, body) => {
+        expect((await call(method, fill(path), fill(body), null)).status).toBe(401);
+        const [h, p, s] = tokens.admin.split(".");
+        const claims = JSON.parse(Buffer.from(p!, "base64url").toString());
+        const tampered = `${h}.${Buffer.from(JSON.stringify({ ...claims, role: "admin", sub: "someone-else" })).toString("base64url")}.${s}`;
+        expect((await call(method, fill(path), fill(body), tampered)).status).toBe(401);
+        const expired = `${h}.${Buffer.from(JSON.stringify({ ...claims, exp: 1 })).toString("base64url")}.${s}`;
+        expect((await call(method, fill(path), fill(body), expired)).status).toBe(401);
+      },
+    );
 
     it.each(routes.filter(([m]) => m !== "GET"))("%s %s: 403 for a viewer", async (method, path, body) => {
       expect((await call(method, fill(path), fill(body), tokens.viewer)).status).toBe(403);
@@ -274,7 +364,12 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     );
 
     it("lets only admins register stdio commands", async () => {
-      const res = await call("POST", "/api/v1/servers", { namespace_id: ns, name: "op", transport: "stdio", command: "node" }, tokens.operator);
+      const res = await call(
+        "POST",
+        "/api/v1/servers",
+        { namespace_id: ns, name: "op", transport: "stdio", command: "node" },
+        tokens.operator,
+      );
       expect(res.status).toBe(403);
       const rows = await database.db
         .select()
@@ -284,11 +379,27 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     });
 
     it("enforces the plan's server limit", async () => {
-      const otherNs = (await call("POST", "/api/v1/namespaces", { name: "Other NS", slug: "other-ns" }, tokens.other)).body.id;
+      const otherNs = (
+        await call("POST", "/api/v1/namespaces", { name: "Other NS", slug: "other-ns" }, tokens.other)
+      ).body.id;
       for (const name of ["a", "b"]) {
-        expect((await call("POST", "/api/v1/servers", { namespace_id: otherNs, name, transport: "stdio", command: "node" }, tokens.other)).status).toBe(201);
+        expect(
+          (
+            await call(
+              "POST",
+              "/api/v1/servers",
+              { namespace_id: otherNs, name, transport: "stdio", command: "node" },
+              tokens.other,
+            )
+          ).status,
+        ).toBe(201);
       }
-      const over = await call("POST", "/api/v1/servers", { namespace_id: otherNs, name: "c", transport: "stdio", command: "node" }, tokens.other);
+      const over = await call(
+        "POST",
+        "/api/v1/servers",
+        { namespace_id: otherNs, name: "c", transport: "stdio", command: "node" },
+        tokens.other,
+      );
       expect(over.status).toBe(409);
       expect(over.body.detail).toContain("at most 2");
     });

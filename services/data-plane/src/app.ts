@@ -71,17 +71,26 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     const ready = deps.store.ready;
     const state = deps.store.current;
     return c.json(
-      { status: ready ? "ready" : "not_ready", replica: deps.replicaId, orgs: state.orgs.size, global_version: state.global?.version ?? null },
+      {
+        status: ready ? "ready" : "not_ready",
+        replica: deps.replicaId,
+        orgs: state.orgs.size,
+        global_version: state.global?.version ?? null,
+      },
       ready ? 200 : 503,
     );
   });
-  app.get("/metrics", async (c) => c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }));
+  app.get("/metrics", async (c) =>
+    c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }),
+  );
 
   app.all("/servers/:id/mcp", async (c) => {
     const { incoming: req, outgoing: res } = c.env;
     const started = performance.now();
     const serverId = c.req.param("id");
-    const span = trace.startSpan("mcp.proxy", { attributes: { "mcp.server.id": serverId, "http.request.method": req.method ?? "" } });
+    const span = trace.startSpan("mcp.proxy", {
+      attributes: { "mcp.server.id": serverId, "http.request.method": req.method ?? "" },
+    });
     try {
       const principal = await authenticate(req, res);
       if (!principal) return RESPONSE_ALREADY_SENT;
@@ -100,16 +109,31 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       }
       if (server.transport !== "streamable_http") {
         req.resume();
-        sendJsonRpcError(res, 501, null, JsonRpcErrorCode.InternalError, `upstream transport '${server.transport}' is not served yet`);
+        sendJsonRpcError(
+          res,
+          501,
+          null,
+          JsonRpcErrorCode.InternalError,
+          `upstream transport '${server.transport}' is not served yet`,
+        );
         return RESPONSE_ALREADY_SENT;
       }
-      const outcome = await proxyStreamableHttp(req, res, server, principal, { pools: deps.pools, maxBodyBytes: deps.maxBodyBytes });
+      const outcome = await proxyStreamableHttp(req, res, server, principal, {
+        pools: deps.pools,
+        maxBodyBytes: deps.maxBodyBytes,
+      });
       requests.inc({ server: server.id, status: String(outcome.status) });
       duration.observe({ server: server.id }, (performance.now() - started) / 1000);
-      span.setAttributes({ "http.response.status_code": outcome.status, "mcp.method.name": outcome.method ?? "" });
+      span.setAttributes({
+        "http.response.status_code": outcome.status,
+        "mcp.method.name": outcome.method ?? "",
+      });
       if (outcome.status >= 500) {
         span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error ?? String(outcome.status) });
-        deps.logger.warn({ server: server.id, status: outcome.status, error: outcome.error, method: outcome.method }, "upstream request failed");
+        deps.logger.warn(
+          { server: server.id, status: outcome.status, error: outcome.error, method: outcome.method },
+          "upstream request failed",
+        );
       }
       return RESPONSE_ALREADY_SENT;
     } catch (err) {
@@ -122,10 +146,26 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     }
   });
 
-  app.notFound((c) => c.json({ jsonrpc: "2.0", id: null, error: { code: JsonRpcErrorCode.NotFound, message: `no route for ${c.req.path}` } }, 404));
+  app.notFound((c) =>
+    c.json(
+      {
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: JsonRpcErrorCode.NotFound, message: `no route for ${c.req.path}` },
+      },
+      404,
+    ),
+  );
   app.onError((err, c) => {
     deps.logger.error({ err }, "unhandled data-plane error");
-    return c.json({ jsonrpc: "2.0", id: null, error: { code: JsonRpcErrorCode.InternalError, message: "internal gateway error" } }, 500);
+    return c.json(
+      {
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: JsonRpcErrorCode.InternalError, message: "internal gateway error" },
+      },
+      500,
+    );
   });
   return app;
 }

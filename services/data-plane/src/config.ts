@@ -5,10 +5,17 @@ const schema = z.object({
   DP_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   DP_HOST: z.string().default("0.0.0.0"),
   NATS_URL: z.string().min(1, "NATS_URL is required"),
-  MCPGW_BUS_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/).default("mcpgw"),
+  MCPGW_BUS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/)
+    .default("mcpgw"),
   MCPGW_SNAPSHOT_PUBLIC_KEY: z.string().min(1, "MCPGW_SNAPSHOT_PUBLIC_KEY is required (see `pnpm keygen`)"),
   MCPGW_DATA_DIR: z.string().default(".mcpgw"),
-  MCPGW_MAX_BODY_BYTES: z.coerce.number().int().positive().default(4 * 1024 * 1024),
+  MCPGW_MAX_BODY_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(4 * 1024 * 1024),
   MCPGW_REPLICA_ID: z.string().default(hostname()),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.string().optional(),
 });

@@ -41,7 +41,9 @@ async function shutdown(signal: string) {
   const deadline = setTimeout(() => process.exit(0), 10_000);
   deadline.unref();
   await dp.stop();
-  await (await Promise.race([bus, new Promise<undefined>((r) => setTimeout(() => r(undefined), 100))]))?.close();
+  await (
+    await Promise.race([bus, new Promise<undefined>((r) => setTimeout(() => r(undefined), 100))])
+  )?.close();
   await stopTracing();
   process.exit(0);
 }

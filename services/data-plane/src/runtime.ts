@@ -24,16 +24,29 @@ export interface DataPlaneRuntimeOptions {
  * Shared by the standalone process and the embedded mode.
  */
 export async function startDataPlane(o: DataPlaneRuntimeOptions) {
-  const store = new SnapshotStore(await importSnapshotKey(o.snapshotPublicKey), join(o.dataDir, "snapshots"), o.logger);
+  const store = new SnapshotStore(
+    await importSnapshotKey(o.snapshotPublicKey),
+    join(o.dataDir, "snapshots"),
+    o.logger,
+  );
   await store.loadCache();
   const pools = new UpstreamPools();
   store.onChange((state) => {
     const origins = new Set<string>();
-    for (const { server } of state.servers.values()) for (const e of server.endpoints) origins.add(new URL(e.url).origin);
+    for (const { server } of state.servers.values())
+      for (const e of server.endpoints) origins.add(new URL(e.url).origin);
     pools.retain(origins);
   });
   const verifier = new TokenVerifier(store);
-  const app = createDataPlaneApp({ store, verifier, pools, logger: o.logger, metrics: o.metrics, maxBodyBytes: o.maxBodyBytes, replicaId: o.replicaId });
+  const app = createDataPlaneApp({
+    store,
+    verifier,
+    pools,
+    logger: o.logger,
+    metrics: o.metrics,
+    maxBodyBytes: o.maxBodyBytes,
+    replicaId: o.replicaId,
+  });
 
   let stopWatch: (() => Promise<void>) | undefined;
   let stopped = false;

@@ -44,14 +44,22 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
     // Never a stack trace or an internal message in a response body.
     expect(text).not.toMatch(/\n\s+at |node_modules|Error:/);
     const isJson = res.headers.get("content-type")?.includes("application/json") ?? false;
-    return { status: res.status, headers: res.headers, body: isJson && text ? (JSON.parse(text) as RpcError) : undefined };
+    return {
+      status: res.status,
+      headers: res.headers,
+      body: isJson && text ? (JSON.parse(text) as RpcError) : undefined,
+    };
   }
 
   const initialize = JSON.stringify({
     jsonrpc: "2.0",
     id: 1,
     method: "initialize",
-    params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "bad-input", version: "1" } },
+    params: {
+      protocolVersion: "2025-11-25",
+      capabilities: {},
+      clientInfo: { name: "bad-input", version: "1" },
+    },
   });
 
   beforeAll(async () => {
@@ -61,11 +69,17 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
     const hangPort = (blackhole.address() as { port: number }).port;
     const closedPort = await freePort();
     [stack, upstream] = await Promise.all([
-      startStack({ replicas: 1, env: { MCPGW_MAX_BODY_BYTES: String(MAX_BODY), MCPGW_ACCESS_TOKEN_TTL_S: "3" } }),
+      startStack({
+        replicas: 1,
+        env: { MCPGW_MAX_BODY_BYTES: String(MAX_BODY), MCPGW_ACCESS_TOKEN_TTL_S: "3" },
+      }),
       startTestUpstream(),
     ]);
     api = await stack.api();
-    const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", { name: "Bad input", slug: "bad-input" });
+    const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", {
+      name: "Bad input",
+      slug: "bad-input",
+    });
     for (const [name, url, timeout_ms] of [
       ["ok", upstream.url, 30_000],
       ["refused", `http://127.0.0.1:${closedPort}/mcp`, 30_000],
@@ -85,10 +99,14 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
   }, 90_000);
 
   afterAll(async () => {
-    await Promise.all([stack?.stop(), upstream?.close(), new Promise((r) => {
+    await Promise.all([
+      stack?.stop(),
+      upstream?.close(),
+      new Promise((r) => {
         for (const socket of sockets) socket.destroy();
         blackhole?.close(r);
-      })]);
+      }),
+    ]);
   });
 
   it("answers malformed JSON with 400 and a JSON-RPC parse error", async () => {
@@ -111,7 +129,12 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
   });
 
   it("answers an oversized body with 413 without reading it all", async () => {
-    const big = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { pad: "x".repeat(MAX_BODY) } });
+    const big = JSON.stringify({
+      jsonrpc: "2.0",
+      id: 1,
+      method: "tools/call",
+      params: { pad: "x".repeat(MAX_BODY) },
+    });
     const res = await post(mcpUrl("ok"), big);
     expect(res.status).toBe(413);
     expect(res.body?.error.message).toContain(String(MAX_BODY));
@@ -122,8 +145,16 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
     expect(missing.status).toBe(401);
     expect(missing.headers.get("www-authenticate")).toMatch(/^Bearer /);
     const [h, p, s] = api.token.split(".");
-    const tamperedPayload = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p!, "base64url").toString()), org_id: "another-org", role: "admin" })).toString("base64url");
-    const tampered = await post(mcpUrl("ok"), initialize, { authorization: `Bearer ${h}.${tamperedPayload}.${s}` });
+    const tamperedPayload = Buffer.from(
+      JSON.stringify({
+        ...JSON.parse(Buffer.from(p!, "base64url").toString()),
+        org_id: "another-org",
+        role: "admin",
+      }),
+    ).toString("base64url");
+    const tampered = await post(mcpUrl("ok"), initialize, {
+      authorization: `Bearer ${h}.${tamperedPayload}.${s}`,
+    });
     expect(tampered.status).toBe(401);
     const garbage = await post(mcpUrl("ok"), initialize, { authorization: "Bearer not-a-jwt" });
     expect(garbage.status).toBe(401);
@@ -144,14 +175,18 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
     const ping = JSON.stringify({ jsonrpc: "2.0", id: 2, method: "ping" });
     const forged = await post(mcpUrl("ok"), ping, { "mcp-session-id": "made-up" });
     expect(forged.status).toBe(404);
-    const unknownUpstream = await post(mcpUrl("ok"), ping, { "mcp-session-id": "g1.0.00000000-0000-0000-0000-000000000000" });
+    const unknownUpstream = await post(mcpUrl("ok"), ping, {
+      "mcp-session-id": "g1.0.00000000-0000-0000-0000-000000000000",
+    });
     expect(unknownUpstream.status).toBe(404);
     const badEndpoint = await post(mcpUrl("ok"), ping, { "mcp-session-id": "g1.7.abc" });
     expect(badEndpoint.status).toBe(404);
   });
 
   it("answers an unsupported protocol version with 400", async () => {
-    const res = await post(mcpUrl("ok"), JSON.stringify({ jsonrpc: "2.0", id: 3, method: "ping" }), { "mcp-protocol-version": "1999-01-01" });
+    const res = await post(mcpUrl("ok"), JSON.stringify({ jsonrpc: "2.0", id: 3, method: "ping" }), {
+      "mcp-protocol-version": "1999-01-01",
+    });
     expect(res.status).toBe(400);
     expect(res.body?.error.message).toContain("2025-11-25");
   });
@@ -165,12 +200,20 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
   });
 
   it("answers unknown servers with 404 and methods other than GET/POST/DELETE with 405", async () => {
-    const unknown = await post(`${stack.dataPlanes[0]!.url}/servers/00000000-0000-4000-8000-000000000000/mcp`, initialize);
+    const unknown = await post(
+      `${stack.dataPlanes[0]!.url}/servers/00000000-0000-4000-8000-000000000000/mcp`,
+      initialize,
+    );
     expect(unknown.status).toBe(404);
-    const put = await fetch(mcpUrl("ok"), { method: "PUT", headers: { authorization: `Bearer ${api.token}` } });
+    const put = await fetch(mcpUrl("ok"), {
+      method: "PUT",
+      headers: { authorization: `Bearer ${api.token}` },
+    });
     expect(put.status).toBe(405);
     expect(put.headers.get("allow")).toContain("POST");
-    const getWithoutSession = await fetch(mcpUrl("ok"), { headers: { authorization: `Bearer ${api.token}`, accept: "text/event-stream" } });
+    const getWithoutSession = await fetch(mcpUrl("ok"), {
+      headers: { authorization: `Bearer ${api.token}`, accept: "text/event-stream" },
+    });
     expect(getWithoutSession.status).toBe(400);
   });
 

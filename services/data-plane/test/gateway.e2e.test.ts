@@ -20,16 +20,19 @@ interface ServerDto {
 function roundRobinClient(stack: Stack, serverId: string, token: string, seen?: number[]) {
   let i = 0;
   const ports = stack.dataPlanes.map((d) => d.port);
-  const transport = new StreamableHTTPClientTransport(new URL(`${stack.dataPlanes[0]!.url}/servers/${serverId}/mcp`), {
-    requestInit: { headers: { authorization: `Bearer ${token}` } },
-    fetch: (url, init) => {
-      const u = new URL(url);
-      const port = ports[i++ % ports.length]!;
-      seen?.push(port);
-      u.port = String(port);
-      return fetch(u, init);
+  const transport = new StreamableHTTPClientTransport(
+    new URL(`${stack.dataPlanes[0]!.url}/servers/${serverId}/mcp`),
+    {
+      requestInit: { headers: { authorization: `Bearer ${token}` } },
+      fetch: (url, init) => {
+        const u = new URL(url);
+        const port = ports[i++ % ports.length]!;
+        seen?.push(port);
+        u.port = String(port);
+        return fetch(u, init);
+      },
     },
-  });
+  );
   const client = new Client({ name: "e2e", version: "1.0.0" });
   return { client, transport };
 }
@@ -37,12 +40,20 @@ function roundRobinClient(stack: Stack, serverId: string, token: string, seen?: 
 async function initializeStatus(url: string, token: string): Promise<number> {
   const res = await fetch(url, {
     method: "POST",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", accept: "application/json, text/event-stream" },
+    headers: {
+      authorization: `Bearer ${token}`,
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+    },
     body: JSON.stringify({
       jsonrpc: "2.0",
       id: 1,
       method: "initialize",
-      params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "probe", version: "1" } },
+      params: {
+        protocolVersion: "2025-11-25",
+        capabilities: {},
+        clientInfo: { name: "probe", version: "1" },
+      },
     }),
   });
   await res.body?.cancel();
@@ -57,9 +68,16 @@ describe("gateway end to end: control plane → NATS → two data-plane replicas
   let namespaceId: string;
 
   beforeAll(async () => {
-    [stack, upstream, everything] = await Promise.all([startStack({ replicas: 2 }), startTestUpstream(), startEverythingServer()]);
+    [stack, upstream, everything] = await Promise.all([
+      startStack({ replicas: 2 }),
+      startTestUpstream(),
+      startEverythingServer(),
+    ]);
     api = await stack.api();
-    const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", { name: "Team A", slug: "team-a" });
+    const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", {
+      name: "Team A",
+      slug: "team-a",
+    });
     expect(ns.status).toBe(201);
     namespaceId = ns.body.id;
   }, 90_000);
@@ -81,7 +99,8 @@ describe("gateway end to end: control plane → NATS → two data-plane replicas
     const reachable = await Promise.all(
       stack.dataPlanes.map(async (dp) => {
         while (Date.now() - started < 1000) {
-          if ((await initializeStatus(`${dp.url}/servers/${created.body.id}/mcp`, api.token)) === 200) return Date.now() - started;
+          if ((await initializeStatus(`${dp.url}/servers/${created.body.id}/mcp`, api.token)) === 200)
+            return Date.now() - started;
           await new Promise((r) => setTimeout(r, 20));
         }
         return Number.POSITIVE_INFINITY;
@@ -116,14 +135,21 @@ describe("gateway end to end: control plane → NATS → two data-plane replicas
   });
 
   it("streams progress notifications of a tool call back as server-sent events", async () => {
-    const list = await api.call<{ items: Array<ServerDto & { name: string }> }>("GET", `/api/v1/servers?namespace_id=${namespaceId}`);
+    const list = await api.call<{ items: Array<ServerDto & { name: string }> }>(
+      "GET",
+      `/api/v1/servers?namespace_id=${namespaceId}`,
+    );
     const server = list.body.items.find((s) => s.name === "sdk-upstream")!;
     const { client, transport } = roundRobinClient(stack, server.id, api.token);
     await client.connect(transport);
     const progress: number[] = [];
-    const result = await client.callTool({ name: "count_with_progress", arguments: { steps: 5 } }, undefined, {
-      onprogress: (p) => progress.push(p.progress),
-    });
+    const result = await client.callTool(
+      { name: "count_with_progress", arguments: { steps: 5 } },
+      undefined,
+      {
+        onprogress: (p) => progress.push(p.progress),
+      },
+    );
     expect(result.content).toEqual([{ type: "text", text: "counted 5" }]);
     expect(progress).toEqual([1, 2, 3, 4, 5]);
     await client.close();
@@ -170,7 +196,9 @@ describe("gateway end to end: control plane → NATS → two data-plane replicas
       url: upstream.url,
     });
     await new Promise((r) => setTimeout(r, 300));
-    const disabled = await api.call<ServerDto>("PATCH", `/api/v1/servers/${server.body.id}`, { enabled: false });
+    const disabled = await api.call<ServerDto>("PATCH", `/api/v1/servers/${server.body.id}`, {
+      enabled: false,
+    });
     expect(disabled.body.enabled).toBe(false);
     const started = Date.now();
     for (const dp of stack.dataPlanes) {
@@ -184,7 +212,9 @@ describe("gateway end to end: control plane → NATS → two data-plane replicas
     }
     await api.call("PATCH", `/api/v1/servers/${server.body.id}`, { enabled: true });
     for (const dp of stack.dataPlanes) {
-      await expect.poll(() => initializeStatus(`${dp.url}/servers/${server.body.id}/mcp`, api.token), { timeout: 1000 }).toBe(200);
+      await expect
+        .poll(() => initializeStatus(`${dp.url}/servers/${server.body.id}/mcp`, api.token), { timeout: 1000 })
+        .toBe(200);
     }
   });
 });

@@ -15,12 +15,20 @@ import {
 async function initializeStatus(baseUrl: string, serverId: string, token: string): Promise<number> {
   const res = await fetch(`${baseUrl}/servers/${serverId}/mcp`, {
     method: "POST",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", accept: "application/json, text/event-stream" },
+    headers: {
+      authorization: `Bearer ${token}`,
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+    },
     body: JSON.stringify({
       jsonrpc: "2.0",
       id: 1,
       method: "initialize",
-      params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "probe", version: "1" } },
+      params: {
+        protocolVersion: "2025-11-25",
+        capabilities: {},
+        clientInfo: { name: "probe", version: "1" },
+      },
     }),
     signal: AbortSignal.timeout(5000),
   });
@@ -51,13 +59,21 @@ describe("snapshot distribution: signatures, versions and NATS outages", () => {
   }
 
   const reachable = (dp: number, serverId: string, timeoutMs = 5000) =>
-    eventually(async () => (await initializeStatus(stack.dataPlanes[dp]!.url, serverId, api.token)) === 200, timeoutMs);
+    eventually(
+      async () => (await initializeStatus(stack.dataPlanes[dp]!.url, serverId, api.token)) === 200,
+      timeoutMs,
+    );
 
   beforeAll(async () => {
     nats = await startPrivateNats();
-    [stack, upstream] = await Promise.all([startStack({ replicas: 2, natsUrl: nats.url }), startTestUpstream()]);
+    [stack, upstream] = await Promise.all([
+      startStack({ replicas: 2, natsUrl: nats.url }),
+      startTestUpstream(),
+    ]);
     api = await stack.api();
-    namespaceId = (await api.call<{ id: string }>("POST", "/api/v1/namespaces", { name: "Dist", slug: "dist" })).body.id;
+    namespaceId = (
+      await api.call<{ id: string }>("POST", "/api/v1/namespaces", { name: "Dist", slug: "dist" })
+    ).body.id;
     bus = await NatsBus.connect(nats.url);
     bucket = await bus.bucket(`${stack.env.MCPGW_BUS_PREFIX}_config`);
   }, 90_000);
@@ -75,12 +91,20 @@ describe("snapshot distribution: signatures, versions and NATS outages", () => {
     const entry = (await bucket.get(`org.${orgId}`))!;
     const [h, p, s] = entry.value!.split(".");
     const current = JSON.parse(Buffer.from(p!, "base64url").toString()) as OrgSnapshot;
-    const disabled = { ...current, version: current.version + 100, servers: current.servers.map((x) => ({ ...x, enabled: false })) };
-    await bucket.put(`org.${orgId}`, `${h}.${Buffer.from(JSON.stringify(disabled)).toString("base64url")}.${s}`);
+    const disabled = {
+      ...current,
+      version: current.version + 100,
+      servers: current.servers.map((x) => ({ ...x, enabled: false })),
+    };
+    await bucket.put(
+      `org.${orgId}`,
+      `${h}.${Buffer.from(JSON.stringify(disabled)).toString("base64url")}.${s}`,
+    );
     const signingKey = await importSnapshotKey(stack.env.MCPGW_SNAPSHOT_SIGNING_KEY!);
     await bucket.put(`org.${orgId}`, await signSnapshot({ ...disabled, version: 1 }, signingKey));
     await new Promise((r) => setTimeout(r, 500));
-    for (const dp of [0, 1]) expect(await initializeStatus(stack.dataPlanes[dp]!.url, first, api.token)).toBe(200);
+    for (const dp of [0, 1])
+      expect(await initializeStatus(stack.dataPlanes[dp]!.url, first, api.token)).toBe(200);
     for (const dp of stack.dataPlanes) expect(dp.proc.output()).toContain("snapshot rejected");
 
     // The control plane overwrites what it cannot verify: the next change reaches both replicas.
@@ -90,9 +114,9 @@ describe("snapshot distribution: signatures, versions and NATS outages", () => {
   });
 
   it("serves from the disk cache when started while NATS is down, and catches up when NATS is back", async () => {
-    const first = (await api.call<{ items: Array<{ id: string; name: string }> }>("GET", "/api/v1/servers")).body.items.find(
-      (s) => s.name === "first",
-    )!.id;
+    const first = (
+      await api.call<{ items: Array<{ id: string; name: string }> }>("GET", "/api/v1/servers")
+    ).body.items.find((s) => s.name === "first")!.id;
     await nats.stop();
     // dp0 restarts with NATS down: it must be ready and serve from its cache.
     await stack.dataPlanes[0]!.restart();

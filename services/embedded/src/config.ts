@@ -14,7 +14,11 @@ const schema = z.object({
   MCPGW_ACCESS_TOKEN_TTL_S: z.coerce.number().int().positive().default(900),
   // Embedded mode is for a laptop or a single host: upstreams on localhost are the common case.
   MCPGW_ALLOW_PRIVATE_UPSTREAMS: bool.default(true),
-  MCPGW_MAX_BODY_BYTES: z.coerce.number().int().positive().default(4 * 1024 * 1024),
+  MCPGW_MAX_BODY_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(4 * 1024 * 1024),
   WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(5_000),
 });
 

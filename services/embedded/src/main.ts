@@ -64,11 +64,22 @@ const worker = await startWorker({
 
 const cpServer = serve({ fetch: cp.app.fetch, port: config.CP_PORT, hostname: config.MCPGW_HOST });
 const dpServer = serve({ fetch: dp.app.fetch, port: config.DP_PORT, hostname: config.MCPGW_HOST });
-logger.info({ control_plane: `http://${config.MCPGW_HOST}:${config.CP_PORT}`, data_plane: `http://${config.MCPGW_HOST}:${config.DP_PORT}`, data_dir: dataDir }, "MCP Gateway (embedded) ready");
+logger.info(
+  {
+    control_plane: `http://${config.MCPGW_HOST}:${config.CP_PORT}`,
+    data_plane: `http://${config.MCPGW_HOST}:${config.DP_PORT}`,
+    data_dir: dataDir,
+  },
+  "MCP Gateway (embedded) ready",
+);
 if (cp.bootstrapped) {
-  const password = cp.bootstrapped.password ? `password ${cp.bootstrapped.password}` : "the password from MCPGW_ADMIN_PASSWORD";
+  const password = cp.bootstrapped.password
+    ? `password ${cp.bootstrapped.password}`
+    : "the password from MCPGW_ADMIN_PASSWORD";
   // Printed once, on the first start only; the password is stored only as an argon2id hash.
-  console.log(`\n  First start: created admin ${cp.bootstrapped.email} with ${password}\n  (shown once; keep it)\n`);
+  console.log(
+    `\n  First start: created admin ${cp.bootstrapped.email} with ${password}\n  (shown once; keep it)\n`,
+  );
 }
 
 let stopping = false;

@@ -28,7 +28,14 @@ describe("embedded mode: one process, PGlite, in-process bus and jobs, no extern
     dataDir = await mkdtemp(join(tmpdir(), "mcpgw-embedded-"));
     [dpPort, cpPort, upstream] = await Promise.all([freePort(), freePort(), startTestUpstream()]);
     // No DATABASE_URL, REDIS_URL or NATS_URL: embedded mode must not need them.
-    env = { MCPGW_DATA_DIR: dataDir, DP_PORT: String(dpPort), CP_PORT: String(cpPort), DATABASE_URL: "", REDIS_URL: "", NATS_URL: "" };
+    env = {
+      MCPGW_DATA_DIR: dataDir,
+      DP_PORT: String(dpPort),
+      CP_PORT: String(cpPort),
+      DATABASE_URL: "",
+      REDIS_URL: "",
+      NATS_URL: "",
+    };
     proc = startTsService("services/embedded/src/main.ts", env);
     await waitForReady(`http://127.0.0.1:${cpPort}/ready`, proc, 60_000);
     await waitForReady(`http://127.0.0.1:${dpPort}/ready`, proc, 10_000);
@@ -60,9 +67,12 @@ describe("embedded mode: one process, PGlite, in-process bus and jobs, no extern
     expect(server.status).toBe(201);
     const connect = async () => {
       const c = new Client({ name: "embedded-e2e", version: "1.0.0" });
-      const transport = new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${dpPort}/servers/${server.body.id}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${api.token}` } },
-      });
+      const transport = new StreamableHTTPClientTransport(
+        new URL(`http://127.0.0.1:${dpPort}/servers/${server.body.id}/mcp`),
+        {
+          requestInit: { headers: { authorization: `Bearer ${api.token}` } },
+        },
+      );
       await c.connect(transport);
       return c;
     };
@@ -70,10 +80,17 @@ describe("embedded mode: one process, PGlite, in-process bus and jobs, no extern
     const client = await eventually(connect, 3000);
     const { tools } = await client.listTools();
     expect(tools.map((t) => t.name)).toContain("add");
-    expect((await client.callTool({ name: "add", arguments: { a: 20, b: 22 } })).content).toEqual([{ type: "text", text: "42" }]);
+    expect((await client.callTool({ name: "add", arguments: { a: 20, b: 22 } })).content).toEqual([
+      { type: "text", text: "42" },
+    ]);
     await client.close();
     // The in-process worker checks the new server's health.
-    await eventually(async () => (await api.call<{ status: string }>("GET", `/api/v1/servers/${server.body.id}`)).body.status === "healthy", 20_000);
+    await eventually(
+      async () =>
+        (await api.call<{ status: string }>("GET", `/api/v1/servers/${server.body.id}`)).body.status ===
+        "healthy",
+      20_000,
+    );
   }, 40_000);
 
   it("keeps its data across a restart and does not print credentials again", async () => {

@@ -4,8 +4,14 @@ const schema = z.object({
   DATABASE_URL: z.string().min(1, "DATABASE_URL is required"),
   REDIS_URL: z.string().min(1, "REDIS_URL is required"),
   NATS_URL: z.string().min(1, "NATS_URL is required"),
-  MCPGW_BUS_PREFIX: z.string().regex(/^[A-Za-z0-9_-]+$/).default("mcpgw"),
-  MCPGW_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_:-]+$/).default("mcpgw"),
+  MCPGW_BUS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/)
+    .default("mcpgw"),
+  MCPGW_QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_:-]+$/)
+    .default("mcpgw"),
   WORKER_CONCURRENCY: z.coerce.number().int().positive().default(8),
   WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(5_000),
 });

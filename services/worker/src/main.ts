@@ -16,7 +16,11 @@ try {
 
 const database = await openDatabase(config.DATABASE_URL, { max: 4 });
 const bus = await NatsBus.connect(config.NATS_URL, { name: "mcpgw-worker" });
-const runner = new BullMqJobRunner({ redisUrl: config.REDIS_URL, prefix: config.MCPGW_QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY });
+const runner = new BullMqJobRunner({
+  redisUrl: config.REDIS_URL,
+  prefix: config.MCPGW_QUEUE_PREFIX,
+  concurrency: config.WORKER_CONCURRENCY,
+});
 const worker = await startWorker({
   db: database.db,
   bus,

@@ -27,7 +27,10 @@ describe("worker health checks (BullMQ on Redis, real upstream)", () => {
   beforeAll(async () => {
     [stack, upstream] = await Promise.all([startStack({ replicas: 1, worker: true }), startTestUpstream()]);
     api = await stack.api();
-    const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", { name: "Health", slug: "health" });
+    const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", {
+      name: "Health",
+      slug: "health",
+    });
     const created = await api.call<Server>("POST", "/api/v1/servers", {
       namespace_id: ns.body.id,
       name: "checked",

@@ -1,8 +1,7 @@
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import type { Actor, Role, VerbContext } from "../context.ts";
 import type { AppEnv, ControlPlaneDeps } from "../env.ts";
 import { unauthorized } from "../errors.ts";
-import type { Context } from "hono";
 
 /** Requires a valid control-plane access token and sets `actor`. */
 export function requireAuth(deps: Pick<ControlPlaneDeps, "tokens">): MiddlewareHandler<AppEnv> {

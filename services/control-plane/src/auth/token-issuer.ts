@@ -61,7 +61,9 @@ export class TokenIssuer {
           public_jwk: publicJwk,
           private_jwk_sealed: this.keyring.seal(JSON.stringify(privateJwk), `signing_key:${kid}`),
         });
-        await tx.update(schema.globalConfig).set({ config_version: sql`${schema.globalConfig.config_version} + 1` });
+        await tx
+          .update(schema.globalConfig)
+          .set({ config_version: sql`${schema.globalConfig.config_version} + 1` });
       });
       await this.reload();
     }
@@ -77,7 +79,9 @@ export class TokenIssuer {
     this.jwks = createLocalJWKSet({ keys: rows.map((r) => r.public_jwk as JWK) });
     const active = rows.find((r) => r.active);
     if (active) {
-      const jwk = JSON.parse(this.keyring.open(active.private_jwk_sealed, `signing_key:${active.kid}`)) as JWK;
+      const jwk = JSON.parse(
+        this.keyring.open(active.private_jwk_sealed, `signing_key:${active.kid}`),
+      ) as JWK;
       this.signing = { kid: active.kid, key: (await importJWK(jwk, ALG)) as CryptoKey };
     }
   }
@@ -95,7 +99,11 @@ export class TokenIssuer {
   async issue(claims: AccessClaims): Promise<{ token: string; jti: string; expiresIn: number }> {
     if (!this.signing) throw new Error("token issuer not initialised");
     const jti = randomUUID();
-    const token = await new SignJWT({ org_id: claims.org_id, role: claims.role, platform_admin: claims.platform_admin })
+    const token = await new SignJWT({
+      org_id: claims.org_id,
+      role: claims.role,
+      platform_admin: claims.platform_admin,
+    })
       .setProtectedHeader({ alg: ALG, kid: this.signing.kid, typ: "at+jwt" })
       .setIssuer(this.issuer)
       .setAudience(this.audience)
@@ -111,14 +119,26 @@ export class TokenIssuer {
   async verify(token: string): Promise<VerifiedAccess> {
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, this.jwks, { issuer: this.issuer, audience: this.audience, algorithms: [ALG] }));
+      ({ payload } = await jwtVerify(token, this.jwks, {
+        issuer: this.issuer,
+        audience: this.audience,
+        algorithms: [ALG],
+      }));
     } catch (err) {
       // A kid we have not loaded may come from a key another replica just created.
       if ((err as { code?: string }).code !== "ERR_JWKS_NO_MATCHING_KEY") throw err;
       await this.reload();
-      ({ payload } = await jwtVerify(token, this.jwks, { issuer: this.issuer, audience: this.audience, algorithms: [ALG] }));
+      ({ payload } = await jwtVerify(token, this.jwks, {
+        issuer: this.issuer,
+        audience: this.audience,
+        algorithms: [ALG],
+      }));
     }
-    if (typeof payload.sub !== "string" || typeof payload.org_id !== "string" || typeof payload.role !== "string") {
+    if (
+      typeof payload.sub !== "string" ||
+      typeof payload.org_id !== "string" ||
+      typeof payload.role !== "string"
+    ) {
       throw new Error("token lacks required claims");
     }
     return {
@@ -131,4 +151,3 @@ export class TokenIssuer {
     };
   }
 }
-

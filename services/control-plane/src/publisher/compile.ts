@@ -60,7 +60,11 @@ export async function compileGlobalSnapshot(db: Db, tokens: TokenIssuer): Promis
     kind: "global",
     version: global?.config_version ?? 1,
     issued_at: new Date().toISOString(),
-    jwt: { issuer: tokens.issuer, audience: tokens.audience, keys: (await tokens.publicKeys()) as Record<string, unknown>[] },
+    jwt: {
+      issuer: tokens.issuer,
+      audience: tokens.audience,
+      keys: (await tokens.publicKeys()) as Record<string, unknown>[],
+    },
     revoked_jti: revoked.map((r) => r.jti),
   };
 }

@@ -2,7 +2,7 @@ import type { KvBucket } from "@mcpgw/bus";
 import { KvConflict } from "@mcpgw/bus";
 import { type Db, schema } from "@mcpgw/db";
 import { GLOBAL_KEY, orgKey, type Snapshot, signSnapshot, verifySnapshot } from "@mcpgw/snapshot";
-import { type Counter, type Logger } from "@mcpgw/telemetry";
+import type { Counter, Logger } from "@mcpgw/telemetry";
 import { and, eq, gt, lt, sql } from "drizzle-orm";
 import type { TokenIssuer } from "../auth/token-issuer.ts";
 import type { PublishTrigger } from "../context.ts";
@@ -44,7 +44,8 @@ export class SnapshotPublisher implements PublishTrigger {
 
   /** Publishes everything behind, then sweeps periodically. */
   start(): void {
-    const sweep = () => void this.sweep().catch((err) => this.deps.logger.warn({ err }, "snapshot sweep failed"));
+    const sweep = () =>
+      void this.sweep().catch((err) => this.deps.logger.warn({ err }, "snapshot sweep failed"));
     sweep();
     this.timer = setInterval(sweep, this.deps.sweepMs);
     this.timer.unref();
@@ -95,7 +96,9 @@ export class SnapshotPublisher implements PublishTrigger {
     await this.deps.db
       .update(schema.organizations)
       .set({ published_version: snapshot.version, updated_at: sql`${schema.organizations.updated_at}` })
-      .where(and(eq(schema.organizations.id, orgId), lt(schema.organizations.published_version, snapshot.version)));
+      .where(
+        and(eq(schema.organizations.id, orgId), lt(schema.organizations.published_version, snapshot.version)),
+      );
   }
 
   private async publishGlobal(): Promise<void> {
@@ -117,7 +120,10 @@ export class SnapshotPublisher implements PublishTrigger {
       const current = await this.deps.bucket.get(key);
       // A value we cannot verify (tampered, foreign) is overwritten whatever version it claims.
       const currentVersion = current?.value
-        ? await verifySnapshot(current.value, this.deps.verifyKey, key).then((s) => s.version, () => undefined)
+        ? await verifySnapshot(current.value, this.deps.verifyKey, key).then(
+            (s) => s.version,
+            () => undefined,
+          )
         : undefined;
       if (currentVersion !== undefined && currentVersion >= snapshot.version) return;
       try {

@@ -3,13 +3,21 @@ import type { AppEnv, ControlPlaneDeps } from "../env.ts";
 import { login } from "../verbs/auth.ts";
 import { errorResponses, json, jsonBody } from "./schemas.ts";
 
-const LoginInput = z.strictObject({ email: z.string().email().max(320), password: z.string().min(1).max(1024) }).openapi("LoginInput");
+const LoginInput = z
+  .strictObject({ email: z.string().email().max(320), password: z.string().min(1).max(1024) })
+  .openapi("LoginInput");
 const TokenResponse = z
   .object({
     access_token: z.string(),
     token_type: z.literal("Bearer"),
     expires_in: z.number().int(),
-    user: z.object({ id: z.string(), email: z.string(), name: z.string(), role: z.string(), org_id: z.string() }),
+    user: z.object({
+      id: z.string(),
+      email: z.string(),
+      name: z.string(),
+      role: z.string(),
+      org_id: z.string(),
+    }),
   })
   .openapi("TokenResponse");
 

@@ -31,7 +31,12 @@ const NamespaceInput = z
     slug: Slug,
     description: z.string().max(2000).nullable().optional(),
     tool_naming: z.enum(["prefix", "none"]).optional(),
-    tool_separator: z.string().min(1).max(8).regex(/^[A-Za-z0-9_.\-:/]+$/).optional(),
+    tool_separator: z
+      .string()
+      .min(1)
+      .max(8)
+      .regex(/^[A-Za-z0-9_.\-:/]+$/)
+      .optional(),
     metadata: z.record(z.string(), z.unknown()).optional(),
   })
   .openapi("NamespaceInput");
@@ -48,7 +53,10 @@ export function namespaceRoutes(deps: ControlPlaneDeps) {
       path: "/",
       tags,
       request: { query: PageQuery },
-      responses: { 200: json(z.object({ items: z.array(Namespace), next_cursor: z.string().nullable() })), ...errorResponses },
+      responses: {
+        200: json(z.object({ items: z.array(Namespace), next_cursor: z.string().nullable() })),
+        ...errorResponses,
+      },
     }),
     async (c) => c.json(await listNamespaces({ ctx: verbContext(c, deps), page: c.req.valid("query") }), 200),
   );
@@ -61,11 +69,18 @@ export function namespaceRoutes(deps: ControlPlaneDeps) {
       request: { body: jsonBody(NamespaceInput) },
       responses: { 201: json(Namespace, "Created"), ...errorResponses },
     }),
-    async (c) => c.json(await createNamespace({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 201),
+    async (c) =>
+      c.json(await createNamespace({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 201),
   );
 
   app.openapi(
-    createRoute({ method: "get", path: "/{id}", tags, request: { params: IdParam }, responses: { 200: json(Namespace), ...errorResponses } }),
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      tags,
+      request: { params: IdParam },
+      responses: { 200: json(Namespace), ...errorResponses },
+    }),
     async (c) => c.json(await getNamespace({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
   );
 
@@ -78,7 +93,14 @@ export function namespaceRoutes(deps: ControlPlaneDeps) {
       responses: { 200: json(Namespace), ...errorResponses },
     }),
     async (c) =>
-      c.json(await updateNamespace({ ctx: verbContext(c, deps), id: c.req.valid("param").id, input: c.req.valid("json") }), 200),
+      c.json(
+        await updateNamespace({
+          ctx: verbContext(c, deps),
+          id: c.req.valid("param").id,
+          input: c.req.valid("json"),
+        }),
+        200,
+      ),
   );
 
   app.openapi(

@@ -4,9 +4,14 @@ import type { AppEnv, ControlPlaneDeps } from "../env.ts";
 import { createServer, deleteServer, getServer, listServers, updateServer } from "../verbs/servers.ts";
 import { DisplayName, errorResponses, IdParam, json, jsonBody, PageQuery } from "./schemas.ts";
 
-const Endpoint = z.strictObject({ url: z.string().max(2048), weight: z.number().int().min(1).max(1000).default(1) });
+const Endpoint = z.strictObject({
+  url: z.string().max(2048),
+  weight: z.number().int().min(1).max(1000).default(1),
+});
 const Transport = z.enum(["streamable_http", "sse", "stdio", "virtual"]);
-const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "environment variable names are letters, digits and _");
+const EnvName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "environment variable names are letters, digits and _");
 
 const Server = z
   .object({
@@ -61,7 +66,9 @@ const serverFields = {
   enabled: z.boolean().optional(),
 };
 
-const ServerInput = z.strictObject({ namespace_id: z.uuid(), transport: Transport, ...serverFields }).openapi("ServerInput");
+const ServerInput = z
+  .strictObject({ namespace_id: z.uuid(), transport: Transport, ...serverFields })
+  .openapi("ServerInput");
 const ServerPatch = z.strictObject(serverFields).partial().openapi("ServerPatch");
 
 const tags = ["Servers"];
@@ -76,7 +83,10 @@ export function serverRoutes(deps: ControlPlaneDeps) {
       path: "/",
       tags,
       request: { query: PageQuery.extend({ namespace_id: z.uuid().optional() }) },
-      responses: { 200: json(z.object({ items: z.array(Server), next_cursor: z.string().nullable() })), ...errorResponses },
+      responses: {
+        200: json(z.object({ items: z.array(Server), next_cursor: z.string().nullable() })),
+        ...errorResponses,
+      },
     }),
     async (c) => {
       const { namespace_id, ...page } = c.req.valid("query");
@@ -96,7 +106,13 @@ export function serverRoutes(deps: ControlPlaneDeps) {
   );
 
   app.openapi(
-    createRoute({ method: "get", path: "/{id}", tags, request: { params: IdParam }, responses: { 200: json(Server), ...errorResponses } }),
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      tags,
+      request: { params: IdParam },
+      responses: { 200: json(Server), ...errorResponses },
+    }),
     async (c) => c.json(await getServer({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
   );
 
@@ -105,11 +121,19 @@ export function serverRoutes(deps: ControlPlaneDeps) {
       method: "patch",
       path: "/{id}",
       tags,
-      description: "Changes fields of a server; `{\"enabled\": false}` disables it on every data plane.",
+      description: 'Changes fields of a server; `{"enabled": false}` disables it on every data plane.',
       request: { params: IdParam, body: jsonBody(ServerPatch) },
       responses: { 200: json(Server), ...errorResponses },
     }),
-    async (c) => c.json(await updateServer({ ctx: verbContext(c, deps), id: c.req.valid("param").id, patch: c.req.valid("json") }), 200),
+    async (c) =>
+      c.json(
+        await updateServer({
+          ctx: verbContext(c, deps),
+          id: c.req.valid("param").id,
+          patch: c.req.valid("json"),
+        }),
+        200,
+      ),
   );
 
   app.openapi(

@@ -1,4 +1,4 @@
-import { schema, type Db } from "@mcpgw/db";
+import { type Db, schema } from "@mcpgw/db";
 import { eq } from "drizzle-orm";
 import { hashPassword, verifyPassword } from "../auth/passwords.ts";
 import type { TokenIssuer } from "../auth/token-issuer.ts";
@@ -17,7 +17,12 @@ export async function login({
   tokens,
   email,
   password,
-}: { db: Db; tokens: TokenIssuer; email: string; password: string }): Promise<LoginResult> {
+}: {
+  db: Db;
+  tokens: TokenIssuer;
+  email: string;
+  password: string;
+}): Promise<LoginResult> {
   const [user] = await db.select().from(schema.users).where(eq(schema.users.email, email));
   const ok = await verifyPassword(user?.password_hash, password);
   if (!user || !ok || !user.active) throw unauthorized("invalid email or password");
@@ -44,11 +49,17 @@ export async function bootstrapAdmin({
   db,
   email,
   password,
-}: { db: Db; email?: string | undefined; password?: string | undefined }): Promise<{ email: string; password?: string } | null> {
+}: {
+  db: Db;
+  email?: string | undefined;
+  password?: string | undefined;
+}): Promise<{ email: string; password?: string } | null> {
   const [anyUser] = await db.select({ id: schema.users.id }).from(schema.users).limit(1);
   if (anyUser) return null;
   const adminEmail = email ?? "admin@mcpgw.local";
-  const generated = password ? undefined : Buffer.from(crypto.getRandomValues(new Uint8Array(18))).toString("base64url");
+  const generated = password
+    ? undefined
+    : Buffer.from(crypto.getRandomValues(new Uint8Array(18))).toString("base64url");
   const passwordHash = await hashPassword(password ?? generated!);
   await db.transaction(async (tx) => {
     const [org] = await tx
@@ -56,10 +67,19 @@ export async function bootstrapAdmin({
       .values({ name: "Default", slug: "default" })
       .onConflictDoNothing()
       .returning();
-    const orgId = org?.id ?? (await tx.select().from(schema.organizations).where(eq(schema.organizations.slug, "default")))[0]!.id;
+    const orgId =
+      org?.id ??
+      (await tx.select().from(schema.organizations).where(eq(schema.organizations.slug, "default")))[0]!.id;
     await tx
       .insert(schema.users)
-      .values({ org_id: orgId, email: adminEmail, name: "Administrator", password_hash: passwordHash, role: "admin", platform_admin: true })
+      .values({
+        org_id: orgId,
+        email: adminEmail,
+        name: "Administrator",
+        password_hash: passwordHash,
+        role: "admin",
+        platform_admin: true,
+      })
       .onConflictDoNothing();
     await tx.insert(schema.auditLogs).values({
       org_id: orgId,

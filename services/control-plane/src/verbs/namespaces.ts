@@ -51,7 +51,13 @@ const inOrg = (ctx: VerbContext, id: string) =>
   and(eq(schema.namespaces.id, id), eq(schema.namespaces.org_id, ctx.actor.org_id));
 
 /** Lists the namespaces of the actor's org. */
-export async function listNamespaces({ ctx, page }: { ctx: VerbContext; page: PageRequest }): Promise<Page<NamespaceDto>> {
+export async function listNamespaces({
+  ctx,
+  page,
+}: {
+  ctx: VerbContext;
+  page: PageRequest;
+}): Promise<Page<NamespaceDto>> {
   authorize(ctx.actor, "namespaces:read");
   const q = pageQuery(schema.namespaces, page);
   const rows = await ctx.db
@@ -80,7 +86,13 @@ async function assertSlugFree(ctx: VerbContext, slug: string, exceptId?: string)
 }
 
 /** Creates a namespace. */
-export async function createNamespace({ ctx, input }: { ctx: VerbContext; input: NamespaceInput }): Promise<NamespaceDto> {
+export async function createNamespace({
+  ctx,
+  input,
+}: {
+  ctx: VerbContext;
+  input: NamespaceInput;
+}): Promise<NamespaceDto> {
   authorize(ctx.actor, "namespaces:write");
   await assertSlugFree(ctx, input.slug);
   const row = await ctx.db.transaction(async (tx) => {
@@ -88,7 +100,12 @@ export async function createNamespace({ ctx, input }: { ctx: VerbContext; input:
       .insert(schema.namespaces)
       .values({ ...input, org_id: ctx.actor.org_id })
       .returning();
-    await recordAudit(tx, ctx, { action: "namespace.create", resource_type: "namespace", resource_id: created!.id, after: created });
+    await recordAudit(tx, ctx, {
+      action: "namespace.create",
+      resource_type: "namespace",
+      resource_id: created!.id,
+      after: created,
+    });
     await bumpOrgVersion(tx, ctx.actor.org_id);
     return created!;
   });
@@ -101,14 +118,24 @@ export async function updateNamespace({
   ctx,
   id,
   input,
-}: { ctx: VerbContext; id: string; input: Partial<NamespaceInput> }): Promise<NamespaceDto> {
+}: {
+  ctx: VerbContext;
+  id: string;
+  input: Partial<NamespaceInput>;
+}): Promise<NamespaceDto> {
   authorize(ctx.actor, "namespaces:write");
   if (input.slug) await assertSlugFree(ctx, input.slug, id);
   const row = await ctx.db.transaction(async (tx) => {
     const [before] = await tx.select().from(schema.namespaces).where(inOrg(ctx, id)).for("update");
     if (!before) throw notFound("namespace");
     const [after] = await tx.update(schema.namespaces).set(input).where(inOrg(ctx, id)).returning();
-    await recordAudit(tx, ctx, { action: "namespace.update", resource_type: "namespace", resource_id: id, before, after });
+    await recordAudit(tx, ctx, {
+      action: "namespace.update",
+      resource_type: "namespace",
+      resource_id: id,
+      before,
+      after,
+    });
     await bumpOrgVersion(tx, ctx.actor.org_id);
     return after!;
   });
@@ -122,7 +149,12 @@ export async function deleteNamespace({ ctx, id }: { ctx: VerbContext; id: strin
   await ctx.db.transaction(async (tx) => {
     const [before] = await tx.delete(schema.namespaces).where(inOrg(ctx, id)).returning();
     if (!before) throw notFound("namespace");
-    await recordAudit(tx, ctx, { action: "namespace.delete", resource_type: "namespace", resource_id: id, before });
+    await recordAudit(tx, ctx, {
+      action: "namespace.delete",
+      resource_type: "namespace",
+      resource_id: id,
+      before,
+    });
     await bumpOrgVersion(tx, ctx.actor.org_id);
   });
   ctx.publisher.notify(ctx.actor.org_id);

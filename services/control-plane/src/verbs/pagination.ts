@@ -1,4 +1,4 @@
-import { and, asc, gt, or, type SQL, eq } from "drizzle-orm";
+import { and, asc, eq, gt, or, type SQL } from "drizzle-orm";
 import type { PgColumn } from "drizzle-orm/pg-core";
 import { validation } from "../errors.ts";
 
@@ -18,7 +18,10 @@ interface CursorColumns {
 }
 
 /** The keyset condition and order for `(created_at, id)` cursor pagination. */
-export function pageQuery(table: CursorColumns, req: PageRequest): { where: SQL | undefined; orderBy: SQL[]; limit: number } {
+export function pageQuery(
+  table: CursorColumns,
+  req: PageRequest,
+): { where: SQL | undefined; orderBy: SQL[]; limit: number } {
   const limit = Math.min(Math.max(req.limit ?? 50, 1), 200);
   let where: SQL | undefined;
   if (req.cursor) {
@@ -36,11 +39,17 @@ export function pageQuery(table: CursorColumns, req: PageRequest): { where: SQL 
 }
 
 /** Cuts the extra row fetched by `pageQuery` into the next cursor. */
-export function toPage<R extends { created_at: Date; id: string }, T>(rows: R[], limit: number | undefined, map: (r: R) => T): Page<T> {
+export function toPage<R extends { created_at: Date; id: string }, T>(
+  rows: R[],
+  limit: number | undefined,
+  map: (r: R) => T,
+): Page<T> {
   const size = Math.min(Math.max(limit ?? 50, 1), 200);
   const items = rows.slice(0, size);
   const last = items[items.length - 1];
   const next_cursor =
-    rows.length > size && last ? Buffer.from(JSON.stringify([last.created_at.toISOString(), last.id])).toString("base64url") : null;
+    rows.length > size && last
+      ? Buffer.from(JSON.stringify([last.created_at.toISOString(), last.id])).toString("base64url")
+      : null;
   return { items: items.map(map), next_cursor };
 }

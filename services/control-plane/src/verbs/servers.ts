@@ -36,7 +36,8 @@ export interface ServerInput {
 
 export type ServerPatch = Partial<Omit<ServerInput, "namespace_id" | "transport">>;
 
-export interface ServerDto extends Omit<ServerRow, "credentials_sealed" | "created_at" | "updated_at" | "last_health_check_at"> {
+export interface ServerDto
+  extends Omit<ServerRow, "credentials_sealed" | "created_at" | "updated_at" | "last_health_check_at"> {
   has_credentials: boolean;
   last_health_check_at: string | null;
   created_at: string;
@@ -55,7 +56,8 @@ export function toServerDto(r: ServerRow): ServerDto {
   };
 }
 
-const inOrg = (ctx: VerbContext, id: string) => and(eq(schema.mcpServers.id, id), eq(schema.mcpServers.org_id, ctx.actor.org_id));
+const inOrg = (ctx: VerbContext, id: string) =>
+  and(eq(schema.mcpServers.id, id), eq(schema.mcpServers.org_id, ctx.actor.org_id));
 
 /** Checks transport-specific fields and normalises `url`/`endpoints` into each other. */
 async function normalise(ctx: VerbContext, transport: Transport, input: ServerPatch): Promise<ServerPatch> {
@@ -63,17 +65,30 @@ async function normalise(ctx: VerbContext, transport: Transport, input: ServerPa
   if (transport === "streamable_http" || transport === "sse") {
     if (input.command != null) throw validation(`a ${transport} server takes a url, not a command`);
     if (input.url !== undefined || input.endpoints !== undefined) {
-      const endpoints = input.endpoints?.length ? input.endpoints : input.url ? [{ url: input.url, weight: 1 }] : [];
+      const endpoints = input.endpoints?.length
+        ? input.endpoints
+        : input.url
+          ? [{ url: input.url, weight: 1 }]
+          : [];
       if (endpoints.length === 0) throw validation(`a ${transport} server needs a url or endpoints`);
       out.endpoints = await Promise.all(
-        endpoints.map(async (e) => ({ url: await assertSafeUpstreamUrl(e.url, ctx.allowPrivateUpstreams), weight: e.weight })),
+        endpoints.map(async (e) => ({
+          url: await assertSafeUpstreamUrl(e.url, ctx.allowPrivateUpstreams),
+          weight: e.weight,
+        })),
       );
       out.url = out.endpoints[0]!.url;
     }
   } else if (transport === "stdio") {
-    if (input.url != null || input.endpoints?.length) throw validation("a stdio server takes a command, not a url");
+    if (input.url != null || input.endpoints?.length)
+      throw validation("a stdio server takes a command, not a url");
     // stdio commands run on data-plane hosts: only admins may register or change them.
-    if (input.command !== undefined || input.args !== undefined || input.env !== undefined || input.cwd !== undefined) {
+    if (
+      input.command !== undefined ||
+      input.args !== undefined ||
+      input.env !== undefined ||
+      input.cwd !== undefined
+    ) {
       authorize(ctx.actor, "servers:register_command");
     }
   }
@@ -85,7 +100,11 @@ export async function listServers({
   ctx,
   page,
   namespaceId,
-}: { ctx: VerbContext; page: PageRequest; namespaceId?: string | undefined }): Promise<Page<ServerDto>> {
+}: {
+  ctx: VerbContext;
+  page: PageRequest;
+  namespaceId?: string | undefined;
+}): Promise<Page<ServerDto>> {
   authorize(ctx.actor, "servers:read");
   const q = pageQuery(schema.mcpServers, page);
   const rows = await ctx.db
@@ -112,10 +131,20 @@ export async function getServer({ ctx, id }: { ctx: VerbContext; id: string }): 
 }
 
 /** Registers an upstream MCP server in a namespace of the actor's org. */
-export async function createServer({ ctx, input }: { ctx: VerbContext; input: ServerInput }): Promise<ServerDto> {
+export async function createServer({
+  ctx,
+  input,
+}: {
+  ctx: VerbContext;
+  input: ServerInput;
+}): Promise<ServerDto> {
   authorize(ctx.actor, "servers:write");
   if (input.transport === "stdio" && !input.command) throw validation("a stdio server needs a command");
-  if ((input.transport === "streamable_http" || input.transport === "sse") && !input.url && !input.endpoints?.length) {
+  if (
+    (input.transport === "streamable_http" || input.transport === "sse") &&
+    !input.url &&
+    !input.endpoints?.length
+  ) {
     throw validation(`a ${input.transport} server needs a url or endpoints`);
   }
   const fields = await normalise(ctx, input.transport, input);
@@ -123,7 +152,9 @@ export async function createServer({ ctx, input }: { ctx: VerbContext; input: Se
     const [ns] = await tx
       .select({ id: schema.namespaces.id })
       .from(schema.namespaces)
-      .where(and(eq(schema.namespaces.id, input.namespace_id), eq(schema.namespaces.org_id, ctx.actor.org_id)));
+      .where(
+        and(eq(schema.namespaces.id, input.namespace_id), eq(schema.namespaces.org_id, ctx.actor.org_id)),
+      );
     if (!ns) throw notFound("namespace");
     const [org] = await tx
       .select({ max: schema.organizations.max_servers })
@@ -134,17 +165,31 @@ export async function createServer({ ctx, input }: { ctx: VerbContext; input: Se
       .select({ n: count() })
       .from(schema.mcpServers)
       .where(eq(schema.mcpServers.org_id, ctx.actor.org_id));
-    if (org && n >= org.max) throw new AppError("Conflict", `the organization's plan allows at most ${org.max} servers`);
+    if (org && n >= org.max)
+      throw new AppError("Conflict", `the organization's plan allows at most ${org.max} servers`);
     const [dup] = await tx
       .select({ id: schema.mcpServers.id })
       .from(schema.mcpServers)
-      .where(and(eq(schema.mcpServers.namespace_id, input.namespace_id), eq(schema.mcpServers.name, input.name)));
+      .where(
+        and(eq(schema.mcpServers.namespace_id, input.namespace_id), eq(schema.mcpServers.name, input.name)),
+      );
     if (dup) throw conflict(`a server named '${input.name}' already exists in this namespace`);
     const [created] = await tx
       .insert(schema.mcpServers)
-      .values({ ...fields, namespace_id: input.namespace_id, name: input.name, transport: input.transport, org_id: ctx.actor.org_id })
+      .values({
+        ...fields,
+        namespace_id: input.namespace_id,
+        name: input.name,
+        transport: input.transport,
+        org_id: ctx.actor.org_id,
+      })
       .returning();
-    await recordAudit(tx, ctx, { action: "server.create", resource_type: "server", resource_id: created!.id, after: created });
+    await recordAudit(tx, ctx, {
+      action: "server.create",
+      resource_type: "server",
+      resource_id: created!.id,
+      after: created,
+    });
     await bumpOrgVersion(tx, ctx.actor.org_id);
     return created!;
   });
@@ -153,7 +198,15 @@ export async function createServer({ ctx, input }: { ctx: VerbContext; input: Se
 }
 
 /** Changes a server's fields, including `enabled`. */
-export async function updateServer({ ctx, id, patch }: { ctx: VerbContext; id: string; patch: ServerPatch }): Promise<ServerDto> {
+export async function updateServer({
+  ctx,
+  id,
+  patch,
+}: {
+  ctx: VerbContext;
+  id: string;
+  patch: ServerPatch;
+}): Promise<ServerDto> {
   authorize(ctx.actor, "servers:write");
   const row = await ctx.db.transaction(async (tx) => {
     const [before] = await tx.select().from(schema.mcpServers).where(inOrg(ctx, id)).for("update");
@@ -163,11 +216,21 @@ export async function updateServer({ ctx, id, patch }: { ctx: VerbContext; id: s
       const [dup] = await tx
         .select({ id: schema.mcpServers.id })
         .from(schema.mcpServers)
-        .where(and(eq(schema.mcpServers.namespace_id, before.namespace_id), eq(schema.mcpServers.name, fields.name)));
+        .where(
+          and(
+            eq(schema.mcpServers.namespace_id, before.namespace_id),
+            eq(schema.mcpServers.name, fields.name),
+          ),
+        );
       if (dup) throw conflict(`a server named '${fields.name}' already exists in this namespace`);
     }
     const [after] = await tx.update(schema.mcpServers).set(fields).where(inOrg(ctx, id)).returning();
-    const action = Object.keys(patch).length === 1 && patch.enabled !== undefined ? (patch.enabled ? "server.enable" : "server.disable") : "server.update";
+    const action =
+      Object.keys(patch).length === 1 && patch.enabled !== undefined
+        ? patch.enabled
+          ? "server.enable"
+          : "server.disable"
+        : "server.update";
     await recordAudit(tx, ctx, { action, resource_type: "server", resource_id: id, before, after });
     await bumpOrgVersion(tx, ctx.actor.org_id);
     return after!;

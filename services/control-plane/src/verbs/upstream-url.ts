@@ -42,14 +42,23 @@ export async function assertSafeUpstreamUrl(raw: string, allowPrivate: boolean):
   } catch {
     throw validation(`invalid upstream URL: ${JSON.stringify(raw.slice(0, 200))}`);
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") throw validation("upstream URLs must use http or https");
-  if (url.username || url.password) throw validation("upstream URLs must not embed credentials; use server credentials");
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    throw validation("upstream URLs must use http or https");
+  if (url.username || url.password)
+    throw validation("upstream URLs must not embed credentials; use server credentials");
   if (allowPrivate) return url.toString();
   const host = url.hostname.replace(/^\[|\]$/g, "");
-  const addresses = isIP(host) ? [host] : await lookup(host, { all: true }).then((r) => r.map((a) => a.address), () => []);
+  const addresses = isIP(host)
+    ? [host]
+    : await lookup(host, { all: true }).then(
+        (r) => r.map((a) => a.address),
+        () => [],
+      );
   if (addresses.length === 0) throw validation(`upstream host ${host} does not resolve`);
   if (addresses.some(isBlocked)) {
-    throw validation(`upstream host ${host} resolves to a private or internal address; set MCPGW_ALLOW_PRIVATE_UPSTREAMS=true to allow it`);
+    throw validation(
+      `upstream host ${host} resolves to a private or internal address; set MCPGW_ALLOW_PRIVATE_UPSTREAMS=true to allow it`,
+    );
   }
   return url.toString();
 }

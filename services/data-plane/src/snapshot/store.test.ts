@@ -39,7 +39,10 @@ function orgSnapshot(version: number, serverName = "s"): OrgSnapshot {
 
 async function keys() {
   const { privateJwk, publicJwk } = await generateSnapshotKeys();
-  return { priv: await importSnapshotKey(JSON.stringify(privateJwk)), pub: await importSnapshotKey(JSON.stringify(publicJwk)) };
+  return {
+    priv: await importSnapshotKey(JSON.stringify(privateJwk)),
+    pub: await importSnapshotKey(JSON.stringify(publicJwk)),
+  };
 }
 
 describe("SnapshotStore", () => {
@@ -68,7 +71,9 @@ describe("SnapshotStore", () => {
     const [h, , s] = jws.split(".");
     const forged = Buffer.from(JSON.stringify(orgSnapshot(9, "forged"))).toString("base64url");
     expect(await store.apply("org.o1", `${h}.${forged}.${s}`)).toBe("rejected");
-    expect(await store.apply("org.o1", await signSnapshot(orgSnapshot(7, "foreign"), other.priv))).toBe("rejected");
+    expect(await store.apply("org.o1", await signSnapshot(orgSnapshot(7, "foreign"), other.priv))).toBe(
+      "rejected",
+    );
     expect(await store.apply("org.o2", jws)).toBe("rejected");
     expect(await store.apply("org.o1", "not a jws")).toBe("rejected");
     expect(store.current.servers.get("srv1")?.server.name).toBe("good");

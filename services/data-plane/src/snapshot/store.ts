@@ -79,7 +79,10 @@ export class SnapshotStore {
     try {
       snapshot = await verifySnapshot(jws, this.publicKey, key);
     } catch (err) {
-      this.logger.warn({ key, reason: err instanceof SnapshotRejected ? err.message : String(err) }, "snapshot rejected");
+      this.logger.warn(
+        { key, reason: err instanceof SnapshotRejected ? err.message : String(err) },
+        "snapshot rejected",
+      );
       return "rejected";
     }
     // Checked after the await: another apply may have swapped in a newer version meanwhile.

@@ -15,6 +15,10 @@ export function sendJsonRpcError(
     return;
   }
   const body = JSON.stringify(jsonRpcError(id, code, message));
-  res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  res.writeHead(status, {
+    ...headers,
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+  });
   res.end(body);
 }

@@ -4,8 +4,8 @@ import {
   DEFAULT_PROTOCOL_VERSION,
   isJsonRpcMessage,
   isSupportedProtocolVersion,
-  type JsonRpcId,
   JsonRpcErrorCode,
+  type JsonRpcId,
   MCP_HEADERS,
   STATELESS_PROTOCOL_VERSION,
   SUPPORTED_PROTOCOL_VERSIONS,
@@ -38,9 +38,21 @@ const FORWARD_REQUEST_HEADERS = [
 ] as const;
 
 /** Response headers passed back to the client (session id rewritten separately). */
-const FORWARD_RESPONSE_HEADERS = ["content-type", "cache-control", MCP_HEADERS.protocolVersion, "retry-after"] as const;
+const FORWARD_RESPONSE_HEADERS = [
+  "content-type",
+  "cache-control",
+  MCP_HEADERS.protocolVersion,
+  "retry-after",
+] as const;
 
-const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENOTFOUND", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_SOCKET"]);
+const CONNECT_ERRORS = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EHOSTUNREACH",
+  "ENOTFOUND",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_SOCKET",
+]);
 
 class BodyTooLarge extends Error {}
 
@@ -90,7 +102,9 @@ export async function proxyStreamableHttp(
 ): Promise<ProxyOutcome> {
   const method = req.method ?? "GET";
   if (method !== "POST" && method !== "GET" && method !== "DELETE") {
-    sendJsonRpcError(res, 405, null, JsonRpcErrorCode.InvalidRequest, `method ${method} not allowed`, { allow: "GET, POST, DELETE" });
+    sendJsonRpcError(res, 405, null, JsonRpcErrorCode.InvalidRequest, `method ${method} not allowed`, {
+      allow: "GET, POST, DELETE",
+    });
     return { status: 405, method: undefined };
   }
 
@@ -113,7 +127,13 @@ export async function proxyStreamableHttp(
   if (method === "POST") {
     const contentType = header(req.headers, "content-type") ?? "";
     if (!contentType.toLowerCase().startsWith("application/json")) {
-      sendJsonRpcError(res, 415, null, JsonRpcErrorCode.InvalidRequest, "Content-Type must be application/json");
+      sendJsonRpcError(
+        res,
+        415,
+        null,
+        JsonRpcErrorCode.InvalidRequest,
+        "Content-Type must be application/json",
+      );
       req.resume();
       return { status: 415, method: undefined };
     }
@@ -121,9 +141,16 @@ export async function proxyStreamableHttp(
       body = await readBody(req, options.maxBodyBytes);
     } catch (err) {
       if (err instanceof BodyTooLarge) {
-        sendJsonRpcError(res, 413, null, JsonRpcErrorCode.RequestTooLarge, `request body exceeds ${options.maxBodyBytes} bytes`, {
-          connection: "close",
-        });
+        sendJsonRpcError(
+          res,
+          413,
+          null,
+          JsonRpcErrorCode.RequestTooLarge,
+          `request body exceeds ${options.maxBodyBytes} bytes`,
+          {
+            connection: "close",
+          },
+        );
         return { status: 413, method: undefined };
       }
       throw err;
@@ -132,12 +159,24 @@ export async function proxyStreamableHttp(
     try {
       parsed = JSON.parse(body.toString("utf8"));
     } catch {
-      sendJsonRpcError(res, 400, null, JsonRpcErrorCode.ParseError, "Parse error: request body is not valid JSON");
+      sendJsonRpcError(
+        res,
+        400,
+        null,
+        JsonRpcErrorCode.ParseError,
+        "Parse error: request body is not valid JSON",
+      );
       return { status: 400, method: undefined };
     }
     const messages = Array.isArray(parsed) ? parsed : [parsed];
     if (messages.length === 0 || !messages.every(isJsonRpcMessage)) {
-      sendJsonRpcError(res, 400, null, JsonRpcErrorCode.InvalidRequest, "Invalid Request: body must be a JSON-RPC 2.0 message");
+      sendJsonRpcError(
+        res,
+        400,
+        null,
+        JsonRpcErrorCode.InvalidRequest,
+        "Invalid Request: body must be a JSON-RPC 2.0 message",
+      );
       return { status: 400, method: undefined };
     }
     const first = messages[0]!;
@@ -146,7 +185,13 @@ export async function proxyStreamableHttp(
     // 2026-07-28: the routing headers must agree with the body they describe.
     const headerMethod = header(req.headers, MCP_HEADERS.method);
     if (version === STATELESS_PROTOCOL_VERSION && headerMethod !== undefined && headerMethod !== rpcMethod) {
-      sendJsonRpcError(res, 400, rpcId, JsonRpcErrorCode.InvalidRequest, "Mcp-Method header does not match the request body");
+      sendJsonRpcError(
+        res,
+        400,
+        rpcId,
+        JsonRpcErrorCode.InvalidRequest,
+        "Mcp-Method header does not match the request body",
+      );
       return { status: 400, method: rpcMethod };
     }
   }
@@ -166,7 +211,13 @@ export async function proxyStreamableHttp(
     upstreamSessionId = route.upstreamSessionId;
   } else {
     if (method !== "POST") {
-      sendJsonRpcError(res, 400, null, JsonRpcErrorCode.InvalidRequest, "Bad Request: Mcp-Session-Id header is required");
+      sendJsonRpcError(
+        res,
+        400,
+        null,
+        JsonRpcErrorCode.InvalidRequest,
+        "Bad Request: Mcp-Session-Id header is required",
+      );
       return { status: 400, method: undefined };
     }
     endpointIndex = pickEndpoint(server);
@@ -187,11 +238,13 @@ export async function proxyStreamableHttp(
 
   // A request that never reached the upstream (connection refused) may go to another endpoint;
   // one that did is never repeated (JSON-RPC calls are not idempotent).
-  const attempts = upstreamSessionId === undefined ? 1 + Math.min(server.retries, server.endpoints.length * 2) : 1;
+  const attempts =
+    upstreamSessionId === undefined ? 1 + Math.min(server.retries, server.endpoints.length * 2) : 1;
   let upstream: Awaited<ReturnType<ReturnType<UpstreamPools["get"]>["request"]>> | undefined;
   let lastError: unknown;
   for (let attempt = 0; attempt < attempts && !upstream; attempt++) {
-    if (attempt > 0 && server.endpoints.length > 1) endpointIndex = (endpointIndex + 1) % server.endpoints.length;
+    if (attempt > 0 && server.endpoints.length > 1)
+      endpointIndex = (endpointIndex + 1) % server.endpoints.length;
     const endpoint = server.endpoints[endpointIndex];
     if (!endpoint) break;
     const target = new URL(endpoint.url);
@@ -217,10 +270,22 @@ export async function proxyStreamableHttp(
     if (abort.signal.aborted) return { status: 499, method: rpcMethod, error: "client closed" };
     const code = (lastError as { code?: string }).code ?? "";
     if (code === "UND_ERR_HEADERS_TIMEOUT") {
-      sendJsonRpcError(res, 504, rpcId, JsonRpcErrorCode.UpstreamTimeout, `upstream did not answer within ${server.timeout_ms} ms`);
+      sendJsonRpcError(
+        res,
+        504,
+        rpcId,
+        JsonRpcErrorCode.UpstreamTimeout,
+        `upstream did not answer within ${server.timeout_ms} ms`,
+      );
       return { status: 504, method: rpcMethod, error: code };
     }
-    sendJsonRpcError(res, 502, rpcId, JsonRpcErrorCode.UpstreamUnavailable, "upstream MCP server is unavailable");
+    sendJsonRpcError(
+      res,
+      502,
+      rpcId,
+      JsonRpcErrorCode.UpstreamUnavailable,
+      "upstream MCP server is unavailable",
+    );
     return { status: 502, method: rpcMethod, error: code || String(lastError) };
   }
 
@@ -229,7 +294,13 @@ export async function proxyStreamableHttp(
     // The upstream's challenge is about the gateway's credentials, not the client's.
     await upstream.body.dump().catch(() => {});
     res.off("close", onClose);
-    sendJsonRpcError(res, 502, rpcId, JsonRpcErrorCode.UpstreamUnavailable, "upstream rejected the gateway's credentials");
+    sendJsonRpcError(
+      res,
+      502,
+      rpcId,
+      JsonRpcErrorCode.UpstreamUnavailable,
+      "upstream rejected the gateway's credentials",
+    );
     return { status: 502, method: rpcMethod, error: `upstream ${status}` };
   }
 

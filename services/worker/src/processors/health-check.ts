@@ -21,7 +21,11 @@ export interface HealthResult {
 }
 
 /** MCP initialize + ping against one endpoint, bounded by `timeoutMs`. */
-export async function probeMcpEndpoint(url: string, transport: "streamable_http" | "sse", timeoutMs: number): Promise<HealthResult> {
+export async function probeMcpEndpoint(
+  url: string,
+  transport: "streamable_http" | "sse",
+  timeoutMs: number,
+): Promise<HealthResult> {
   const started = performance.now();
   const client = new Client({ name: "mcpgw-health-check", version: "1.0.0" });
   const abort = AbortSignal.timeout(timeoutMs);
@@ -34,8 +38,14 @@ export async function probeMcpEndpoint(url: string, transport: "streamable_http"
     await client.ping({ timeout: timeoutMs, signal: abort });
     return { status: "healthy", latency_ms: Math.round(performance.now() - started), error: null };
   } catch (err) {
-    const message = abort.aborted ? `no answer within ${timeoutMs} ms` : (err as Error).message || String(err);
-    return { status: "unhealthy", latency_ms: Math.round(performance.now() - started), error: message.slice(0, 500) };
+    const message = abort.aborted
+      ? `no answer within ${timeoutMs} ms`
+      : (err as Error).message || String(err);
+    return {
+      status: "unhealthy",
+      latency_ms: Math.round(performance.now() - started),
+      error: message.slice(0, 500),
+    };
   } finally {
     if (t instanceof StreamableHTTPClientTransport) await t.terminateSession().catch(() => {});
     await client.close().catch(() => {});
@@ -45,16 +55,26 @@ export async function probeMcpEndpoint(url: string, transport: "streamable_http"
 /** The `health-check` processor: probes a server, records the result and publishes it to data planes. */
 export function healthCheckProcessor(deps: HealthCheckDeps) {
   return async ({ server_id }: HealthCheckPayload): Promise<void> => {
-    const [server] = await deps.db.select().from(schema.mcpServers).where(eq(schema.mcpServers.id, server_id));
+    const [server] = await deps.db
+      .select()
+      .from(schema.mcpServers)
+      .where(eq(schema.mcpServers.id, server_id));
     // Deleted or disabled since it was scheduled: nothing to check (the sweep drops the schedule).
-    if (!server || !server.enabled || !server.health_check_enabled) return;
+    if (!server?.enabled || !server.health_check_enabled) return;
     if (server.transport !== "streamable_http" && server.transport !== "sse") return;
     const results = await Promise.all(
-      server.endpoints.map((e) => probeMcpEndpoint(e.url, server.transport as "streamable_http" | "sse", server.health_check_timeout_ms)),
+      server.endpoints.map((e) =>
+        probeMcpEndpoint(
+          e.url,
+          server.transport as "streamable_http" | "sse",
+          server.health_check_timeout_ms,
+        ),
+      ),
     );
     // A server is healthy while any of its endpoints is.
     const healthy = results.find((r) => r.status === "healthy");
-    const result = healthy ?? results[0] ?? { status: "unhealthy" as const, latency_ms: 0, error: "no endpoints" };
+    const result = healthy ??
+      results[0] ?? { status: "unhealthy" as const, latency_ms: 0, error: "no endpoints" };
     const checkedAt = new Date();
     await deps.db.transaction(async (tx) => {
       await tx.insert(schema.healthChecks).values({
@@ -72,10 +92,18 @@ export function healthCheckProcessor(deps: HealthCheckDeps) {
     });
     await deps.health.put(
       `server.${server.id}`,
-      JSON.stringify({ server_id: server.id, org_id: server.org_id, ...result, checked_at: checkedAt.toISOString() }),
+      JSON.stringify({
+        server_id: server.id,
+        org_id: server.org_id,
+        ...result,
+        checked_at: checkedAt.toISOString(),
+      }),
     );
     if (result.status !== server.status) {
-      deps.logger.info({ server: server.id, from: server.status, to: result.status, error: result.error }, "server health changed");
+      deps.logger.info(
+        { server: server.id, from: server.status, to: result.status, error: result.error },
+        "server health changed",
+      );
     }
   };
 }
