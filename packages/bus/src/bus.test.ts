@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
+import { deleteNatsBuckets } from "../../testing/src/cleanup.ts";
 import { runId, testEnv } from "../../testing/src/env.ts";
 import { MemoryBus } from "./memory.ts";
 import { NatsBus } from "./nats.ts";
@@ -10,11 +11,15 @@ describe.each([
   ["nats", async (): Promise<Bus> => NatsBus.connect(testEnv.natsUrl)],
 ])("KvBucket on %s", (_name, open) => {
   let bus: Bus;
-  afterAll(async () => bus?.close());
+  const prefix = `test${runId()}`;
+  afterAll(async () => {
+    await bus?.close();
+    if (_name === "nats") await deleteNatsBuckets(testEnv.natsUrl, prefix);
+  });
 
   it("delivers existing values and then changes to watchers, and does compare-and-set", async () => {
     bus = await open();
-    const bucket = await bus.bucket(`test_${runId()}`);
+    const bucket = await bus.bucket(`${prefix}_kv`);
     await bucket.put("a", "1");
     const seen: KvEntry[] = [];
     const stop = await bucket.watch((e) => seen.push(e));

@@ -5,3 +5,4 @@ export * from "./nats.ts";
 export * from "./processes.ts";
 export * from "./stack.ts";
 export * from "./upstream-server.ts";
+export * from "./cleanup.ts";

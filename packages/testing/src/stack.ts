@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Keyring } from "../../secrets/src/keyring.ts";
 import { generateSnapshotKeys } from "../../snapshot/src/signing.ts";
+import { deleteNatsBuckets, deleteRedisKeys } from "./cleanup.ts";
 import { createTestDatabase } from "./database.ts";
 import { runId, testEnv } from "./env.ts";
 import { freePort, type ManagedProcess, startTsService, waitForReady } from "./processes.ts";
@@ -113,6 +114,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await Promise.all([...dataPlanes.map((d) => d.proc.stop()), worker?.stop(), cp.stop()]);
       await db.drop();
       await rm(tmp, { recursive: true, force: true });
+      await deleteNatsBuckets(env.NATS_URL!, env.MCPGW_BUS_PREFIX!);
+      await deleteRedisKeys(env.REDIS_URL!, env.MCPGW_QUEUE_PREFIX!);
     },
   };
 }

@@ -5,7 +5,7 @@ import { generateSnapshotKeys } from "@mcpgw/snapshot";
 import { createLogger, createMetricsRegistry } from "@mcpgw/telemetry";
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestDatabase, runId, testEnv } from "../../../packages/testing/src/index.ts";
+import { createTestDatabase, deleteNatsBuckets, runId, testEnv } from "../../../packages/testing/src/index.ts";
 import { hashPassword } from "../src/auth/passwords.ts";
 import { startControlPlane } from "../src/runtime.ts";
 
@@ -104,6 +104,7 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     await bus?.close();
     await database?.close();
     await drop?.();
+    await deleteNatsBuckets(testEnv.natsUrl, `t${id}`);
   });
 
   it("serves health, readiness, metrics, OpenAPI and docs", async () => {
