@@ -1,3 +1,4 @@
+export * from "./cleanup.ts";
 export * from "./database.ts";
 export * from "./env.ts";
 export * from "./everything.ts";
@@ -5,4 +6,3 @@ export * from "./nats.ts";
 export * from "./processes.ts";
 export * from "./stack.ts";
 export * from "./upstream-server.ts";
-export * from "./cleanup.ts";

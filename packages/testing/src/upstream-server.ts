@@ -13,6 +13,15 @@ export interface TestUpstream {
   close(): Promise<void>;
 }
 
+/** Gates held open by the `hold` tool until the test releases them. */
+const gates = new Map<string, () => void>();
+
+/** Lets a `hold` tool call with this `gate` finish. */
+export function releaseGate(gate: string): void {
+  gates.get(gate)?.();
+  gates.delete(gate);
+}
+
 function buildServer(): McpServer {
   const server = new McpServer({ name: "mcpgw-test-upstream", version: "1.0.0" });
   server.registerTool(
@@ -47,6 +56,25 @@ function buildServer(): McpServer {
         await new Promise((r) => setTimeout(r, 10));
       }
       return { content: [{ type: "text", text: `counted ${steps}` }] };
+    },
+  );
+  server.registerTool(
+    "hold",
+    {
+      description: "Sends one progress notification, then waits until the test releases the gate",
+      inputSchema: { gate: z.string() },
+    },
+    async ({ gate }, extra) => {
+      const token = extra._meta?.progressToken;
+      const released = new Promise<void>((resolve) => gates.set(gate, resolve));
+      if (token !== undefined) {
+        await extra.sendNotification({
+          method: "notifications/progress",
+          params: { progressToken: token, progress: 1, total: 2 },
+        });
+      }
+      await released;
+      return { content: [{ type: "text", text: `released ${gate}` }] };
     },
   );
   server.registerTool(

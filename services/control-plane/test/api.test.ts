@@ -5,7 +5,12 @@ import { generateSnapshotKeys } from "@mcpgw/snapshot";
 import { createLogger, createMetricsRegistry } from "@mcpgw/telemetry";
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestDatabase, deleteNatsBuckets, runId, testEnv } from "../../../packages/testing/src/index.ts";
+import {
+  createTestDatabase,
+  deleteNatsBuckets,
+  runId,
+  testEnv,
+} from "../../../packages/testing/src/index.ts";
 import { hashPassword } from "../src/auth/passwords.ts";
 import { startControlPlane } from "../src/runtime.ts";
 

@@ -123,7 +123,7 @@ describe("gateway end to end: control plane → NATS → two data-plane replicas
     expect(client.getServerVersion()?.name).toBe("mcpgw-test-upstream");
     expect(transport.sessionId).toMatch(/^g1\.0\./);
     const { tools } = await client.listTools();
-    expect(tools.map((t) => t.name).sort()).toEqual(["add", "count_with_progress", "echo", "sleep"]);
+    expect(tools.map((t) => t.name).sort()).toEqual(["add", "count_with_progress", "echo", "hold", "sleep"]);
     const sum = await client.callTool({ name: "add", arguments: { a: 2, b: 40 } });
     expect(sum.content).toEqual([{ type: "text", text: "42" }]);
     const echo = await client.callTool({ name: "echo", arguments: { text: "héllo ✓" } });
