@@ -59,6 +59,8 @@ export const organizations = pgTable("organizations", {
   max_sessions: integer("max_sessions").notNull().default(1000),
   log_retention_days: integer("log_retention_days").notNull().default(30),
   active: boolean("active").notNull().default(true),
+  /** What happens to a request no policy rule matches. */
+  policy_default: policyEffect("policy_default").notNull().default("allow"),
   /** Bumped in the transaction of every config change; snapshots carry it. */
   config_version: bigint("config_version", { mode: "number" }).notNull().default(1),
   /** Highest version known to be in the KV bucket; lagging rows are the publish outbox. */
@@ -165,6 +167,26 @@ export const mcpServers = pgTable(
     uniqueIndex("mcp_servers_namespace_name_key").on(t.namespace_id, t.name),
     index("mcp_servers_org_idx").on(t.org_id),
   ],
+);
+
+/** Trusted external OIDC issuers of an org (tokens verified by data planes against their JWKS). */
+export const identityProviders = pgTable(
+  "identity_providers",
+  {
+    id: id(),
+    org_id: orgRef(),
+    name: text("name").notNull(),
+    issuer: text("issuer").notNull(),
+    jwks_url: text("jwks_url").notNull(),
+    audience: text("audience").notNull(),
+    /** Claim holding roles or groups, and how its values map to gateway roles. */
+    role_claim: text("role_claim").notNull().default("roles"),
+    role_mapping: jsonb("role_mapping").$type<Record<string, string>>().notNull().default({}),
+    default_role: userRole("default_role").notNull().default("viewer"),
+    enabled: boolean("enabled").notNull().default(true),
+    ...timestamps,
+  },
+  (t) => [uniqueIndex("identity_providers_org_issuer_key").on(t.org_id, t.issuer)],
 );
 
 export const virtualServers = pgTable(

@@ -6,9 +6,15 @@ import { requestId } from "hono/request-id";
 import { requireAuth } from "./auth/middleware.ts";
 import type { AppEnv, ControlPlaneDeps } from "./env.ts";
 import { problem, toProblem } from "./errors.ts";
+import { apiKeyRoutes } from "./routes/api-keys.ts";
+import { auditLogRoutes } from "./routes/audit-logs.ts";
 import { authRoutes } from "./routes/auth.ts";
+import { identityProviderRoutes } from "./routes/identity-providers.ts";
 import { namespaceRoutes } from "./routes/namespaces.ts";
+import { organizationRoutes } from "./routes/organizations.ts";
+import { policyRoutes } from "./routes/policies.ts";
 import { serverRoutes } from "./routes/servers.ts";
+import { userRoutes } from "./routes/users.ts";
 
 /** Builds the control-plane HTTP app from its dependencies. */
 export function createControlPlaneApp(deps: ControlPlaneDeps) {
@@ -66,6 +72,12 @@ export function createControlPlaneApp(deps: ControlPlaneDeps) {
   app.use("/api/v1/*", requireAuth(deps));
   app.route("/api/v1/namespaces", namespaceRoutes(deps));
   app.route("/api/v1/servers", serverRoutes(deps));
+  app.route("/api/v1/users", userRoutes(deps));
+  app.route("/api/v1/organizations", organizationRoutes(deps));
+  app.route("/api/v1/api-keys", apiKeyRoutes(deps));
+  app.route("/api/v1/policies", policyRoutes(deps));
+  app.route("/api/v1/identity-providers", identityProviderRoutes(deps));
+  app.route("/api/v1/audit-logs", auditLogRoutes(deps));
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

@@ -1,4 +1,5 @@
 import type { Db } from "@mcpgw/db";
+import type { Keyring } from "@mcpgw/secrets";
 import type { Logger } from "@mcpgw/telemetry";
 
 export type Role = "admin" | "operator" | "user" | "viewer" | "api_user";
@@ -9,6 +10,8 @@ export interface Actor {
   org_id: string;
   role: Role;
   platform_admin: boolean;
+  /** The access token the request carried (for logout), when it was one. */
+  token?: { jti: string; exp: number } | undefined;
 }
 
 /** Where a request came from, for the audit trail. */
@@ -31,4 +34,6 @@ export interface VerbContext {
   publisher: PublishTrigger;
   logger: Logger;
   allowPrivateUpstreams: boolean;
+  /** Seals secrets at rest (upstream credentials). */
+  keyring: Keyring;
 }

@@ -1,5 +1,7 @@
 import type { Db } from "@mcpgw/db";
+import type { Keyring } from "@mcpgw/secrets";
 import type { Logger, Registry } from "@mcpgw/telemetry";
+import type { LoginThrottle } from "./auth/login-throttle.ts";
 import type { TokenIssuer } from "./auth/token-issuer.ts";
 import type { Actor, PublishTrigger } from "./context.ts";
 
@@ -13,6 +15,8 @@ export interface ControlPlaneDeps {
   /** Readiness of the backing services (database, bus). */
   ready: () => Promise<boolean>;
   allowPrivateUpstreams: boolean;
+  keyring: Keyring;
+  throttle: LoginThrottle;
   /** Largest accepted request body. */
   maxBodyBytes?: number;
 }

@@ -66,6 +66,7 @@ export function problem(
   };
   const headers: Record<string, string> = { "content-type": "application/problem+json" };
   if (status === 401) headers["www-authenticate"] = 'Bearer realm="mcpgw"';
+  if (typeof extra.retry_after === "number") headers["retry-after"] = String(extra.retry_after);
   return c.body(JSON.stringify(body), status as ContentfulStatusCode, headers);
 }
 

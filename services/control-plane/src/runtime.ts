@@ -6,6 +6,7 @@ import { importSnapshotKey, importSnapshotPublicKeyOf } from "@mcpgw/snapshot";
 import { Counter, type Logger, type Registry } from "@mcpgw/telemetry";
 import { sql } from "drizzle-orm";
 import { createControlPlaneApp } from "./app.ts";
+import { LoginThrottle } from "./auth/login-throttle.ts";
 import { TokenIssuer } from "./auth/token-issuer.ts";
 import { SnapshotPublisher } from "./publisher/publisher.ts";
 import { bootstrapAdmin } from "./verbs/auth.ts";
@@ -62,6 +63,8 @@ export async function startControlPlane(o: ControlPlaneRuntimeOptions) {
     logger: o.logger,
     metrics: o.metrics,
     allowPrivateUpstreams: o.allowPrivateUpstreams,
+    keyring,
+    throttle: new LoginThrottle(),
     ready: async () => {
       await db.execute(sql`select 1`);
       return true;

@@ -2,9 +2,10 @@ import type { Context, MiddlewareHandler } from "hono";
 import type { Actor, Role, VerbContext } from "../context.ts";
 import type { AppEnv, ControlPlaneDeps } from "../env.ts";
 import { unauthorized } from "../errors.ts";
+import { isRevoked } from "../verbs/auth.ts";
 
-/** Requires a valid control-plane access token and sets `actor`. */
-export function requireAuth(deps: Pick<ControlPlaneDeps, "tokens">): MiddlewareHandler<AppEnv> {
+/** Requires a valid, unrevoked control-plane access token and sets `actor`. */
+export function requireAuth(deps: Pick<ControlPlaneDeps, "tokens" | "db">): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const header = c.req.header("authorization");
     const match = header?.match(/^Bearer\s+(\S+)$/i);
@@ -15,11 +16,13 @@ export function requireAuth(deps: Pick<ControlPlaneDeps, "tokens">): MiddlewareH
     } catch {
       throw unauthorized("invalid or expired token");
     }
+    if (await isRevoked(deps.db, claims.jti)) throw unauthorized("token was revoked");
     c.set("actor", {
       user_id: claims.sub,
       org_id: claims.org_id,
       role: claims.role as Role,
       platform_admin: claims.platform_admin === true,
+      token: { jti: claims.jti, exp: claims.exp },
     } satisfies Actor);
     await next();
   };
@@ -40,5 +43,6 @@ export function verbContext(c: Context<AppEnv>, deps: ControlPlaneDeps): VerbCon
     publisher: deps.publisher,
     logger: c.get("logger"),
     allowPrivateUpstreams: deps.allowPrivateUpstreams,
+    keyring: deps.keyring,
   };
 }

@@ -12,6 +12,16 @@ export const PERMISSIONS = {
   "servers:read": ["admin", "operator", "user", "viewer", "api_user"],
   "servers:write": ["admin", "operator"],
   "servers:register_command": ["admin"],
+  "users:read": ["admin", "operator"],
+  "users:write": ["admin"],
+  "api_keys:create": ["admin", "operator", "user", "api_user"],
+  "api_keys:create_a2a": ["admin"],
+  "api_keys:manage_all": ["admin"],
+  "policies:read": ["admin", "operator"],
+  "policies:write": ["admin"],
+  "identity_providers:read": ["admin", "operator"],
+  "identity_providers:write": ["admin"],
+  "audit:read": ["admin", "operator"],
 } as const satisfies Record<string, readonly Role[]>;
 
 export type Permission = keyof typeof PERMISSIONS;
@@ -19,6 +29,11 @@ export type Permission = keyof typeof PERMISSIONS;
 /** True when the actor's role grants `permission`. */
 export function can(actor: Actor, permission: Permission): boolean {
   return (PERMISSIONS[permission] as readonly Role[]).includes(actor.role);
+}
+
+/** Platform administrators manage organizations; no org role grants that. */
+export function authorizePlatformAdmin(actor: Actor): void {
+  if (!actor.platform_admin) throw forbidden("only platform administrators manage organizations");
 }
 
 /** Throws Forbidden unless the actor's role grants `permission`. */

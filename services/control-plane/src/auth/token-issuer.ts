@@ -22,6 +22,10 @@ export interface AccessClaims {
   org_id: string;
   role: string;
   platform_admin?: boolean;
+  /** a2a tokens: the key they were exchanged for, its namespace scope and permissions. */
+  key_id?: string | undefined;
+  namespace_id?: string | undefined;
+  scope?: string | undefined;
 }
 
 export interface VerifiedAccess extends AccessClaims {
@@ -99,15 +103,12 @@ export class TokenIssuer {
   async issue(claims: AccessClaims): Promise<{ token: string; jti: string; expiresIn: number }> {
     if (!this.signing) throw new Error("token issuer not initialised");
     const jti = randomUUID();
-    const token = await new SignJWT({
-      org_id: claims.org_id,
-      role: claims.role,
-      platform_admin: claims.platform_admin,
-    })
+    const { sub, ...custom } = claims;
+    const token = await new SignJWT(custom)
       .setProtectedHeader({ alg: ALG, kid: this.signing.kid, typ: "at+jwt" })
       .setIssuer(this.issuer)
       .setAudience(this.audience)
-      .setSubject(claims.sub)
+      .setSubject(sub)
       .setJti(jti)
       .setIssuedAt()
       .setExpirationTime(`${this.ttlSeconds}s`)
@@ -146,6 +147,7 @@ export class TokenIssuer {
       org_id: payload.org_id,
       role: payload.role,
       platform_admin: payload.platform_admin === true,
+      key_id: typeof payload.key_id === "string" ? payload.key_id : undefined,
       jti: String(payload.jti),
       exp: Number(payload.exp),
     };

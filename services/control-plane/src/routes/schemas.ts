@@ -20,6 +20,7 @@ export const errorResponses = {
   403: { description: "Role does not allow this", content: problemContent },
   404: { description: "Not found (or in another organization)", content: problemContent },
   409: { description: "Conflict", content: problemContent },
+  429: { description: "Too many attempts", content: problemContent },
 } as const;
 
 export const IdParam = z.object({ id: z.uuid().openapi({ param: { name: "id", in: "path" } }) });
@@ -53,3 +54,8 @@ export const jsonBody = <T extends z.ZodType>(schema: T) => ({
   required: true,
   content: { "application/json": { schema } },
 });
+
+/** Standard CRUD routes over one resource, so every resource reads the same way. */
+export function listResponse<T extends z.ZodType>(item: T) {
+  return json(z.object({ items: z.array(item), next_cursor: z.string().nullable() }));
+}

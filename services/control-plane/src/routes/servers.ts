@@ -45,6 +45,28 @@ const Server = z
   })
   .openapi("Server");
 
+const Secret = z.string().min(1).max(8192);
+const Credentials = z
+  .discriminatedUnion("type", [
+    z.strictObject({ type: z.literal("bearer"), token: Secret }),
+    z.strictObject({
+      type: z.literal("header"),
+      name: z.string().regex(/^[A-Za-z0-9-]{1,64}$/, "a header name"),
+      value: Secret,
+    }),
+    z.strictObject({
+      type: z.literal("oauth_client_credentials"),
+      token_url: z.string().url().max(2048),
+      client_id: z.string().min(1).max(512),
+      client_secret: Secret,
+      scope: z.string().max(1024).optional(),
+      audience: z.string().max(1024).optional(),
+    }),
+  ])
+  .openapi("UpstreamCredentials", {
+    description: "Write-only: sealed at rest, never returned; `null` removes them",
+  });
+
 const serverFields = {
   name: DisplayName.max(128),
   description: z.string().max(2000).nullable().optional(),
@@ -64,6 +86,7 @@ const serverFields = {
   tags: z.array(z.string().min(1).max(64)).max(32).optional(),
   metadata: z.record(z.string(), z.unknown()).optional(),
   enabled: z.boolean().optional(),
+  credentials: Credentials.nullable().optional(),
 };
 
 const ServerInput = z

@@ -1,33 +1,38 @@
+import { randomUUID } from "node:crypto";
 import { type Db, schema } from "@mcpgw/db";
-import { eq } from "drizzle-orm";
+import { and, eq, gt, sql } from "drizzle-orm";
+import { recordAudit } from "../audit.ts";
+import { type LoginThrottle, lockSeconds, tooManyAttempts } from "../auth/login-throttle.ts";
 import { hashPassword, verifyPassword } from "../auth/passwords.ts";
+import {
+  issueRefreshToken,
+  revokeRefreshFamily,
+  rotateRefreshToken,
+  sha256,
+} from "../auth/refresh-tokens.ts";
 import type { TokenIssuer } from "../auth/token-issuer.ts";
-import { unauthorized } from "../errors.ts";
+import type { Actor, PublishTrigger, RequestMeta, Role } from "../context.ts";
+import { unauthorized, validation } from "../errors.ts";
 
-export interface LoginResult {
+export interface TokenPair {
   access_token: string;
   token_type: "Bearer";
   expires_in: number;
+  refresh_token: string;
   user: { id: string; email: string; name: string; role: string; org_id: string };
 }
 
-/** Exchanges email and password for a short-lived access token. */
-export async function login({
-  db,
-  tokens,
-  email,
-  password,
-}: {
+export interface AuthDeps {
   db: Db;
   tokens: TokenIssuer;
-  email: string;
-  password: string;
-}): Promise<LoginResult> {
-  const [user] = await db.select().from(schema.users).where(eq(schema.users.email, email));
-  const ok = await verifyPassword(user?.password_hash, password);
-  if (!user || !ok || !user.active) throw unauthorized("invalid email or password");
-  await db.update(schema.users).set({ last_login_at: new Date() }).where(eq(schema.users.id, user.id));
-  const { token, expiresIn } = await tokens.issue({
+  throttle: LoginThrottle;
+  publisher: PublishTrigger;
+}
+
+type UserRow = typeof schema.users.$inferSelect;
+
+async function tokenPair(deps: AuthDeps, user: UserRow, refreshToken: string): Promise<TokenPair> {
+  const { token, expiresIn } = await deps.tokens.issue({
     sub: user.id,
     org_id: user.org_id,
     role: user.role,
@@ -37,7 +42,193 @@ export async function login({
     access_token: token,
     token_type: "Bearer",
     expires_in: expiresIn,
+    refresh_token: refreshToken,
     user: { id: user.id, email: user.email, name: user.name, role: user.role, org_id: user.org_id },
+  };
+}
+
+/**
+ * Exchanges email and password for a short-lived access token and a refresh token. Failures
+ * are slowed down per client IP and per account (an exponentially growing, capped lock).
+ */
+export async function login(
+  deps: AuthDeps,
+  input: { email: string; password: string },
+  meta: RequestMeta,
+): Promise<TokenPair> {
+  await deps.throttle.attempt(meta.ip);
+  const [user] = await deps.db.select().from(schema.users).where(eq(schema.users.email, input.email));
+  if (user?.locked_until && user.locked_until.getTime() > Date.now()) {
+    throw tooManyAttempts((user.locked_until.getTime() - Date.now()) / 1000);
+  }
+  const ok = await verifyPassword(user?.password_hash, input.password);
+  if (!user || !ok || !user.active) {
+    if (user) {
+      const failures = user.failed_logins + 1;
+      const lock = lockSeconds(failures);
+      await deps.db
+        .update(schema.users)
+        .set({ failed_logins: failures, locked_until: lock ? new Date(Date.now() + lock * 1000) : null })
+        .where(eq(schema.users.id, user.id));
+    }
+    throw unauthorized("invalid email or password");
+  }
+  await deps.db
+    .update(schema.users)
+    .set({ last_login_at: new Date(), failed_logins: 0, locked_until: null })
+    .where(eq(schema.users.id, user.id));
+  const refresh = await issueRefreshToken(deps.db, user.id);
+  return tokenPair(deps, user, refresh.token);
+}
+
+/** Rotates a refresh token into a new token pair; a replayed token revokes its whole family. */
+export async function refresh(deps: AuthDeps, presented: string): Promise<TokenPair> {
+  const outcome = await rotateRefreshToken(deps.db, presented);
+  if (outcome.kind === "reused")
+    throw unauthorized("refresh token was already used; all sessions of this login are revoked");
+  if (outcome.kind === "invalid") throw unauthorized("invalid or expired refresh token");
+  const [user] = await deps.db.select().from(schema.users).where(eq(schema.users.id, outcome.userId));
+  if (!user?.active) throw unauthorized("user is disabled");
+  return tokenPair(deps, user, outcome.token);
+}
+
+/**
+ * Revokes the caller's access token (data planes learn it through the global snapshot) and,
+ * when given, the refresh token's family.
+ */
+export async function logout(
+  deps: AuthDeps,
+  actor: Actor,
+  meta: RequestMeta,
+  refreshToken?: string,
+): Promise<void> {
+  await deps.db.transaction(async (tx) => {
+    if (refreshToken) await revokeRefreshFamily(tx, refreshToken, actor.user_id);
+    if (actor.token) {
+      await tx
+        .insert(schema.revokedTokens)
+        .values({ jti: actor.token.jti, expires_at: new Date(actor.token.exp * 1000) })
+        .onConflictDoNothing();
+      await tx
+        .update(schema.globalConfig)
+        .set({ config_version: sql`${schema.globalConfig.config_version} + 1` });
+    }
+    await recordAudit(
+      tx,
+      { actor, meta },
+      { action: "auth.logout", resource_type: "user", resource_id: actor.user_id },
+    );
+  });
+  deps.publisher.notify("global");
+}
+
+/** True when the access token id was revoked (logout) and has not expired yet. */
+export async function isRevoked(db: Db, jti: string): Promise<boolean> {
+  const [row] = await db
+    .select({ jti: schema.revokedTokens.jti })
+    .from(schema.revokedTokens)
+    .where(and(eq(schema.revokedTokens.jti, jti), gt(schema.revokedTokens.expires_at, new Date())));
+  return row !== undefined;
+}
+
+export interface Profile {
+  id: string;
+  org_id: string;
+  email: string;
+  name: string;
+  role: string;
+  platform_admin: boolean;
+  last_login_at: string | null;
+  created_at: string;
+}
+
+const toProfile = (u: UserRow): Profile => ({
+  id: u.id,
+  org_id: u.org_id,
+  email: u.email,
+  name: u.name,
+  role: u.role,
+  platform_admin: u.platform_admin,
+  last_login_at: u.last_login_at?.toISOString() ?? null,
+  created_at: u.created_at.toISOString(),
+});
+
+/** The caller's own profile. */
+export async function getProfile(db: Db, actor: Actor): Promise<Profile> {
+  const [user] = await db.select().from(schema.users).where(eq(schema.users.id, actor.user_id));
+  if (!user) throw unauthorized("user no longer exists");
+  return toProfile(user);
+}
+
+/** Changes the caller's name and/or password (the old password is required for the latter). */
+export async function updateProfile(
+  db: Db,
+  actor: Actor,
+  meta: RequestMeta,
+  input: { name?: string | undefined; password?: string | undefined; current_password?: string | undefined },
+): Promise<Profile> {
+  const [user] = await db.select().from(schema.users).where(eq(schema.users.id, actor.user_id));
+  if (!user) throw unauthorized("user no longer exists");
+  const changes: Partial<UserRow> = {};
+  if (input.name !== undefined) changes.name = input.name;
+  if (input.password !== undefined) {
+    if (!input.current_password || !(await verifyPassword(user.password_hash, input.current_password))) {
+      throw validation("current_password is missing or wrong");
+    }
+    changes.password_hash = await hashPassword(input.password);
+  }
+  const updated = await db.transaction(async (tx) => {
+    const [after] = await tx
+      .update(schema.users)
+      .set(changes)
+      .where(eq(schema.users.id, user.id))
+      .returning();
+    if (changes.password_hash) {
+      // A password change ends every refresh-token family of the user.
+      await tx
+        .update(schema.refreshTokens)
+        .set({ revoked_at: new Date() })
+        .where(eq(schema.refreshTokens.user_id, user.id));
+    }
+    await recordAudit(
+      tx,
+      { actor, meta },
+      { action: "user.update_profile", resource_type: "user", resource_id: user.id, before: user, after },
+    );
+    return after!;
+  });
+  return toProfile(updated);
+}
+
+export interface A2aToken {
+  access_token: string;
+  token_type: "Bearer";
+  expires_in: number;
+  scope: string;
+}
+
+/** Client-credentials exchange: an active a2a key for a short-lived JWT carrying the key's scopes. */
+export async function exchangeA2aKey(deps: AuthDeps, secret: string): Promise<A2aToken> {
+  const [key] = await deps.db
+    .select()
+    .from(schema.apiKeys)
+    .where(eq(schema.apiKeys.hash, sha256(secret)));
+  const expired = key?.expires_at && key.expires_at.getTime() <= Date.now();
+  if (!key || key.kind !== "a2a" || !key.active || expired) throw unauthorized("invalid client credentials");
+  await deps.db.update(schema.apiKeys).set({ last_used_at: new Date() }).where(eq(schema.apiKeys.id, key.id));
+  const { token, expiresIn } = await deps.tokens.issue({
+    sub: `a2a:${key.id}`,
+    org_id: key.org_id,
+    role: "api_user" satisfies Role,
+    key_id: key.id,
+    namespace_id: key.namespace_id ?? undefined,
+    scope: key.permissions.join(" "),
+  });
+  return {
+    access_token: token,
+    token_type: "Bearer",
+    expires_in: expiresIn,
+    scope: key.permissions.join(" "),
   };
 }
 
@@ -87,6 +278,7 @@ export async function bootstrapAdmin({
       action: "user.bootstrap",
       resource_type: "user",
       resource_id: adminEmail,
+      request_id: randomUUID(),
       diff: { after: { email: adminEmail, role: "admin" } },
     });
   });

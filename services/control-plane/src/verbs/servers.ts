@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { schema, type UpstreamEndpoint } from "@mcpgw/db";
 import { and, count, eq } from "drizzle-orm";
 import { recordAudit } from "../audit.ts";
@@ -32,7 +33,21 @@ export interface ServerInput {
   tags?: string[] | undefined;
   metadata?: Record<string, unknown> | undefined;
   enabled?: boolean | undefined;
+  credentials?: UpstreamCredentials | null | undefined;
 }
+
+/** What the gateway presents to the upstream; write-only, sealed at rest. */
+export type UpstreamCredentials =
+  | { type: "bearer"; token: string }
+  | { type: "header"; name: string; value: string }
+  | {
+      type: "oauth_client_credentials";
+      token_url: string;
+      client_id: string;
+      client_secret: string;
+      scope?: string | undefined;
+      audience?: string | undefined;
+    };
 
 export type ServerPatch = Partial<Omit<ServerInput, "namespace_id" | "transport">>;
 
@@ -59,9 +74,29 @@ export function toServerDto(r: ServerRow): ServerDto {
 const inOrg = (ctx: VerbContext, id: string) =>
   and(eq(schema.mcpServers.id, id), eq(schema.mcpServers.org_id, ctx.actor.org_id));
 
-/** Checks transport-specific fields and normalises `url`/`endpoints` into each other. */
-async function normalise(ctx: VerbContext, transport: Transport, input: ServerPatch): Promise<ServerPatch> {
-  const out: ServerPatch = { ...input };
+/** Seal context of a server's credentials: a sealed value only opens for its own server. */
+export const credentialsContext = (serverId: string) => `server:${serverId}`;
+
+type ServerFields = Omit<ServerPatch, "credentials"> & { credentials_sealed?: string | null };
+
+/** Checks transport-specific fields, normalises `url`/`endpoints`, and seals credentials. */
+async function normalise(
+  ctx: VerbContext,
+  serverId: string,
+  transport: Transport,
+  input: ServerPatch,
+): Promise<ServerFields> {
+  const { credentials, ...rest } = input;
+  const out: ServerFields = { ...rest };
+  if (credentials !== undefined) {
+    if (credentials?.type === "oauth_client_credentials") {
+      await assertSafeUpstreamUrl(credentials.token_url, ctx.allowPrivateUpstreams);
+    }
+    out.credentials_sealed =
+      credentials === null
+        ? null
+        : ctx.keyring.seal(JSON.stringify(credentials), credentialsContext(serverId));
+  }
   if (transport === "streamable_http" || transport === "sse") {
     if (input.command != null) throw validation(`a ${transport} server takes a url, not a command`);
     if (input.url !== undefined || input.endpoints !== undefined) {
@@ -147,7 +182,9 @@ export async function createServer({
   ) {
     throw validation(`a ${input.transport} server needs a url or endpoints`);
   }
-  const fields = await normalise(ctx, input.transport, input);
+  const id = randomUUID();
+  const { namespace_id: _ns, transport: _t, ...patch } = input;
+  const fields = await normalise(ctx, id, input.transport, patch);
   const row = await ctx.db.transaction(async (tx) => {
     const [ns] = await tx
       .select({ id: schema.namespaces.id })
@@ -211,7 +248,7 @@ export async function updateServer({
   const row = await ctx.db.transaction(async (tx) => {
     const [before] = await tx.select().from(schema.mcpServers).where(inOrg(ctx, id)).for("update");
     if (!before) throw notFound("server");
-    const fields = await normalise(ctx, before.transport, patch);
+    const fields = await normalise(ctx, id, before.transport, patch);
     if (fields.name && fields.name !== before.name) {
       const [dup] = await tx
         .select({ id: schema.mcpServers.id })

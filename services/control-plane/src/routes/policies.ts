@@ -1,0 +1,157 @@
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { verbContext } from "../auth/middleware.ts";
+import type { AppEnv, ControlPlaneDeps } from "../env.ts";
+import {
+  createPolicy,
+  deletePolicy,
+  evaluatePolicies,
+  getPolicy,
+  listPolicies,
+  updatePolicy,
+} from "../verbs/policies.ts";
+import { DisplayName, errorResponses, IdParam, json, jsonBody, listResponse, PageQuery } from "./schemas.ts";
+
+const Pattern = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[^\p{Cc}]+$/u, "must not contain control characters");
+const Patterns = z.array(Pattern).min(1).max(64);
+
+const Policy = z
+  .object({
+    id: z.string(),
+    org_id: z.string(),
+    name: z.string(),
+    description: z.string().nullable(),
+    effect: z.enum(["allow", "deny"]),
+    priority: z.number().int(),
+    principals: z.array(z.string()),
+    namespaces: z.array(z.string()),
+    servers: z.array(z.string()),
+    tools: z.array(z.string()),
+    enabled: z.boolean(),
+    created_at: z.string(),
+    updated_at: z.string(),
+  })
+  .openapi("Policy");
+
+const PolicyInput = z
+  .strictObject({
+    name: DisplayName.max(128),
+    description: z.string().max(2000).nullable().optional(),
+    effect: z.enum(["allow", "deny"]),
+    priority: z.number().int().min(0).max(100_000).optional(),
+    principals: Patterns.optional().openapi({
+      description: "`*`, `role:<role>`, `user:<id>`, `key:<id>`, `a2a:<id>`, `idp:<id>`; globs allowed",
+    }),
+    namespaces: Patterns.optional().openapi({ description: "namespace slugs or ids; globs allowed" }),
+    servers: Patterns.optional().openapi({ description: "server names or ids; globs allowed" }),
+    tools: Patterns.optional().openapi({ description: "tool names; globs allowed" }),
+    enabled: z.boolean().optional(),
+  })
+  .openapi("PolicyInput");
+
+const EvaluateInput = z
+  .strictObject({
+    principal: z.strictObject({
+      role: z.enum(["admin", "operator", "user", "viewer", "api_user"]),
+      user_id: z.string().max(200).optional(),
+      key_id: z.string().max(200).optional(),
+      a2a_key_id: z.string().max(200).optional(),
+      idp_id: z.string().max(200).optional(),
+    }),
+    server_id: z.uuid(),
+    tool: z.string().min(1).max(256).optional(),
+  })
+  .openapi("PolicyEvaluateInput");
+
+const Decision = z
+  .object({
+    allowed: z.boolean(),
+    rule: z.object({ id: z.string(), name: z.string(), effect: z.enum(["allow", "deny"]) }).nullable(),
+    reason: z.string(),
+  })
+  .openapi("PolicyDecision");
+
+const tags = ["Policies"];
+
+/** `/api/v1/policies`: allow/deny rules (deny wins) and a dry-run evaluator. */
+export function policyRoutes(deps: ControlPlaneDeps) {
+  const app = new OpenAPIHono<AppEnv>();
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags,
+      request: { query: PageQuery },
+      responses: { 200: listResponse(Policy), ...errorResponses },
+    }),
+    async (c) => c.json(await listPolicies({ ctx: verbContext(c, deps), page: c.req.valid("query") }), 200),
+  );
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/",
+      tags,
+      request: { body: jsonBody(PolicyInput) },
+      responses: { 201: json(Policy, "Created"), ...errorResponses },
+    }),
+    async (c) => c.json(await createPolicy({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 201),
+  );
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/evaluate",
+      tags,
+      description:
+        "Would this principal be allowed to call this tool on this server, and by which rule? Calls nothing.",
+      request: { body: jsonBody(EvaluateInput) },
+      responses: { 200: json(Decision), ...errorResponses },
+    }),
+    async (c) =>
+      c.json(await evaluatePolicies({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 200),
+  );
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      tags,
+      request: { params: IdParam },
+      responses: { 200: json(Policy), ...errorResponses },
+    }),
+    async (c) => c.json(await getPolicy({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
+  );
+  app.openapi(
+    createRoute({
+      method: "patch",
+      path: "/{id}",
+      tags,
+      request: { params: IdParam, body: jsonBody(PolicyInput.partial()) },
+      responses: { 200: json(Policy), ...errorResponses },
+    }),
+    async (c) =>
+      c.json(
+        await updatePolicy({
+          ctx: verbContext(c, deps),
+          id: c.req.valid("param").id,
+          patch: c.req.valid("json"),
+        }),
+        200,
+      ),
+  );
+  app.openapi(
+    createRoute({
+      method: "delete",
+      path: "/{id}",
+      tags,
+      request: { params: IdParam },
+      responses: { 204: { description: "Deleted" }, ...errorResponses },
+    }),
+    async (c) => {
+      await deletePolicy({ ctx: verbContext(c, deps), id: c.req.valid("param").id });
+      return c.body(null, 204);
+    },
+  );
+  return app;
+}
