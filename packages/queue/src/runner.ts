@@ -29,3 +29,6 @@ export interface JobRunner {
   /** Stops taking jobs and waits for running ones. */
   stop(): Promise<void>;
 }
+
+/** The producing half of a runner: what a data plane needs to hand work to the worker. */
+export type JobProducer = Pick<JobRunner, "enqueue">;

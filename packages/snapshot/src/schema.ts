@@ -29,15 +29,63 @@ export const namespaceEntrySchema = z.object({
 });
 export type NamespaceEntry = z.infer<typeof namespaceEntrySchema>;
 
+const role = z.enum(["admin", "operator", "user", "viewer", "api_user"]);
+
+export const apiKeyEntrySchema = z.object({
+  id: z.string(),
+  /** SHA-256 (hex) of the secret; the secret itself never leaves the control plane. */
+  hash: z.string(),
+  kind: z.enum(["user", "a2a"]),
+  user_id: z.string().nullable(),
+  /** The owner's role for user keys; `api_user` for a2a keys. */
+  role,
+  namespace_id: z.string().nullable(),
+  permissions: z.array(z.string()),
+  expires_at: z.string().nullable(),
+});
+export type ApiKeyEntry = z.infer<typeof apiKeyEntrySchema>;
+
+export const policyEntrySchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  effect: z.enum(["allow", "deny"]),
+  priority: z.number().int(),
+  principals: z.array(z.string()),
+  namespaces: z.array(z.string()),
+  servers: z.array(z.string()),
+  tools: z.array(z.string()),
+  enabled: z.boolean(),
+});
+
+export const identityProviderEntrySchema = z.object({
+  id: z.string(),
+  issuer: z.string(),
+  jwks_url: z.string(),
+  audience: z.string(),
+  role_claim: z.string(),
+  role_mapping: z.record(z.string(), role),
+  default_role: role,
+});
+export type IdentityProviderEntry = z.infer<typeof identityProviderEntrySchema>;
+
 /** Everything the data plane needs for one organization, at one config version. */
 export const orgSnapshotSchema = z.object({
   kind: z.literal("org"),
   org_id: z.string(),
   version: z.number().int().positive(),
   issued_at: z.string(),
-  org: z.object({ slug: z.string(), plan: z.string(), active: z.boolean(), max_sessions: z.number().int() }),
+  org: z.object({
+    slug: z.string(),
+    plan: z.string(),
+    active: z.boolean(),
+    max_sessions: z.number().int(),
+    policy_default: z.enum(["allow", "deny"]),
+  }),
   namespaces: z.array(namespaceEntrySchema),
   servers: z.array(serverEntrySchema),
+  api_keys: z.array(apiKeyEntrySchema),
+  policies: z.array(policyEntrySchema),
+  identity_providers: z.array(identityProviderEntrySchema),
 });
 export type OrgSnapshot = z.infer<typeof orgSnapshotSchema>;
 

@@ -14,9 +14,12 @@ const snapshot: OrgSnapshot = {
   org_id: "o1",
   version: 3,
   issued_at: new Date().toISOString(),
-  org: { slug: "acme", plan: "free", active: true, max_sessions: 10 },
+  org: { slug: "acme", plan: "free", active: true, max_sessions: 10, policy_default: "allow" },
   namespaces: [],
   servers: [],
+  api_keys: [],
+  policies: [],
+  identity_providers: [],
 };
 
 async function keys() {

@@ -1,26 +1,35 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { ServerResponse } from "node:http";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
+import { allowsEveryTool, evaluatePolicy, type PolicyRequest } from "@mcpgw/policy";
 import { JsonRpcErrorCode } from "@mcpgw/protocol";
 import { Counter, Histogram, type Logger, type Registry, SpanStatusCode, tracer } from "@mcpgw/telemetry";
 import { Hono } from "hono";
-import { AuthError, type Principal, type TokenVerifier } from "./auth/token-verifier.ts";
+import { Authenticator } from "./auth/authenticator.ts";
+import { AuthError, type Principal } from "./auth/principal.ts";
 import type { DataPlaneEnv } from "./env.ts";
-import type { SnapshotStore } from "./snapshot/store.ts";
+import type { RoutedServer, SnapshotStore } from "./snapshot/store.ts";
 import { sendJsonRpcError } from "./transports/http-errors.ts";
-import { proxyStreamableHttp } from "./transports/streamable-http.ts";
+import { type ProxyHooks, proxyStreamableHttp } from "./transports/streamable-http.ts";
+import { CredentialError, type UpstreamCredentials } from "./upstream/credentials.ts";
 import type { UpstreamPools } from "./upstream/pools.ts";
 
 export interface DataPlaneDeps {
   store: SnapshotStore;
-  verifier: TokenVerifier;
+  authenticator: Authenticator;
+  credentials: UpstreamCredentials;
   pools: UpstreamPools;
   logger: Logger;
   metrics: Registry;
   maxBodyBytes: number;
   replicaId: string;
+  /** The URL clients reach this data plane at (OAuth protected-resource metadata). */
+  publicUrl: string;
 }
 
-const BEARER = /^Bearer\s+(\S+)$/i;
+const metadataPath = (serverId?: string) =>
+  serverId ? `/.well-known/oauth-protected-resource/servers/${serverId}/mcp` : "/.well-known/oauth-protected-resource";
+
+const looksLikeUrl = (s: string) => /^https?:\/\//.test(s);
 
 /** Builds the data-plane HTTP app from its dependencies. */
 export function createDataPlaneApp(deps: DataPlaneDeps) {
@@ -46,24 +55,34 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     labelNames: ["reason"] as const,
     registers: [deps.metrics],
   });
+  const policyDenials = new Counter({
+    name: "mcpgw_dp_policy_denials_total",
+    help: "Requests or tool calls denied by policy",
+    labelNames: ["server"] as const,
+    registers: [deps.metrics],
+  });
 
-  async function authenticate(req: IncomingMessage, res: ServerResponse): Promise<Principal | undefined> {
-    const token = BEARER.exec(req.headers.authorization ?? "")?.[1];
-    const fail = (reason: string) => {
-      authFailures.inc({ reason });
-      req.resume();
-      sendJsonRpcError(res, 401, null, JsonRpcErrorCode.Unauthorized, `Unauthorized: ${reason}`, {
-        "www-authenticate": `Bearer realm="mcpgw", error="invalid_token", error_description="${reason}"`,
-      });
-      return undefined;
+  /** MCP authorization §2025-11-25: a 401 points the client at the protected-resource metadata. */
+  function unauthorized(res: ServerResponse, serverId: string, reason: string) {
+    authFailures.inc({ reason });
+    const metadata = `${deps.publicUrl}${metadataPath(serverId)}`;
+    sendJsonRpcError(res, 401, null, JsonRpcErrorCode.Unauthorized, `Unauthorized: ${reason}`, {
+      "www-authenticate": `Bearer resource_metadata="${metadata}", error="invalid_token", error_description="${reason.replace(/"/g, "'")}"`,
+    });
+  }
+
+  function policyRequest(principal: Principal, routed: RoutedServer): Omit<PolicyRequest, "tool"> {
+    return {
+      principal: {
+        role: principal.role,
+        user_id: principal.user_id,
+        key_id: principal.key_id,
+        a2a_key_id: principal.a2a_key_id,
+        idp_id: principal.idp_id,
+      },
+      namespace: { id: routed.namespace.id, slug: routed.namespace.slug },
+      server: { id: routed.server.id, name: routed.server.name },
     };
-    if (!token) return fail("missing bearer token");
-    try {
-      return await deps.verifier.verify(token);
-    } catch (err) {
-      if (err instanceof AuthError) return fail(err.message);
-      throw err;
-    }
   }
 
   app.get("/health", (c) => c.json({ status: "ok", replica: deps.replicaId }));
@@ -71,69 +90,100 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     const ready = deps.store.ready;
     const state = deps.store.current;
     return c.json(
-      {
-        status: ready ? "ready" : "not_ready",
-        replica: deps.replicaId,
-        orgs: state.orgs.size,
-        global_version: state.global?.version ?? null,
-      },
+      { status: ready ? "ready" : "not_ready", replica: deps.replicaId, orgs: state.orgs.size, global_version: state.global?.version ?? null },
       ready ? 200 : 503,
     );
   });
-  app.get("/metrics", async (c) =>
-    c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }),
-  );
+  app.get("/metrics", async (c) => c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }));
+
+  // RFC 9728 protected-resource metadata, for the gateway and per MCP endpoint.
+  app.get(metadataPath(), (c) => {
+    const issuer = deps.store.current.global?.jwt.issuer;
+    return c.json({
+      resource: deps.publicUrl,
+      authorization_servers: issuer && looksLikeUrl(issuer) ? [issuer] : [],
+      bearer_methods_supported: ["header"],
+      resource_name: "MCP Gateway",
+    });
+  });
+  app.get("/.well-known/oauth-protected-resource/servers/:id/mcp", (c) => {
+    const routed = deps.store.current.servers.get(c.req.param("id"));
+    const issuer = deps.store.current.global?.jwt.issuer;
+    const issuers = [...(issuer && looksLikeUrl(issuer) ? [issuer] : []), ...(routed?.org.identity_providers.map((p) => p.issuer) ?? [])];
+    return c.json({
+      resource: `${deps.publicUrl}/servers/${c.req.param("id")}/mcp`,
+      authorization_servers: [...new Set(issuers)],
+      bearer_methods_supported: ["header"],
+    });
+  });
 
   app.all("/servers/:id/mcp", async (c) => {
     const { incoming: req, outgoing: res } = c.env;
     const started = performance.now();
     const serverId = c.req.param("id");
-    const span = trace.startSpan("mcp.proxy", {
-      attributes: { "mcp.server.id": serverId, "http.request.method": req.method ?? "" },
-    });
+    const span = trace.startSpan("mcp.proxy", { attributes: { "mcp.server.id": serverId, "http.request.method": req.method ?? "" } });
+    const reject = (status: number, code: number, message: string) => {
+      req.resume();
+      sendJsonRpcError(res, status, null, code, message);
+      return RESPONSE_ALREADY_SENT;
+    };
     try {
-      const principal = await authenticate(req, res);
-      if (!principal) return RESPONSE_ALREADY_SENT;
+      if (!Authenticator.hasCredential(req.headers)) {
+        req.resume();
+        unauthorized(res, serverId, "missing credentials: send Authorization: Bearer <token> or X-API-Key");
+        return RESPONSE_ALREADY_SENT;
+      }
       const routed = deps.store.current.servers.get(serverId);
+      let principal: Principal;
+      try {
+        principal = await deps.authenticator.authenticate(req.headers, routed);
+      } catch (err) {
+        if (!(err instanceof AuthError)) throw err;
+        req.resume();
+        unauthorized(res, serverId, err.message);
+        return RESPONSE_ALREADY_SENT;
+      }
       // Another org's server answers exactly like a missing one.
-      if (!routed || routed.org.org_id !== principal.org_id) {
-        req.resume();
-        sendJsonRpcError(res, 404, null, JsonRpcErrorCode.NotFound, `unknown server ${serverId}`);
-        return RESPONSE_ALREADY_SENT;
-      }
+      if (!routed || routed.org.org_id !== principal.org_id) return reject(404, JsonRpcErrorCode.NotFound, `unknown server ${serverId}`);
       const { server, org } = routed;
-      if (!server.enabled || !org.org.active) {
-        req.resume();
-        sendJsonRpcError(res, 403, null, JsonRpcErrorCode.Forbidden, `server '${server.name}' is disabled`);
-        return RESPONSE_ALREADY_SENT;
+      if (principal.namespace_id && principal.namespace_id !== server.namespace_id) {
+        return reject(403, JsonRpcErrorCode.Forbidden, "this credential is scoped to another namespace");
       }
+      if (!server.enabled || !org.org.active) return reject(403, JsonRpcErrorCode.Forbidden, `server '${server.name}' is disabled`);
       if (server.transport !== "streamable_http") {
-        req.resume();
-        sendJsonRpcError(
-          res,
-          501,
-          null,
-          JsonRpcErrorCode.InternalError,
-          `upstream transport '${server.transport}' is not served yet`,
-        );
-        return RESPONSE_ALREADY_SENT;
+        return reject(501, JsonRpcErrorCode.InternalError, `upstream transport '${server.transport}' is not served yet`);
       }
-      const outcome = await proxyStreamableHttp(req, res, server, principal, {
-        pools: deps.pools,
-        maxBodyBytes: deps.maxBodyBytes,
-      });
+
+      const base = policyRequest(principal, routed);
+      const access = evaluatePolicy(org.policies, org.org.policy_default, base);
+      if (!access.allowed) {
+        policyDenials.inc({ server: server.id });
+        return reject(403, JsonRpcErrorCode.Forbidden, access.reason);
+      }
+      const hooks: ProxyHooks = {};
+      if (!allowsEveryTool(org.policies, org.org.policy_default, base)) {
+        hooks.authorizeTool = (tool) => {
+          const decision = evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool });
+          if (!decision.allowed) policyDenials.inc({ server: server.id });
+          return decision;
+        };
+        hooks.keepTool = (tool) => evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool }).allowed;
+      }
+      try {
+        hooks.upstreamHeaders = await deps.credentials.headersFor(server);
+      } catch (err) {
+        if (!(err instanceof CredentialError)) throw err;
+        deps.logger.error({ server: server.id, reason: err.message }, "upstream credentials unavailable");
+        return reject(502, JsonRpcErrorCode.UpstreamUnavailable, "the gateway cannot authenticate to this upstream");
+      }
+
+      const outcome = await proxyStreamableHttp(req, res, server, { pools: deps.pools, maxBodyBytes: deps.maxBodyBytes }, hooks);
       requests.inc({ server: server.id, status: String(outcome.status) });
       duration.observe({ server: server.id }, (performance.now() - started) / 1000);
-      span.setAttributes({
-        "http.response.status_code": outcome.status,
-        "mcp.method.name": outcome.method ?? "",
-      });
+      span.setAttributes({ "http.response.status_code": outcome.status, "mcp.method.name": outcome.method ?? "", "enduser.id": principal.id });
       if (outcome.status >= 500) {
         span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error ?? String(outcome.status) });
-        deps.logger.warn(
-          { server: server.id, status: outcome.status, error: outcome.error, method: outcome.method },
-          "upstream request failed",
-        );
+        deps.logger.warn({ server: server.id, status: outcome.status, error: outcome.error, method: outcome.method }, "upstream request failed");
       }
       return RESPONSE_ALREADY_SENT;
     } catch (err) {
@@ -146,26 +196,10 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     }
   });
 
-  app.notFound((c) =>
-    c.json(
-      {
-        jsonrpc: "2.0",
-        id: null,
-        error: { code: JsonRpcErrorCode.NotFound, message: `no route for ${c.req.path}` },
-      },
-      404,
-    ),
-  );
+  app.notFound((c) => c.json({ jsonrpc: "2.0", id: null, error: { code: JsonRpcErrorCode.NotFound, message: `no route for ${c.req.path}` } }, 404));
   app.onError((err, c) => {
     deps.logger.error({ err }, "unhandled data-plane error");
-    return c.json(
-      {
-        jsonrpc: "2.0",
-        id: null,
-        error: { code: JsonRpcErrorCode.InternalError, message: "internal gateway error" },
-      },
-      500,
-    );
+    return c.json({ jsonrpc: "2.0", id: null, error: { code: JsonRpcErrorCode.InternalError, message: "internal gateway error" } }, 500);
   });
   return app;
 }

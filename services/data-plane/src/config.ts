@@ -17,6 +17,11 @@ const schema = z.object({
     .positive()
     .default(4 * 1024 * 1024),
   MCPGW_REPLICA_ID: z.string().default(hostname()),
+  MCPGW_PUBLIC_URL: z.string().url().optional(),
+  MCPGW_MASTER_KEY: z.string().optional(),
+  MCPGW_MASTER_KEY_PREVIOUS: z.string().optional(),
+  REDIS_URL: z.string().optional(),
+  MCPGW_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_:-]+$/).default("mcpgw"),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.string().optional(),
 });
 

@@ -1,5 +1,6 @@
 import { serve } from "@hono/node-server";
 import { NatsBus } from "@mcpgw/bus";
+import { BullMqJobRunner } from "@mcpgw/queue";
 import { createLogger, createMetricsRegistry, startTracing } from "@mcpgw/telemetry";
 import { loadDataPlaneConfig } from "./config.ts";
 import { startDataPlane } from "./runtime.ts";
@@ -16,7 +17,13 @@ try {
 const stopTracing = await startTracing("mcpgw-data-plane", config.OTEL_EXPORTER_OTLP_ENDPOINT);
 // Not awaited: a data plane must start and serve from its disk cache while NATS is down.
 const bus = NatsBus.connect(config.NATS_URL, { name: `mcpgw-data-plane-${config.MCPGW_REPLICA_ID}` });
+// Producer only: API-key usage goes to the worker's queue; the data plane runs no jobs.
+const jobs = config.REDIS_URL ? new BullMqJobRunner({ redisUrl: config.REDIS_URL, prefix: config.MCPGW_QUEUE_PREFIX }) : undefined;
 const dp = await startDataPlane({
+  masterKey: config.MCPGW_MASTER_KEY || undefined,
+  previousMasterKeys: config.MCPGW_MASTER_KEY_PREVIOUS?.split(",").filter(Boolean),
+  jobs,
+  publicUrl: config.MCPGW_PUBLIC_URL ?? `http://localhost:${config.DP_PORT}`,
   bus,
   busPrefix: config.MCPGW_BUS_PREFIX,
   snapshotPublicKey: config.MCPGW_SNAPSHOT_PUBLIC_KEY,
@@ -41,6 +48,7 @@ async function shutdown(signal: string) {
   const deadline = setTimeout(() => process.exit(0), 10_000);
   deadline.unref();
   await dp.stop();
+  await jobs?.stop();
   await (
     await Promise.race([bus, new Promise<undefined>((r) => setTimeout(() => r(undefined), 100))])
   )?.close();

@@ -2,10 +2,14 @@ import { join } from "node:path";
 import { type Bus, bucketNames } from "@mcpgw/bus";
 import { importSnapshotKey } from "@mcpgw/snapshot";
 import type { Logger, Registry } from "@mcpgw/telemetry";
+import type { JobProducer } from "@mcpgw/queue";
+import { Keyring } from "@mcpgw/secrets";
 import { createDataPlaneApp } from "./app.ts";
-import { TokenVerifier } from "./auth/token-verifier.ts";
+import { Authenticator } from "./auth/authenticator.ts";
 import { SnapshotStore } from "./snapshot/store.ts";
+import { UpstreamCredentials } from "./upstream/credentials.ts";
 import { UpstreamPools } from "./upstream/pools.ts";
+import { UsageReporter } from "./usage-reporter.ts";
 
 export interface DataPlaneRuntimeOptions {
   /** Resolves once the bus is reachable; the data plane serves from its disk cache until then. */
@@ -17,6 +21,12 @@ export interface DataPlaneRuntimeOptions {
   replicaId: string;
   logger: Logger;
   metrics: Registry;
+  /** Opens sealed upstream credentials; without it, servers with credentials answer 502. */
+  masterKey?: string | undefined;
+  previousMasterKeys?: string[] | undefined;
+  /** Where API-key usage goes (the worker's queue); none: usage is not recorded. */
+  jobs?: JobProducer | undefined;
+  publicUrl: string;
 }
 
 /**
@@ -37,15 +47,19 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
       for (const e of server.endpoints) origins.add(new URL(e.url).origin);
     pools.retain(origins);
   });
-  const verifier = new TokenVerifier(store);
+  const usage = new UsageReporter(o.jobs, o.logger);
+  const authenticator = new Authenticator(store, usage.keyUsed);
+  const credentials = new UpstreamCredentials(o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined);
   const app = createDataPlaneApp({
     store,
-    verifier,
+    authenticator,
+    credentials,
     pools,
     logger: o.logger,
     metrics: o.metrics,
     maxBodyBytes: o.maxBodyBytes,
     replicaId: o.replicaId,
+    publicUrl: o.publicUrl.replace(/\/$/, ""),
   });
 
   let stopWatch: (() => Promise<void>) | undefined;
@@ -69,6 +83,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     async stop() {
       stopped = true;
       await stopWatch?.();
+      await usage.stop();
       await store.flush();
       await pools.close();
     },

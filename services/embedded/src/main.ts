@@ -42,7 +42,11 @@ const cp = await startControlPlane({
   publishSweepMs: 2_000,
   admin: { email: config.MCPGW_ADMIN_EMAIL, password: config.MCPGW_ADMIN_PASSWORD },
 });
+const runner = new InProcessJobRunner((err, job) => logger.warn({ err, job }, "job failed"));
 const dp = await startDataPlane({
+  masterKey: keys.master_key,
+  jobs: runner,
+  publicUrl: config.MCPGW_PUBLIC_URL ?? `http://${config.MCPGW_HOST}:${config.DP_PORT}`,
   bus: Promise.resolve(bus),
   busPrefix,
   snapshotPublicKey: keys.snapshot_public_key,
@@ -52,7 +56,6 @@ const dp = await startDataPlane({
   logger: logger.child({ service: "data-plane" }),
   metrics: createMetricsRegistry("data-plane"),
 });
-const runner = new InProcessJobRunner((err, job) => logger.warn({ err, job }, "job failed"));
 const worker = await startWorker({
   db: database.db,
   bus,

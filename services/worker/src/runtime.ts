@@ -2,6 +2,7 @@ import { type Bus, bucketNames } from "@mcpgw/bus";
 import type { Db } from "@mcpgw/db";
 import { type JobRunner, jobs } from "@mcpgw/queue";
 import type { Logger } from "@mcpgw/telemetry";
+import { apiKeyUsageProcessor } from "./processors/api-key-usage.ts";
 import { healthCheckProcessor } from "./processors/health-check.ts";
 import { healthSweepProcessor } from "./processors/health-sweep.ts";
 
@@ -20,6 +21,7 @@ export async function startWorker(o: WorkerRuntimeOptions) {
   const health = await o.bus.bucket(bucketNames(o.busPrefix).health);
   o.runner.register(jobs.healthCheck, healthCheckProcessor({ db: o.db, health, logger: o.logger }));
   o.runner.register(jobs.healthSweep, healthSweepProcessor({ db: o.db, runner: o.runner }));
+  o.runner.register(jobs.apiKeyUsage, apiKeyUsageProcessor({ db: o.db }));
   await o.runner.start();
   await o.runner.schedule("health-sweep", o.healthSweepMs, jobs.healthSweep, {});
   await o.runner.enqueue(jobs.healthSweep, {});

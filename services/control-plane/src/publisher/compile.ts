@@ -1,6 +1,6 @@
 import { type Db, schema } from "@mcpgw/db";
 import type { GlobalSnapshot, OrgSnapshot } from "@mcpgw/snapshot";
-import { eq, gt } from "drizzle-orm";
+import { and, eq, gt } from "drizzle-orm";
 import type { TokenIssuer } from "../auth/token-issuer.ts";
 
 /**
@@ -14,12 +14,22 @@ export async function compileOrgSnapshot(db: Db, orgId: string): Promise<OrgSnap
       if (!org) return null;
       const namespaces = await tx.select().from(schema.namespaces).where(eq(schema.namespaces.org_id, orgId));
       const servers = await tx.select().from(schema.mcpServers).where(eq(schema.mcpServers.org_id, orgId));
+      const keys = await tx
+        .select({ key: schema.apiKeys, owner_role: schema.users.role, owner_active: schema.users.active })
+        .from(schema.apiKeys)
+        .leftJoin(schema.users, eq(schema.users.id, schema.apiKeys.user_id))
+        .where(and(eq(schema.apiKeys.org_id, orgId), eq(schema.apiKeys.active, true)));
+      const policies = await tx.select().from(schema.policies).where(eq(schema.policies.org_id, orgId));
+      const idps = await tx
+        .select()
+        .from(schema.identityProviders)
+        .where(and(eq(schema.identityProviders.org_id, orgId), eq(schema.identityProviders.enabled, true)));
       return {
         kind: "org",
         org_id: org.id,
         version: org.config_version,
         issued_at: new Date().toISOString(),
-        org: { slug: org.slug, plan: org.plan, active: org.active, max_sessions: org.max_sessions },
+        org: { slug: org.slug, plan: org.plan, active: org.active, max_sessions: org.max_sessions, policy_default: org.policy_default },
         namespaces: namespaces.map((n) => ({
           id: n.id,
           slug: n.slug,
@@ -42,6 +52,39 @@ export async function compileOrgSnapshot(db: Db, orgId: string): Promise<OrgSnap
           connect_timeout_ms: s.connect_timeout_ms,
           retries: s.retries,
           credentials_sealed: s.credentials_sealed,
+        })),
+        api_keys: keys
+          // A user key lives only while its user does.
+          .filter(({ key, owner_active }) => key.kind === "a2a" || owner_active === true)
+          .map(({ key, owner_role }) => ({
+            id: key.id,
+            hash: key.hash,
+            kind: key.kind,
+            user_id: key.user_id,
+            role: key.kind === "a2a" ? "api_user" : (owner_role ?? "viewer"),
+            namespace_id: key.namespace_id,
+            permissions: key.permissions,
+            expires_at: key.expires_at?.toISOString() ?? null,
+          })),
+        policies: policies.map((p) => ({
+          id: p.id,
+          name: p.name,
+          effect: p.effect,
+          priority: p.priority,
+          principals: p.principals,
+          namespaces: p.namespaces,
+          servers: p.servers,
+          tools: p.tools,
+          enabled: p.enabled,
+        })),
+        identity_providers: idps.map((i) => ({
+          id: i.id,
+          issuer: i.issuer,
+          jwks_url: i.jwks_url,
+          audience: i.audience,
+          role_claim: i.role_claim,
+          role_mapping: i.role_mapping as Record<string, "admin" | "operator" | "user" | "viewer" | "api_user">,
+          default_role: i.default_role,
         })),
       } satisfies OrgSnapshot;
     },

@@ -214,7 +214,7 @@ export async function exchangeA2aKey(deps: AuthDeps, secret: string): Promise<A2
     .from(schema.apiKeys)
     .where(eq(schema.apiKeys.hash, sha256(secret)));
   const expired = key?.expires_at && key.expires_at.getTime() <= Date.now();
-  if (!key || key.kind !== "a2a" || !key.active || expired) throw unauthorized("invalid client credentials");
+  if (key?.kind !== "a2a" || !key.active || expired) throw unauthorized("invalid client credentials");
   await deps.db.update(schema.apiKeys).set({ last_used_at: new Date() }).where(eq(schema.apiKeys.id, key.id));
   const { token, expiresIn } = await deps.tokens.issue({
     sub: `a2a:${key.id}`,

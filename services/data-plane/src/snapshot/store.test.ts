@@ -14,8 +14,11 @@ function orgSnapshot(version: number, serverName = "s"): OrgSnapshot {
     org_id: "o1",
     version,
     issued_at: new Date().toISOString(),
-    org: { slug: "acme", plan: "free", active: true, max_sessions: 10 },
-    namespaces: [],
+    org: { slug: "acme", plan: "free", active: true, max_sessions: 10, policy_default: "allow" },
+    namespaces: [{ id: "ns1", slug: "team", name: "Team", tool_naming: "prefix", tool_separator: "__" }],
+    api_keys: [],
+    policies: [],
+    identity_providers: [],
     servers: [
       {
         id: "srv1",

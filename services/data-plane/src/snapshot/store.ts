@@ -1,7 +1,9 @@
 import { mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
+  type ApiKeyEntry,
   type GlobalSnapshot,
+  type NamespaceEntry,
   type OrgSnapshot,
   type ServerEntry,
   SnapshotRejected,
@@ -11,6 +13,12 @@ import type { Logger } from "@mcpgw/telemetry";
 
 export interface RoutedServer {
   server: ServerEntry;
+  namespace: NamespaceEntry;
+  org: OrgSnapshot;
+}
+
+export interface KeyEntry {
+  key: ApiKeyEntry;
   org: OrgSnapshot;
 }
 
@@ -19,11 +27,15 @@ export interface GatewayState {
   global: GlobalSnapshot | undefined;
   orgs: ReadonlyMap<string, OrgSnapshot>;
   servers: ReadonlyMap<string, RoutedServer>;
+  /** Active API keys by the SHA-256 of their secret. */
+  apiKeys: ReadonlyMap<string, KeyEntry>;
+  /** Active API keys by id (a2a tokens name the key they were exchanged for). */
+  apiKeysById: ReadonlyMap<string, KeyEntry>;
 }
 
 export type ApplyOutcome = "applied" | "stale" | "rejected";
 
-const EMPTY: GatewayState = { global: undefined, orgs: new Map(), servers: new Map() };
+const EMPTY: GatewayState = { global: undefined, orgs: new Map(), servers: new Map(), apiKeys: new Map(), apiKeysById: new Map() };
 
 /**
  * Holds the verified snapshots of a data plane. Each accepted snapshot builds a new state that
@@ -100,7 +112,7 @@ export class SnapshotStore {
     if (!orgId || !this.state.orgs.has(orgId)) return;
     const orgs = new Map(this.state.orgs);
     orgs.delete(orgId);
-    this.publish({ global: this.state.global, orgs, servers: indexServers(orgs) });
+    this.publish({ global: this.state.global, ...index(orgs) });
   }
 
   private swap(snapshot: GlobalSnapshot | OrgSnapshot) {
@@ -110,7 +122,7 @@ export class SnapshotStore {
     }
     const orgs = new Map(this.state.orgs);
     orgs.set(snapshot.org_id, snapshot);
-    this.publish({ global: this.state.global, orgs, servers: indexServers(orgs) });
+    this.publish({ global: this.state.global, ...index(orgs) });
   }
 
   private publish(state: GatewayState) {
@@ -139,8 +151,20 @@ export class SnapshotStore {
   }
 }
 
-function indexServers(orgs: ReadonlyMap<string, OrgSnapshot>): Map<string, RoutedServer> {
+function index(orgs: ReadonlyMap<string, OrgSnapshot>): Omit<GatewayState, "global"> {
   const servers = new Map<string, RoutedServer>();
-  for (const org of orgs.values()) for (const server of org.servers) servers.set(server.id, { server, org });
-  return servers;
+  const apiKeys = new Map<string, KeyEntry>();
+  const apiKeysById = new Map<string, KeyEntry>();
+  for (const org of orgs.values()) {
+    const namespaces = new Map(org.namespaces.map((n) => [n.id, n]));
+    for (const server of org.servers) {
+      const namespace = namespaces.get(server.namespace_id);
+      if (namespace) servers.set(server.id, { server, namespace, org });
+    }
+    for (const key of org.api_keys) {
+      apiKeys.set(key.hash, { key, org });
+      apiKeysById.set(key.id, { key, org });
+    }
+  }
+  return { orgs, servers, apiKeys, apiKeysById };
 }

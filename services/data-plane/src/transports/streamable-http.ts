@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:
 import { pipeline } from "node:stream/promises";
 import {
   DEFAULT_PROTOCOL_VERSION,
+  jsonRpcError,
   isJsonRpcMessage,
   isSupportedProtocolVersion,
   JsonRpcErrorCode,
@@ -11,7 +12,6 @@ import {
   SUPPORTED_PROTOCOL_VERSIONS,
 } from "@mcpgw/protocol";
 import type { ServerEntry } from "@mcpgw/snapshot";
-import type { Principal } from "../auth/token-verifier.ts";
 import type { UpstreamPools } from "../upstream/pools.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
 import { decodeSessionId, encodeSessionId } from "./session-id.ts";
@@ -26,6 +26,19 @@ export interface StreamableHttpOptions {
   pools: UpstreamPools;
   maxBodyBytes: number;
 }
+
+/** Per-request decisions the caller (auth, policy, credentials) plugs into the relay. */
+export interface ProxyHooks {
+  /** Headers the gateway presents to the upstream (its own credentials). */
+  upstreamHeaders?: Record<string, string> | undefined;
+  /** Decides a `tools/call`; a denial is answered here and never reaches the upstream. */
+  authorizeTool?: ((tool: string) => { allowed: boolean; reason: string; rule: unknown }) | undefined;
+  /** Filters a `tools/list` result; when set, that one response is read whole and rewritten. */
+  keepTool?: ((tool: string) => boolean) | undefined;
+}
+
+/** Largest tools/list response the gateway will buffer to filter. */
+const MAX_FILTERED_RESPONSE = 16 * 1024 * 1024;
 
 /** Request headers passed to the upstream. Never Authorization: the client's token stays here. */
 const FORWARD_REQUEST_HEADERS = [
@@ -97,8 +110,8 @@ export async function proxyStreamableHttp(
   req: IncomingMessage,
   res: ServerResponse,
   server: ServerEntry,
-  _principal: Principal,
   options: StreamableHttpOptions,
+  hooks: ProxyHooks = {},
 ): Promise<ProxyOutcome> {
   const method = req.method ?? "GET";
   if (method !== "POST" && method !== "GET" && method !== "DELETE") {
@@ -182,6 +195,20 @@ export async function proxyStreamableHttp(
     const first = messages[0]!;
     rpcMethod = first.method;
     rpcId = first.id ?? null;
+    if (hooks.authorizeTool) {
+      for (const m of messages) {
+        if (m.method !== "tools/call") continue;
+        const tool = (m.params as { name?: unknown } | undefined)?.name;
+        const decision = hooks.authorizeTool(typeof tool === "string" ? tool : "");
+        if (!decision.allowed) {
+          // A JSON-RPC error the client's SDK surfaces as such: denied by policy, not "unknown tool".
+          const body = JSON.stringify(jsonRpcError(m.id ?? null, JsonRpcErrorCode.Forbidden, decision.reason, { policy: decision.rule }));
+          res.writeHead(messages.length === 1 ? 200 : 403, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+          res.end(body);
+          return { status: 403, method: "tools/call", error: "denied by policy" };
+        }
+      }
+    }
     // 2026-07-28: the routing headers must agree with the body they describe.
     const headerMethod = header(req.headers, MCP_HEADERS.method);
     if (version === STATELESS_PROTOCOL_VERSION && headerMethod !== undefined && headerMethod !== rpcMethod) {
@@ -229,6 +256,7 @@ export async function proxyStreamableHttp(
     if (v !== undefined) headers[name] = v;
   }
   if (upstreamSessionId !== undefined) headers[MCP_HEADERS.sessionId] = upstreamSessionId;
+  if (hooks.upstreamHeaders) Object.assign(headers, hooks.upstreamHeaders);
 
   const abort = new AbortController();
   const onClose = () => {
@@ -314,6 +342,10 @@ export async function proxyStreamableHttp(
     out[MCP_HEADERS.sessionId] = encodeSessionId({ endpoint: endpointIndex, upstreamSessionId: upstreamSid });
   }
   const isStream = out["content-type"]?.startsWith("text/event-stream") ?? false;
+  if (hooks.keepTool && rpcMethod === "tools/list" && status === 200) {
+    res.off("close", onClose);
+    return relayFilteredToolsList(upstream.body, res, status, out, isStream, rpcId, hooks.keepTool);
+  }
   if (isStream) out["x-accel-buffering"] = "no";
   res.writeHead(status, out);
   if (isStream) res.flushHeaders();
@@ -326,4 +358,65 @@ export async function proxyStreamableHttp(
     res.off("close", onClose);
   }
   return { status, method: rpcMethod };
+}
+
+/**
+ * Reads one tools/list response whole (JSON or SSE), drops the tools policy hides from this
+ * caller, and writes it on. Only this method pays for buffering; everything else streams.
+ */
+async function relayFilteredToolsList(
+  body: AsyncIterable<Buffer> & { destroy(): void },
+  res: ServerResponse,
+  status: number,
+  headers: Record<string, string>,
+  isStream: boolean,
+  rpcId: JsonRpcId,
+  keepTool: (tool: string) => boolean,
+): Promise<ProxyOutcome> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > MAX_FILTERED_RESPONSE) {
+      body.destroy();
+      sendJsonRpcError(res, 502, rpcId, JsonRpcErrorCode.UpstreamUnavailable, "upstream tools/list response too large to filter");
+      return { status: 502, method: "tools/list", error: "tools/list too large" };
+    }
+    chunks.push(chunk);
+  }
+  const filter = (message: unknown): unknown => {
+    const m = message as { id?: unknown; result?: { tools?: Array<{ name?: unknown }> } };
+    if (m?.id !== rpcId || !Array.isArray(m.result?.tools)) return message;
+    return { ...m, result: { ...m.result, tools: m.result.tools.filter((t) => typeof t.name === "string" && keepTool(t.name)) } };
+  };
+  const text = Buffer.concat(chunks, size).toString("utf8");
+  let out: string;
+  if (isStream) {
+    // SSE: rewrite the data of the event that carries the response; leave other events as they are.
+    out = text
+      .split(/\r?\n\r?\n/)
+      .map((event) => {
+        const lines = event.split(/\r?\n/);
+        const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, ""));
+        if (data.length === 0) return event;
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(data.join("\n"));
+        } catch {
+          return event;
+        }
+        const rewritten = JSON.stringify(filter(parsed));
+        return [...lines.filter((l) => !l.startsWith("data:")), `data: ${rewritten}`].join("\n");
+      })
+      .join("\n\n");
+  } else {
+    try {
+      out = JSON.stringify(filter(JSON.parse(text)));
+    } catch {
+      out = text;
+    }
+  }
+  res.writeHead(status, { ...headers, "content-length": String(Buffer.byteLength(out)) });
+  res.end(out);
+  return { status, method: "tools/list" };
 }

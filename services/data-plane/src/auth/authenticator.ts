@@ -1,0 +1,89 @@
+import { createHash } from "node:crypto";
+import type { IncomingHttpHeaders } from "node:http";
+import type { RoutedServer, SnapshotStore } from "../snapshot/store.ts";
+import { ControlPlaneTokens } from "./control-plane-tokens.ts";
+import { ExternalTokens } from "./external-tokens.ts";
+import { AuthError, type Principal } from "./principal.ts";
+
+const BEARER = /^Bearer\s+(\S+)$/i;
+const API_KEY_PREFIX = "mcpgw_";
+
+/** Called with the id of every API key that authenticated a request (off the hot path). */
+export type KeyUseListener = (keyId: string) => void;
+
+/**
+ * Authenticates a data-plane request from the snapshot alone: control-plane JWTs (users, a2a),
+ * API keys (`Authorization: Bearer mcpgw_…` or `X-API-Key`) checked by hash, and tokens of the
+ * server's org's trusted OIDC issuers.
+ */
+export class Authenticator {
+  readonly controlPlane: ControlPlaneTokens;
+  private readonly external = new ExternalTokens();
+
+  constructor(
+    private readonly store: SnapshotStore,
+    private readonly onKeyUse: KeyUseListener = () => {},
+  ) {
+    this.controlPlane = new ControlPlaneTokens(store);
+  }
+
+  /** True when the request carries any credential at all (401 comes first for those that don't). */
+  static hasCredential(headers: IncomingHttpHeaders): boolean {
+    return headers["x-api-key"] !== undefined || BEARER.test(headers.authorization ?? "");
+  }
+
+  async authenticate(headers: IncomingHttpHeaders, routed: RoutedServer | undefined): Promise<Principal> {
+    const apiKey = headers["x-api-key"];
+    if (typeof apiKey === "string" && apiKey) return this.apiKey(apiKey);
+    const token = BEARER.exec(headers.authorization ?? "")?.[1];
+    if (!token) throw new AuthError("missing credentials: send Authorization: Bearer <token> or X-API-Key");
+    if (token.startsWith(API_KEY_PREFIX)) return this.apiKey(token);
+
+    const issuer = peekIssuer(token);
+    if (issuer === undefined) throw new AuthError("invalid token");
+    if (issuer === this.controlPlane.controlPlaneIssuer) {
+      const principal = await this.controlPlane.verify(token);
+      if (principal.a2a_key_id) {
+        // An a2a token dies with the key it was exchanged for.
+        const key = this.store.current.apiKeysById.get(principal.a2a_key_id);
+        if (!key) throw new AuthError("the API key behind this token was revoked");
+      }
+      return principal;
+    }
+    const provider = routed?.org.identity_providers.find((p) => p.issuer === issuer);
+    if (!routed || !provider) throw new AuthError("token issuer is not trusted");
+    return this.external.verify(token, routed.org.org_id, provider);
+  }
+
+  private apiKey(secret: string): Principal {
+    const hash = createHash("sha256").update(secret).digest("hex");
+    const entry = this.store.current.apiKeys.get(hash);
+    if (!entry) throw new AuthError("invalid API key");
+    const { key, org } = entry;
+    if (key.expires_at && Date.parse(key.expires_at) <= Date.now()) throw new AuthError("API key expired");
+    this.onKeyUse(key.id);
+    return key.kind === "a2a"
+      ? { kind: "a2a", id: `a2a:${key.id}`, org_id: org.org_id, role: key.role, a2a_key_id: key.id, namespace_id: key.namespace_id ?? undefined }
+      : {
+          kind: "api_key",
+          id: `key:${key.id}`,
+          org_id: org.org_id,
+          role: key.role,
+          user_id: key.user_id ?? undefined,
+          key_id: key.id,
+          namespace_id: key.namespace_id ?? undefined,
+        };
+  }
+}
+
+/** The `iss` of a JWT, unverified: it only picks which verifier to use. */
+function peekIssuer(token: string): string | undefined {
+  const payload = token.split(".")[1];
+  if (!payload) return undefined;
+  try {
+    const iss = (JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as { iss?: unknown }).iss;
+    return typeof iss === "string" ? iss : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,93 @@
+import { createLocalJWKSet, type JWK, jwtVerify } from "jose";
+import { LRUCache } from "lru-cache";
+import type { GatewayState, SnapshotStore } from "../snapshot/store.ts";
+import { AuthError, type Principal } from "./principal.ts";
+
+/**
+ * Verifies control-plane access tokens (user and a2a) with the public keys of the global
+ * snapshot, locally. Verified tokens are cached until they expire (ES256 verification costs
+ * ~100 µs; a cache hit ~1 µs); revocations are checked on every hit, so a logged-out token
+ * stops with the next global snapshot.
+ */
+export class ControlPlaneTokens {
+  private jwks: ReturnType<typeof createLocalJWKSet> | undefined;
+  private issuer = "";
+  private audience = "";
+  private revoked: ReadonlySet<string> = new Set();
+  private keysVersion = -1;
+  private readonly cache = new LRUCache<string, Principal & { jti: string }>({ max: 50_000 });
+
+  constructor(store: SnapshotStore) {
+    this.refresh(store.current);
+    store.onChange((s) => this.refresh(s));
+  }
+
+  /** The issuer this control plane signs with (tokens of other issuers are external). */
+  get controlPlaneIssuer(): string {
+    return this.issuer;
+  }
+
+  private refresh(state: GatewayState) {
+    const global = state.global;
+    if (!global || global.version === this.keysVersion) return;
+    this.keysVersion = global.version;
+    this.jwks = createLocalJWKSet({ keys: global.jwt.keys as JWK[] });
+    this.issuer = global.jwt.issuer;
+    this.audience = global.jwt.audience;
+    const keysChanged = JSON.stringify(global.jwt.keys) !== this.lastKeys;
+    this.lastKeys = JSON.stringify(global.jwt.keys);
+    this.revoked = new Set(global.revoked_jti);
+    // A retired key invalidates what it signed; a new revocation is checked on each hit anyway.
+    if (keysChanged) this.cache.clear();
+  }
+
+  private lastKeys = "";
+
+  async verify(token: string): Promise<Principal> {
+    const now = Date.now() / 1000;
+    const cached = this.cache.get(token);
+    if (cached) {
+      if ((cached.exp ?? 0) <= now) {
+        this.cache.delete(token);
+        throw new AuthError("token expired");
+      }
+      if (this.revoked.has(cached.jti)) throw new AuthError("token revoked");
+      return cached;
+    }
+    if (!this.jwks) throw new AuthError("no token keys loaded yet");
+    let payload: Awaited<ReturnType<typeof jwtVerify>>["payload"];
+    try {
+      ({ payload } = await jwtVerify(token, this.jwks, { issuer: this.issuer, audience: this.audience, algorithms: ["ES256"] }));
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      throw new AuthError(code === "ERR_JWT_EXPIRED" ? "token expired" : code === "ERR_JWT_CLAIM_VALIDATION_FAILED" ? "token not issued for this gateway" : "invalid token");
+    }
+    if (typeof payload.sub !== "string" || typeof payload.org_id !== "string" || typeof payload.jti !== "string") {
+      throw new AuthError("token lacks required claims");
+    }
+    if (this.revoked.has(payload.jti)) throw new AuthError("token revoked");
+    const keyId = typeof payload.key_id === "string" ? payload.key_id : undefined;
+    const principal: Principal & { jti: string } = keyId
+      ? {
+          kind: "a2a",
+          id: `a2a:${keyId}`,
+          org_id: payload.org_id,
+          role: "api_user",
+          a2a_key_id: keyId,
+          namespace_id: typeof payload.namespace_id === "string" ? payload.namespace_id : undefined,
+          exp: Number(payload.exp),
+          jti: payload.jti,
+        }
+      : {
+          kind: "user",
+          id: payload.sub,
+          org_id: payload.org_id,
+          role: String(payload.role ?? "viewer"),
+          user_id: payload.sub,
+          exp: Number(payload.exp),
+          jti: payload.jti,
+        };
+    this.cache.set(token, principal, { ttl: Math.max(1, ((principal.exp ?? now) - now) * 1000) });
+    return principal;
+  }
+}
