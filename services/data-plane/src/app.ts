@@ -27,7 +27,9 @@ export interface DataPlaneDeps {
 }
 
 const metadataPath = (serverId?: string) =>
-  serverId ? `/.well-known/oauth-protected-resource/servers/${serverId}/mcp` : "/.well-known/oauth-protected-resource";
+  serverId
+    ? `/.well-known/oauth-protected-resource/servers/${serverId}/mcp`
+    : "/.well-known/oauth-protected-resource";
 
 const looksLikeUrl = (s: string) => /^https?:\/\//.test(s);
 
@@ -90,11 +92,18 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     const ready = deps.store.ready;
     const state = deps.store.current;
     return c.json(
-      { status: ready ? "ready" : "not_ready", replica: deps.replicaId, orgs: state.orgs.size, global_version: state.global?.version ?? null },
+      {
+        status: ready ? "ready" : "not_ready",
+        replica: deps.replicaId,
+        orgs: state.orgs.size,
+        global_version: state.global?.version ?? null,
+      },
       ready ? 200 : 503,
     );
   });
-  app.get("/metrics", async (c) => c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }));
+  app.get("/metrics", async (c) =>
+    c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }),
+  );
 
   // RFC 9728 protected-resource metadata, for the gateway and per MCP endpoint.
   app.get(metadataPath(), (c) => {
@@ -109,7 +118,10 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
   app.get("/.well-known/oauth-protected-resource/servers/:id/mcp", (c) => {
     const routed = deps.store.current.servers.get(c.req.param("id"));
     const issuer = deps.store.current.global?.jwt.issuer;
-    const issuers = [...(issuer && looksLikeUrl(issuer) ? [issuer] : []), ...(routed?.org.identity_providers.map((p) => p.issuer) ?? [])];
+    const issuers = [
+      ...(issuer && looksLikeUrl(issuer) ? [issuer] : []),
+      ...(routed?.org.identity_providers.map((p) => p.issuer) ?? []),
+    ];
     return c.json({
       resource: `${deps.publicUrl}/servers/${c.req.param("id")}/mcp`,
       authorization_servers: [...new Set(issuers)],
@@ -121,7 +133,9 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     const { incoming: req, outgoing: res } = c.env;
     const started = performance.now();
     const serverId = c.req.param("id");
-    const span = trace.startSpan("mcp.proxy", { attributes: { "mcp.server.id": serverId, "http.request.method": req.method ?? "" } });
+    const span = trace.startSpan("mcp.proxy", {
+      attributes: { "mcp.server.id": serverId, "http.request.method": req.method ?? "" },
+    });
     const reject = (status: number, code: number, message: string) => {
       req.resume();
       sendJsonRpcError(res, status, null, code, message);
@@ -144,14 +158,20 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
         return RESPONSE_ALREADY_SENT;
       }
       // Another org's server answers exactly like a missing one.
-      if (!routed || routed.org.org_id !== principal.org_id) return reject(404, JsonRpcErrorCode.NotFound, `unknown server ${serverId}`);
+      if (!routed || routed.org.org_id !== principal.org_id)
+        return reject(404, JsonRpcErrorCode.NotFound, `unknown server ${serverId}`);
       const { server, org } = routed;
       if (principal.namespace_id && principal.namespace_id !== server.namespace_id) {
         return reject(403, JsonRpcErrorCode.Forbidden, "this credential is scoped to another namespace");
       }
-      if (!server.enabled || !org.org.active) return reject(403, JsonRpcErrorCode.Forbidden, `server '${server.name}' is disabled`);
+      if (!server.enabled || !org.org.active)
+        return reject(403, JsonRpcErrorCode.Forbidden, `server '${server.name}' is disabled`);
       if (server.transport !== "streamable_http") {
-        return reject(501, JsonRpcErrorCode.InternalError, `upstream transport '${server.transport}' is not served yet`);
+        return reject(
+          501,
+          JsonRpcErrorCode.InternalError,
+          `upstream transport '${server.transport}' is not served yet`,
+        );
       }
 
       const base = policyRequest(principal, routed);
@@ -167,23 +187,41 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
           if (!decision.allowed) policyDenials.inc({ server: server.id });
           return decision;
         };
-        hooks.keepTool = (tool) => evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool }).allowed;
+        hooks.keepTool = (tool) =>
+          evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool }).allowed;
       }
       try {
         hooks.upstreamHeaders = await deps.credentials.headersFor(server);
       } catch (err) {
         if (!(err instanceof CredentialError)) throw err;
         deps.logger.error({ server: server.id, reason: err.message }, "upstream credentials unavailable");
-        return reject(502, JsonRpcErrorCode.UpstreamUnavailable, "the gateway cannot authenticate to this upstream");
+        return reject(
+          502,
+          JsonRpcErrorCode.UpstreamUnavailable,
+          "the gateway cannot authenticate to this upstream",
+        );
       }
 
-      const outcome = await proxyStreamableHttp(req, res, server, { pools: deps.pools, maxBodyBytes: deps.maxBodyBytes }, hooks);
+      const outcome = await proxyStreamableHttp(
+        req,
+        res,
+        server,
+        { pools: deps.pools, maxBodyBytes: deps.maxBodyBytes },
+        hooks,
+      );
       requests.inc({ server: server.id, status: String(outcome.status) });
       duration.observe({ server: server.id }, (performance.now() - started) / 1000);
-      span.setAttributes({ "http.response.status_code": outcome.status, "mcp.method.name": outcome.method ?? "", "enduser.id": principal.id });
+      span.setAttributes({
+        "http.response.status_code": outcome.status,
+        "mcp.method.name": outcome.method ?? "",
+        "enduser.id": principal.id,
+      });
       if (outcome.status >= 500) {
         span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error ?? String(outcome.status) });
-        deps.logger.warn({ server: server.id, status: outcome.status, error: outcome.error, method: outcome.method }, "upstream request failed");
+        deps.logger.warn(
+          { server: server.id, status: outcome.status, error: outcome.error, method: outcome.method },
+          "upstream request failed",
+        );
       }
       return RESPONSE_ALREADY_SENT;
     } catch (err) {
@@ -196,10 +234,26 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     }
   });
 
-  app.notFound((c) => c.json({ jsonrpc: "2.0", id: null, error: { code: JsonRpcErrorCode.NotFound, message: `no route for ${c.req.path}` } }, 404));
+  app.notFound((c) =>
+    c.json(
+      {
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: JsonRpcErrorCode.NotFound, message: `no route for ${c.req.path}` },
+      },
+      404,
+    ),
+  );
   app.onError((err, c) => {
     deps.logger.error({ err }, "unhandled data-plane error");
-    return c.json({ jsonrpc: "2.0", id: null, error: { code: JsonRpcErrorCode.InternalError, message: "internal gateway error" } }, 500);
+    return c.json(
+      {
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: JsonRpcErrorCode.InternalError, message: "internal gateway error" },
+      },
+      500,
+    );
   });
   return app;
 }

@@ -21,7 +21,10 @@ const schema = z.object({
   MCPGW_MASTER_KEY: z.string().optional(),
   MCPGW_MASTER_KEY_PREVIOUS: z.string().optional(),
   REDIS_URL: z.string().optional(),
-  MCPGW_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_:-]+$/).default("mcpgw"),
+  MCPGW_QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_:-]+$/)
+    .default("mcpgw"),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.string().optional(),
 });
 

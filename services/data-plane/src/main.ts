@@ -18,7 +18,9 @@ const stopTracing = await startTracing("mcpgw-data-plane", config.OTEL_EXPORTER_
 // Not awaited: a data plane must start and serve from its disk cache while NATS is down.
 const bus = NatsBus.connect(config.NATS_URL, { name: `mcpgw-data-plane-${config.MCPGW_REPLICA_ID}` });
 // Producer only: API-key usage goes to the worker's queue; the data plane runs no jobs.
-const jobs = config.REDIS_URL ? new BullMqJobRunner({ redisUrl: config.REDIS_URL, prefix: config.MCPGW_QUEUE_PREFIX }) : undefined;
+const jobs = config.REDIS_URL
+  ? new BullMqJobRunner({ redisUrl: config.REDIS_URL, prefix: config.MCPGW_QUEUE_PREFIX })
+  : undefined;
 const dp = await startDataPlane({
   masterKey: config.MCPGW_MASTER_KEY || undefined,
   previousMasterKeys: config.MCPGW_MASTER_KEY_PREVIOUS?.split(",").filter(Boolean),

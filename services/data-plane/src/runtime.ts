@@ -1,9 +1,9 @@
 import { join } from "node:path";
 import { type Bus, bucketNames } from "@mcpgw/bus";
-import { importSnapshotKey } from "@mcpgw/snapshot";
-import type { Logger, Registry } from "@mcpgw/telemetry";
 import type { JobProducer } from "@mcpgw/queue";
 import { Keyring } from "@mcpgw/secrets";
+import { importSnapshotKey } from "@mcpgw/snapshot";
+import type { Logger, Registry } from "@mcpgw/telemetry";
 import { createDataPlaneApp } from "./app.ts";
 import { Authenticator } from "./auth/authenticator.ts";
 import { SnapshotStore } from "./snapshot/store.ts";
@@ -49,7 +49,9 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   });
   const usage = new UsageReporter(o.jobs, o.logger);
   const authenticator = new Authenticator(store, usage.keyUsed);
-  const credentials = new UpstreamCredentials(o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined);
+  const credentials = new UpstreamCredentials(
+    o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined,
+  );
   const app = createDataPlaneApp({
     store,
     authenticator,

@@ -29,7 +29,13 @@ export async function compileOrgSnapshot(db: Db, orgId: string): Promise<OrgSnap
         org_id: org.id,
         version: org.config_version,
         issued_at: new Date().toISOString(),
-        org: { slug: org.slug, plan: org.plan, active: org.active, max_sessions: org.max_sessions, policy_default: org.policy_default },
+        org: {
+          slug: org.slug,
+          plan: org.plan,
+          active: org.active,
+          max_sessions: org.max_sessions,
+          policy_default: org.policy_default,
+        },
         namespaces: namespaces.map((n) => ({
           id: n.id,
           slug: n.slug,
@@ -83,7 +89,10 @@ export async function compileOrgSnapshot(db: Db, orgId: string): Promise<OrgSnap
           jwks_url: i.jwks_url,
           audience: i.audience,
           role_claim: i.role_claim,
-          role_mapping: i.role_mapping as Record<string, "admin" | "operator" | "user" | "viewer" | "api_user">,
+          role_mapping: i.role_mapping as Record<
+            string,
+            "admin" | "operator" | "user" | "viewer" | "api_user"
+          >,
           default_role: i.default_role,
         })),
       } satisfies OrgSnapshot;

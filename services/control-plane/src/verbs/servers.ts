@@ -215,6 +215,7 @@ export async function createServer({
       .insert(schema.mcpServers)
       .values({
         ...fields,
+        id,
         namespace_id: input.namespace_id,
         name: input.name,
         transport: input.transport,

@@ -63,7 +63,14 @@ export class Authenticator {
     if (key.expires_at && Date.parse(key.expires_at) <= Date.now()) throw new AuthError("API key expired");
     this.onKeyUse(key.id);
     return key.kind === "a2a"
-      ? { kind: "a2a", id: `a2a:${key.id}`, org_id: org.org_id, role: key.role, a2a_key_id: key.id, namespace_id: key.namespace_id ?? undefined }
+      ? {
+          kind: "a2a",
+          id: `a2a:${key.id}`,
+          org_id: org.org_id,
+          role: key.role,
+          a2a_key_id: key.id,
+          namespace_id: key.namespace_id ?? undefined,
+        }
       : {
           kind: "api_key",
           id: `key:${key.id}`,

@@ -57,12 +57,26 @@ export class ControlPlaneTokens {
     if (!this.jwks) throw new AuthError("no token keys loaded yet");
     let payload: Awaited<ReturnType<typeof jwtVerify>>["payload"];
     try {
-      ({ payload } = await jwtVerify(token, this.jwks, { issuer: this.issuer, audience: this.audience, algorithms: ["ES256"] }));
+      ({ payload } = await jwtVerify(token, this.jwks, {
+        issuer: this.issuer,
+        audience: this.audience,
+        algorithms: ["ES256"],
+      }));
     } catch (err) {
       const code = (err as { code?: string }).code;
-      throw new AuthError(code === "ERR_JWT_EXPIRED" ? "token expired" : code === "ERR_JWT_CLAIM_VALIDATION_FAILED" ? "token not issued for this gateway" : "invalid token");
+      throw new AuthError(
+        code === "ERR_JWT_EXPIRED"
+          ? "token expired"
+          : code === "ERR_JWT_CLAIM_VALIDATION_FAILED"
+            ? "token not issued for this gateway"
+            : "invalid token",
+      );
     }
-    if (typeof payload.sub !== "string" || typeof payload.org_id !== "string" || typeof payload.jti !== "string") {
+    if (
+      typeof payload.sub !== "string" ||
+      typeof payload.org_id !== "string" ||
+      typeof payload.jti !== "string"
+    ) {
       throw new AuthError("token lacks required claims");
     }
     if (this.revoked.has(payload.jti)) throw new AuthError("token revoked");

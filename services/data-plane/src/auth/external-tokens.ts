@@ -15,7 +15,11 @@ export class ExternalTokens {
   private keySet(url: string) {
     let set = this.jwks.get(url);
     if (!set) {
-      set = createRemoteJWKSet(new URL(url), { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 });
+      set = createRemoteJWKSet(new URL(url), {
+        timeoutDuration: 5000,
+        cooldownDuration: 30_000,
+        cacheMaxAge: 10 * 60_000,
+      });
       this.jwks.set(url, set);
     }
     return set;
@@ -28,7 +32,10 @@ export class ExternalTokens {
     if (cached && (cached.exp ?? 0) > now) return cached;
     let payload: Awaited<ReturnType<typeof jwtVerify>>["payload"];
     try {
-      ({ payload } = await jwtVerify(token, this.keySet(provider.jwks_url), { issuer: provider.issuer, audience: provider.audience }));
+      ({ payload } = await jwtVerify(token, this.keySet(provider.jwks_url), {
+        issuer: provider.issuer,
+        audience: provider.audience,
+      }));
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED" && (err as { claim?: string }).claim === "aud") {
@@ -38,8 +45,14 @@ export class ExternalTokens {
     }
     if (typeof payload.sub !== "string") throw new AuthError("token lacks a subject");
     const claim = payload[provider.role_claim];
-    const values = Array.isArray(claim) ? claim.map(String) : typeof claim === "string" ? claim.split(/[\s,]+/) : [];
-    const mapped = values.map((v) => provider.role_mapping[v]).filter((r): r is NonNullable<typeof r> => r !== undefined);
+    const values = Array.isArray(claim)
+      ? claim.map(String)
+      : typeof claim === "string"
+        ? claim.split(/[\s,]+/)
+        : [];
+    const mapped = values
+      .map((v) => provider.role_mapping[v])
+      .filter((r): r is NonNullable<typeof r> => r !== undefined);
     const principal: Principal = {
       kind: "external",
       id: `${provider.issuer}#${payload.sub}`,

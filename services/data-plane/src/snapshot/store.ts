@@ -35,7 +35,13 @@ export interface GatewayState {
 
 export type ApplyOutcome = "applied" | "stale" | "rejected";
 
-const EMPTY: GatewayState = { global: undefined, orgs: new Map(), servers: new Map(), apiKeys: new Map(), apiKeysById: new Map() };
+const EMPTY: GatewayState = {
+  global: undefined,
+  orgs: new Map(),
+  servers: new Map(),
+  apiKeys: new Map(),
+  apiKeysById: new Map(),
+};
 
 /**
  * Holds the verified snapshots of a data plane. Each accepted snapshot builds a new state that

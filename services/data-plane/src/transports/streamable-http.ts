@@ -2,11 +2,11 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:
 import { pipeline } from "node:stream/promises";
 import {
   DEFAULT_PROTOCOL_VERSION,
-  jsonRpcError,
   isJsonRpcMessage,
   isSupportedProtocolVersion,
   JsonRpcErrorCode,
   type JsonRpcId,
+  jsonRpcError,
   MCP_HEADERS,
   STATELESS_PROTOCOL_VERSION,
   SUPPORTED_PROTOCOL_VERSIONS,
@@ -202,8 +202,15 @@ export async function proxyStreamableHttp(
         const decision = hooks.authorizeTool(typeof tool === "string" ? tool : "");
         if (!decision.allowed) {
           // A JSON-RPC error the client's SDK surfaces as such: denied by policy, not "unknown tool".
-          const body = JSON.stringify(jsonRpcError(m.id ?? null, JsonRpcErrorCode.Forbidden, decision.reason, { policy: decision.rule }));
-          res.writeHead(messages.length === 1 ? 200 : 403, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+          const body = JSON.stringify(
+            jsonRpcError(m.id ?? null, JsonRpcErrorCode.Forbidden, decision.reason, {
+              policy: decision.rule,
+            }),
+          );
+          res.writeHead(messages.length === 1 ? 200 : 403, {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(body),
+          });
           res.end(body);
           return { status: 403, method: "tools/call", error: "denied by policy" };
         }
@@ -379,7 +386,13 @@ async function relayFilteredToolsList(
     size += chunk.length;
     if (size > MAX_FILTERED_RESPONSE) {
       body.destroy();
-      sendJsonRpcError(res, 502, rpcId, JsonRpcErrorCode.UpstreamUnavailable, "upstream tools/list response too large to filter");
+      sendJsonRpcError(
+        res,
+        502,
+        rpcId,
+        JsonRpcErrorCode.UpstreamUnavailable,
+        "upstream tools/list response too large to filter",
+      );
       return { status: 502, method: "tools/list", error: "tools/list too large" };
     }
     chunks.push(chunk);
@@ -387,7 +400,13 @@ async function relayFilteredToolsList(
   const filter = (message: unknown): unknown => {
     const m = message as { id?: unknown; result?: { tools?: Array<{ name?: unknown }> } };
     if (m?.id !== rpcId || !Array.isArray(m.result?.tools)) return message;
-    return { ...m, result: { ...m.result, tools: m.result.tools.filter((t) => typeof t.name === "string" && keepTool(t.name)) } };
+    return {
+      ...m,
+      result: {
+        ...m.result,
+        tools: m.result.tools.filter((t) => typeof t.name === "string" && keepTool(t.name)),
+      },
+    };
   };
   const text = Buffer.concat(chunks, size).toString("utf8");
   let out: string;

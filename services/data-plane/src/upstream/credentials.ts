@@ -5,7 +5,14 @@ import { request } from "undici";
 type Credentials =
   | { type: "bearer"; token: string }
   | { type: "header"; name: string; value: string }
-  | { type: "oauth_client_credentials"; token_url: string; client_id: string; client_secret: string; scope?: string; audience?: string };
+  | {
+      type: "oauth_client_credentials";
+      token_url: string;
+      client_id: string;
+      client_secret: string;
+      scope?: string;
+      audience?: string;
+    };
 
 /** The gateway's own credentials could not be produced (missing key, token endpoint down). */
 export class CredentialError extends Error {
@@ -45,7 +52,8 @@ export class UpstreamCredentials {
   }
 
   private async resolve(serverId: string, sealed: string): Promise<Record<string, string>> {
-    if (!this.keyring) throw new CredentialError("this data plane has no MCPGW_MASTER_KEY to open upstream credentials");
+    if (!this.keyring)
+      throw new CredentialError("this data plane has no MCPGW_MASTER_KEY to open upstream credentials");
     let creds: Credentials;
     try {
       creds = JSON.parse(this.keyring.open(sealed, `server:${serverId}`)) as Credentials;
@@ -73,12 +81,18 @@ async function fetchClientCredentialsToken(
   const form = new URLSearchParams({ grant_type: "client_credentials" });
   if (creds.scope) form.set("scope", creds.scope);
   if (creds.audience) form.set("audience", creds.audience);
-  const basic = Buffer.from(`${encodeURIComponent(creds.client_id)}:${encodeURIComponent(creds.client_secret)}`).toString("base64");
+  const basic = Buffer.from(
+    `${encodeURIComponent(creds.client_id)}:${encodeURIComponent(creds.client_secret)}`,
+  ).toString("base64");
   let res: Awaited<ReturnType<typeof request>>;
   try {
     res = await request(creds.token_url, {
       method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded", authorization: `Basic ${basic}`, accept: "application/json" },
+      headers: {
+        "content-type": "application/x-www-form-urlencoded",
+        authorization: `Basic ${basic}`,
+        accept: "application/json",
+      },
       body: form.toString(),
       headersTimeout: 10_000,
       bodyTimeout: 10_000,
@@ -91,7 +105,10 @@ async function fetchClientCredentialsToken(
   try {
     const body = JSON.parse(text) as { access_token?: unknown; expires_in?: unknown };
     if (typeof body.access_token !== "string") throw new Error();
-    return { access_token: body.access_token, expires_in: typeof body.expires_in === "number" ? body.expires_in : 300 };
+    return {
+      access_token: body.access_token,
+      expires_in: typeof body.expires_in === "number" ? body.expires_in : 300,
+    };
   } catch {
     throw new CredentialError("upstream token endpoint returned no access_token");
   }

@@ -12,6 +12,11 @@ export function apiKeyUsageProcessor(deps: { db: Db }) {
     await deps.db
       .update(schema.apiKeys)
       .set({ last_used_at: at })
-      .where(and(inArray(schema.apiKeys.id, key_ids), or(isNull(schema.apiKeys.last_used_at), lt(schema.apiKeys.last_used_at, at))));
+      .where(
+        and(
+          inArray(schema.apiKeys.id, key_ids),
+          or(isNull(schema.apiKeys.last_used_at), lt(schema.apiKeys.last_used_at, at)),
+        ),
+      );
   };
 }
