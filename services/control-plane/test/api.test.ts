@@ -248,6 +248,8 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       "http://127.0.0.1:8080/mcp",
       "http://169.254.169.254/latest/meta-data",
       "http://[::1]/mcp",
+      "http://[::ffff:127.0.0.1]/mcp",
+      "http://0.0.0.0/mcp",
       "http://10.1.2.3/mcp",
       "http://localhost:9000/mcp",
       "file:///etc/passwd",
@@ -263,6 +265,14 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       expect(res.status, url).toBe(400);
       expect(res.type).toBe("application/problem+json");
     }
+    // Public addresses pass (an IP literal: no DNS needed in the test).
+    const ok = await call("POST", "/api/v1/servers", {
+      namespace_id: ns.body.id,
+      name: "public",
+      transport: "streamable_http",
+      url: "https://203.0.113.10/mcp",
+    });
+    expect(ok.status).toBe(201);
   });
 
   it("answers bad input with a clear 4xx problem and stores nothing half-way", async () => {
@@ -312,6 +322,8 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
   });
 
   describe("security on every route", () => {
+    // Every authenticated route: {ns}, {srv}, {usr}, {key}, {pol}, {idp}, {org} are filled with
+    // resources of the admin's org; the other org's admin must get 404 for each of them.
     const routes: Array<[string, string, unknown?]> = [
       ["GET", "/api/v1/namespaces"],
       ["POST", "/api/v1/namespaces", { name: "S", slug: "sec" }],
@@ -323,19 +335,73 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       ["GET", "/api/v1/servers/{srv}"],
       ["PATCH", "/api/v1/servers/{srv}", { enabled: false }],
       ["DELETE", "/api/v1/servers/{srv}"],
+      ["GET", "/api/v1/users"],
+      ["POST", "/api/v1/users", { email: "new-user@example.test", role: "viewer" }],
+      ["GET", "/api/v1/users/{usr}"],
+      ["PATCH", "/api/v1/users/{usr}", { name: "Renamed" }],
+      ["DELETE", "/api/v1/users/{usr}"],
+      ["GET", "/api/v1/api-keys"],
+      ["POST", "/api/v1/api-keys", { name: "k", kind: "a2a" }],
+      ["GET", "/api/v1/api-keys/{key}"],
+      ["DELETE", "/api/v1/api-keys/{key}"],
+      ["GET", "/api/v1/policies"],
+      ["POST", "/api/v1/policies", { name: "p", effect: "deny" }],
+      ["POST", "/api/v1/policies/evaluate", { principal: { role: "viewer" }, server_id: "{srv}", tool: "x" }],
+      ["GET", "/api/v1/policies/{pol}"],
+      ["PATCH", "/api/v1/policies/{pol}", { priority: 5 }],
+      ["DELETE", "/api/v1/policies/{pol}"],
+      ["GET", "/api/v1/identity-providers"],
+      [
+        "POST",
+        "/api/v1/identity-providers",
+        {
+          name: "i",
+          issuer: "https://idp.example.com",
+          jwks_url: "https://idp.example.com/jwks",
+          audience: "a",
+        },
+      ],
+      ["GET", "/api/v1/identity-providers/{idp}"],
+      ["PATCH", "/api/v1/identity-providers/{idp}", { name: "renamed" }],
+      ["DELETE", "/api/v1/identity-providers/{idp}"],
+      ["GET", "/api/v1/audit-logs"],
+      ["GET", "/api/v1/organizations"],
+      ["POST", "/api/v1/organizations", { name: "New org", slug: "new-org" }],
+      ["GET", "/api/v1/organizations/{org}"],
+      ["PATCH", "/api/v1/organizations/{org}", { plan: "pro" }],
+      ["DELETE", "/api/v1/organizations/{org}"],
+      ["GET", "/auth/profile"],
+      ["PUT", "/auth/profile", { name: "Me" }],
+      ["POST", "/auth/api-keys", { name: "mine" }],
+      ["POST", "/auth/logout"],
     ];
-    let ns: string;
-    let srv: string;
+    // Reads a viewer may do; every other route needs more than a viewer has.
+    const viewerAllowed = new Set([
+      "GET /api/v1/namespaces",
+      "GET /api/v1/namespaces/{ns}",
+      "GET /api/v1/servers",
+      "GET /api/v1/servers/{srv}",
+      "GET /api/v1/api-keys",
+      "GET /api/v1/organizations/{org}",
+      "GET /auth/profile",
+      "PUT /auth/profile",
+      "POST /auth/api-keys",
+      "POST /auth/logout",
+      // Keys of others are invisible to non-admins: 404, checked below.
+      "GET /api/v1/api-keys/{key}",
+      "DELETE /api/v1/api-keys/{key}",
+    ]);
+    const ids: Record<string, string> = {};
     const fill = (v: unknown) =>
       JSON.parse(
-        JSON.stringify(v ?? null)
-          .replaceAll("{ns}", ns)
-          .replaceAll("{srv}", srv),
+        JSON.stringify(v ?? null).replace(/\{(ns|srv|usr|key|pol|idp|org)\}/g, (_m, k: string) => ids[k]!),
       ) ?? undefined;
+    let ns: string;
 
     beforeAll(async () => {
-      ns = (await call("POST", "/api/v1/namespaces", { name: "Secured", slug: `secured` })).body.id;
-      srv = (
+      ns = (await call("POST", "/api/v1/namespaces", { name: "Secured", slug: "secured" })).body.id;
+      ids.ns = ns;
+      ids.srv = (
         await call("POST", "/api/v1/servers", {
           namespace_id: ns,
           name: "secured",
@@ -343,6 +409,23 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
           command: "node",
         })
       ).body.id;
+      ids.usr = (
+        await call("POST", "/api/v1/users", { email: `target-${id}@example.test`, role: "user" })
+      ).body.id;
+      ids.key = (await call("POST", "/api/v1/api-keys", { name: "target", kind: "a2a" })).body.id;
+      ids.pol = (await call("POST", "/api/v1/policies", { name: "target", effect: "allow" })).body.id;
+      ids.idp = (
+        await call("POST", "/api/v1/identity-providers", {
+          name: "t",
+          issuer: "https://t.example.com",
+          jwks_url: "https://203.0.113.10/jwks",
+          audience: "a",
+        })
+      ).body.id;
+      ids.org = (
+        await call("POST", "/api/v1/organizations", { name: "Target org", slug: `target-${id}` })
+      ).body.id;
+      for (const [k, v] of Object.entries(ids)) expect(v, k).toBeDefined();
     });
 
     it.each(routes)(
@@ -358,16 +441,40 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       },
     );
 
-    it.each(routes.filter(([m]) => m !== "GET"))("%s %s: 403 for a viewer", async (method, path, body) => {
-      expect((await call(method, fill(path), fill(body), tokens.viewer)).status).toBe(403);
-    });
+    it.each(routes.filter(([m, p]) => !viewerAllowed.has(`${m} ${p}`) && p !== "/auth/logout"))(
+      "%s %s: 403 for a viewer",
+      async (method, path, body) => {
+        expect((await call(method, fill(path), fill(body), tokens.viewer)).status).toBe(403);
+      },
+    );
 
-    it.each(routes.filter(([, p, b]) => /{(ns|srv)}/.test(p + JSON.stringify(b ?? ""))))(
+    it.each(routes.filter(([, p, b]) => /{(ns|srv|usr|key|pol|idp)}/.test(p + JSON.stringify(b ?? ""))))(
       "%s %s: 404 for another org's resource",
       async (method, path, body) => {
         expect((await call(method, fill(path), fill(body), tokens.other)).status).toBe(404);
       },
     );
+
+    it("hides other users' API keys from non-admins", async () => {
+      expect((await call("GET", `/api/v1/api-keys/${ids.key}`, undefined, tokens.viewer)).status).toBe(404);
+      expect((await call("DELETE", `/api/v1/api-keys/${ids.key}`, undefined, tokens.viewer)).status).toBe(
+        404,
+      );
+      const own = await call("POST", "/auth/api-keys", { name: "viewer's own" }, tokens.viewer);
+      expect(own.status).toBe(201);
+      const listed = await call("GET", "/api/v1/api-keys", undefined, tokens.viewer);
+      expect(listed.body.items.map((k: { id: string }) => k.id)).toEqual([own.body.id]);
+    });
+
+    it("keeps organizations to platform administrators: other org admins get 403, or 404 for another org", async () => {
+      expect((await call("GET", "/api/v1/organizations", undefined, tokens.other)).status).toBe(403);
+      expect((await call("GET", `/api/v1/organizations/${ids.org}`, undefined, tokens.other)).status).toBe(
+        404,
+      );
+      expect(
+        (await call("PATCH", `/api/v1/organizations/${ids.org}`, { plan: "x" }, tokens.other)).status,
+      ).toBe(403);
+    });
 
     it("lets only admins register stdio commands", async () => {
       const res = await call(

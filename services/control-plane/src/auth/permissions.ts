@@ -14,7 +14,7 @@ export const PERMISSIONS = {
   "servers:register_command": ["admin"],
   "users:read": ["admin", "operator"],
   "users:write": ["admin"],
-  "api_keys:create": ["admin", "operator", "user", "api_user"],
+  "api_keys:create": ["admin", "operator", "user", "viewer", "api_user"],
   "api_keys:create_a2a": ["admin"],
   "api_keys:manage_all": ["admin"],
   "policies:read": ["admin", "operator"],

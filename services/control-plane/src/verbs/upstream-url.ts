@@ -21,12 +21,15 @@ for (const [net, prefix] of [
   ["::1", 128],
   ["fc00::", 7],
   ["fe80::", 10],
-  ["::ffff:0:0", 96],
 ] as const) {
   blocked.addSubnet(net, prefix, "ipv6");
 }
 
 function isBlocked(address: string): boolean {
+  // IPv4-mapped IPv6 (::ffff:10.0.0.1) is judged by its IPv4 address. (A ::ffff:0:0/96 rule in
+  // the BlockList would match every IPv4 address.)
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
+  if (mapped) return isBlocked(mapped);
   const family = isIP(address);
   return family === 4 ? blocked.check(address, "ipv4") : family === 6 ? blocked.check(address, "ipv6") : true;
 }
