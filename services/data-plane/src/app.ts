@@ -1,4 +1,5 @@
-import type { ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { getRequestListener } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { allowsEveryTool, evaluatePolicy, type PolicyRequest } from "@mcpgw/policy";
 import { JsonRpcErrorCode } from "@mcpgw/protocol";
@@ -129,23 +130,24 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     });
   });
 
-  app.all("/servers/:id/mcp", async (c) => {
-    const { incoming: req, outgoing: res } = c.env;
+  /**
+   * The MCP endpoint of one server. Also called directly by the node request listener (see
+   * `createRequestListener`), skipping Hono's Request construction on the hot path.
+   */
+  async function handleServerMcp(req: IncomingMessage, res: ServerResponse, serverId: string): Promise<void> {
     const started = performance.now();
-    const serverId = c.req.param("id");
     const span = trace.startSpan("mcp.proxy", {
       attributes: { "mcp.server.id": serverId, "http.request.method": req.method ?? "" },
     });
     const reject = (status: number, code: number, message: string) => {
       req.resume();
       sendJsonRpcError(res, status, null, code, message);
-      return RESPONSE_ALREADY_SENT;
     };
     try {
       if (!Authenticator.hasCredential(req.headers)) {
         req.resume();
         unauthorized(res, serverId, "missing credentials: send Authorization: Bearer <token> or X-API-Key");
-        return RESPONSE_ALREADY_SENT;
+        return;
       }
       const routed = deps.store.current.servers.get(serverId);
       let principal: Principal;
@@ -155,7 +157,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
         if (!(err instanceof AuthError)) throw err;
         req.resume();
         unauthorized(res, serverId, err.message);
-        return RESPONSE_ALREADY_SENT;
+        return;
       }
       // Another org's server answers exactly like a missing one.
       if (!routed || routed.org.org_id !== principal.org_id)
@@ -223,15 +225,18 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
           "upstream request failed",
         );
       }
-      return RESPONSE_ALREADY_SENT;
     } catch (err) {
       span.setStatus({ code: SpanStatusCode.ERROR });
       deps.logger.error({ err, server: serverId }, "data-plane request failed");
       sendJsonRpcError(res, 500, null, JsonRpcErrorCode.InternalError, "internal gateway error");
-      return RESPONSE_ALREADY_SENT;
     } finally {
       span.end();
     }
+  }
+
+  app.all("/servers/:id/mcp", async (c) => {
+    await handleServerMcp(c.env.incoming, c.env.outgoing, c.req.param("id"));
+    return RESPONSE_ALREADY_SENT;
   });
 
   app.notFound((c) =>
@@ -255,5 +260,29 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       500,
     );
   });
-  return app;
+  return { app, handleServerMcp };
+}
+
+const SERVER_MCP_PATH = /^\/servers\/([^/?#]+)\/mcp(?:\?|$)/;
+
+/**
+ * The node request listener of a data plane: MCP endpoint requests go straight to the relay,
+ * everything else (health, metrics, metadata) through Hono.
+ */
+export function createRequestListener(dp: ReturnType<typeof createDataPlaneApp>) {
+  const hono = getRequestListener(dp.app.fetch);
+  return (req: IncomingMessage, res: ServerResponse) => {
+    const match = SERVER_MCP_PATH.exec(req.url ?? "");
+    if (match) {
+      let id: string;
+      try {
+        id = decodeURIComponent(match[1]!);
+      } catch {
+        id = match[1]!;
+      }
+      void dp.handleServerMcp(req, res, id);
+      return;
+    }
+    void hono(req, res);
+  };
 }

@@ -1,4 +1,4 @@
-import { serve } from "@hono/node-server";
+import { createServer } from "node:http";
 import { NatsBus } from "@mcpgw/bus";
 import { BullMqJobRunner } from "@mcpgw/queue";
 import { createLogger, createMetricsRegistry, startTracing } from "@mcpgw/telemetry";
@@ -36,8 +36,8 @@ const dp = await startDataPlane({
   metrics: createMetricsRegistry("data-plane"),
 });
 
-const server = serve({ fetch: dp.app.fetch, port: config.DP_PORT, hostname: config.DP_HOST }, (info) =>
-  logger.info({ port: info.port, replica: config.MCPGW_REPLICA_ID }, "data plane listening"),
+const server = createServer(dp.listener).listen(config.DP_PORT, config.DP_HOST, () =>
+  logger.info({ port: config.DP_PORT, replica: config.MCPGW_REPLICA_ID }, "data plane listening"),
 );
 
 let stopping = false;

@@ -4,7 +4,7 @@ import type { JobProducer } from "@mcpgw/queue";
 import { Keyring } from "@mcpgw/secrets";
 import { importSnapshotKey } from "@mcpgw/snapshot";
 import type { Logger, Registry } from "@mcpgw/telemetry";
-import { createDataPlaneApp } from "./app.ts";
+import { createDataPlaneApp, createRequestListener } from "./app.ts";
 import { Authenticator } from "./auth/authenticator.ts";
 import { SnapshotStore } from "./snapshot/store.ts";
 import { UpstreamCredentials } from "./upstream/credentials.ts";
@@ -52,7 +52,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const credentials = new UpstreamCredentials(
     o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined,
   );
-  const app = createDataPlaneApp({
+  const dataPlane = createDataPlaneApp({
     store,
     authenticator,
     credentials,
@@ -79,7 +79,9 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     .catch((err) => o.logger.error({ err }, "config watch failed"));
 
   return {
-    app,
+    app: dataPlane.app,
+    /** The node request listener to serve (`http.createServer(listener)`). */
+    listener: createRequestListener(dataPlane),
     store,
     watching,
     async stop() {

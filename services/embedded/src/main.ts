@@ -1,3 +1,4 @@
+import { createServer } from "node:http";
 import { join, resolve } from "node:path";
 import { serve } from "@hono/node-server";
 import { MemoryBus } from "@mcpgw/bus";
@@ -66,7 +67,7 @@ const worker = await startWorker({
 });
 
 const cpServer = serve({ fetch: cp.app.fetch, port: config.CP_PORT, hostname: config.MCPGW_HOST });
-const dpServer = serve({ fetch: dp.app.fetch, port: config.DP_PORT, hostname: config.MCPGW_HOST });
+const dpServer = createServer(dp.listener).listen(config.DP_PORT, config.MCPGW_HOST);
 logger.info(
   {
     control_plane: `http://${config.MCPGW_HOST}:${config.CP_PORT}`,

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import { pipeline } from "node:stream/promises";
+import type { Readable } from "node:stream";
 import {
   DEFAULT_PROTOCOL_VERSION,
   isJsonRpcMessage,
@@ -265,12 +265,6 @@ export async function proxyStreamableHttp(
   if (upstreamSessionId !== undefined) headers[MCP_HEADERS.sessionId] = upstreamSessionId;
   if (hooks.upstreamHeaders) Object.assign(headers, hooks.upstreamHeaders);
 
-  const abort = new AbortController();
-  const onClose = () => {
-    if (!res.writableFinished) abort.abort();
-  };
-  res.once("close", onClose);
-
   // A request that never reached the upstream (connection refused) may go to another endpoint;
   // one that did is never repeated (JSON-RPC calls are not idempotent).
   const attempts =
@@ -289,7 +283,6 @@ export async function proxyStreamableHttp(
         method,
         headers,
         body,
-        signal: abort.signal,
         headersTimeout: server.timeout_ms,
         // SSE streams stay open for as long as the session wants them.
         bodyTimeout: 0,
@@ -301,8 +294,7 @@ export async function proxyStreamableHttp(
   }
 
   if (!upstream) {
-    res.off("close", onClose);
-    if (abort.signal.aborted) return { status: 499, method: rpcMethod, error: "client closed" };
+    if (res.destroyed) return { status: 499, method: rpcMethod, error: "client closed" };
     const code = (lastError as { code?: string }).code ?? "";
     if (code === "UND_ERR_HEADERS_TIMEOUT") {
       sendJsonRpcError(
@@ -328,7 +320,6 @@ export async function proxyStreamableHttp(
   if (status === 401 || status === 403) {
     // The upstream's challenge is about the gateway's credentials, not the client's.
     await upstream.body.dump().catch(() => {});
-    res.off("close", onClose);
     sendJsonRpcError(
       res,
       502,
@@ -350,21 +341,41 @@ export async function proxyStreamableHttp(
   }
   const isStream = out["content-type"]?.startsWith("text/event-stream") ?? false;
   if (hooks.keepTool && rpcMethod === "tools/list" && status === 200) {
-    res.off("close", onClose);
     return relayFilteredToolsList(upstream.body, res, status, out, isStream, rpcId, hooks.keepTool);
   }
   if (isStream) out["x-accel-buffering"] = "no";
   res.writeHead(status, out);
-  if (isStream) res.flushHeaders();
-  try {
-    await pipeline(upstream.body, res);
-  } catch (err) {
-    // Either side went away mid-stream; the other side is closed by pipeline.
-    return { status, method: rpcMethod, error: (err as Error).message };
-  } finally {
-    res.off("close", onClose);
-  }
+  // A GET stream may stay quiet for long: the client must see it open now. POST responses
+  // carry their first event right away, so their headers ride with it (one write fewer).
+  if (isStream && method === "GET") res.flushHeaders();
+  const error = await relayBody(upstream.body, res);
+  if (error) return { status, method: rpcMethod, error };
   return { status, method: rpcMethod };
+}
+
+/**
+ * Streams an upstream body to the client with backpressure; a client that goes away ends the
+ * upstream response (and so frees its connection). Resolves with an error message, if any.
+ */
+function relayBody(body: Readable, res: ServerResponse): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const onClientClose = () => {
+      if (res.writableFinished) return;
+      body.destroy();
+      resolve("client closed");
+    };
+    res.once("close", onClientClose);
+    body.once("error", (err) => {
+      res.off("close", onClientClose);
+      res.destroy();
+      resolve(err.message);
+    });
+    body.once("end", () => {
+      res.off("close", onClientClose);
+      resolve(undefined);
+    });
+    body.pipe(res);
+  });
 }
 
 /**
