@@ -82,6 +82,20 @@ async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
 }
 
+const endpointCache = new Map<string, { origin: string; path: string }>();
+
+/** Origin and path of an endpoint URL, parsed once per distinct URL rather than per request. */
+function parsedEndpoint(url: string): { origin: string; path: string } {
+  let parsed = endpointCache.get(url);
+  if (!parsed) {
+    const u = new URL(url);
+    parsed = { origin: u.origin, path: u.pathname + u.search };
+    if (endpointCache.size > 10_000) endpointCache.clear();
+    endpointCache.set(url, parsed);
+  }
+  return parsed;
+}
+
 function pickEndpoint(server: ServerEntry): number {
   const endpoints = server.endpoints;
   if (endpoints.length <= 1) return 0;
@@ -276,10 +290,10 @@ export async function proxyStreamableHttp(
       endpointIndex = (endpointIndex + 1) % server.endpoints.length;
     const endpoint = server.endpoints[endpointIndex];
     if (!endpoint) break;
-    const target = new URL(endpoint.url);
+    const target = parsedEndpoint(endpoint.url);
     try {
       upstream = await options.pools.get(target.origin, server.connect_timeout_ms).request({
-        path: target.pathname + target.search,
+        path: target.path,
         method,
         headers,
         body,
