@@ -68,6 +68,23 @@ export const identityProviderEntrySchema = z.object({
 });
 export type IdentityProviderEntry = z.infer<typeof identityProviderEntrySchema>;
 
+export const rateLimitScopes = ["ip", "user", "api_key", "org", "namespace", "server", "tool", "method"] as const;
+
+export const rateLimitEntrySchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  scope: z.enum(rateLimitScopes),
+  /** Narrows where the rule applies: `server_id`, `namespace_id`, `tool` and `method` (globs). */
+  match: z.record(z.string(), z.string()),
+  limit: z.number().int().positive(),
+  window_s: z.number().int().positive(),
+  burst: z.number().int().nonnegative().nullable(),
+  block_s: z.number().int().nonnegative().nullable(),
+  /** Points per tools/call by tool-name glob; 1 when none matches. */
+  costs: z.record(z.string(), z.number().int().positive()),
+});
+export type RateLimitEntry = z.infer<typeof rateLimitEntrySchema>;
+
 /** Everything the data plane needs for one organization, at one config version. */
 export const orgSnapshotSchema = z.object({
   kind: z.literal("org"),
@@ -86,6 +103,7 @@ export const orgSnapshotSchema = z.object({
   api_keys: z.array(apiKeyEntrySchema),
   policies: z.array(policyEntrySchema),
   identity_providers: z.array(identityProviderEntrySchema),
+  rate_limits: z.array(rateLimitEntrySchema),
 });
 export type OrgSnapshot = z.infer<typeof orgSnapshotSchema>;
 

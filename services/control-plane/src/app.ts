@@ -13,6 +13,7 @@ import { identityProviderRoutes } from "./routes/identity-providers.ts";
 import { namespaceRoutes } from "./routes/namespaces.ts";
 import { organizationRoutes } from "./routes/organizations.ts";
 import { policyRoutes } from "./routes/policies.ts";
+import { rateLimitRoutes } from "./routes/rate-limits.ts";
 import { serverRoutes } from "./routes/servers.ts";
 import { userRoutes } from "./routes/users.ts";
 
@@ -78,6 +79,7 @@ export function createControlPlaneApp(deps: ControlPlaneDeps) {
   app.route("/api/v1/policies", policyRoutes(deps));
   app.route("/api/v1/identity-providers", identityProviderRoutes(deps));
   app.route("/api/v1/audit-logs", auditLogRoutes(deps));
+  app.route("/api/v1/rate-limits", rateLimitRoutes(deps));
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

@@ -34,6 +34,12 @@ export const validation = (why: string, details?: Record<string, unknown>) =>
   new AppError("Validation", why, details);
 export const unauthorized = (why = "authentication required") => new AppError("Unauthorized", why);
 
+/** Rejects an update that names no field to change. */
+export function assertChanges(patch: object): void {
+  if (Object.values(patch).every((v) => v === undefined))
+    throw validation("the request changes nothing: name at least one field");
+}
+
 const TITLES: Record<number, string> = {
   400: "Bad Request",
   401: "Unauthorized",
@@ -84,6 +90,7 @@ export function toProblem(err: unknown, c: Context): Response {
   const pgCode =
     (err as { code?: string; cause?: { code?: string } })?.cause?.code ?? (err as { code?: string })?.code;
   if (pgCode === "23505") return problem(c, 409, "a resource with the same unique name already exists");
+  if (pgCode === "23503") return problem(c, 409, "a resource this request refers to no longer exists");
   if (pgCode === "22P02" || pgCode === "22021") return problem(c, 400, "invalid value in request");
   c.get("logger")?.error({ err, request_id: c.get("requestId") }, "unhandled error");
   return problem(c, 500, "internal error; quote the request id when reporting it");

@@ -2,7 +2,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import type { Actor, Role, VerbContext } from "../context.ts";
 import type { AppEnv, ControlPlaneDeps } from "../env.ts";
 import { unauthorized } from "../errors.ts";
-import { isRevoked } from "../verbs/auth.ts";
+import { isRevoked, principalStillActive } from "../verbs/auth.ts";
 
 /** Requires a valid, unrevoked control-plane access token and sets `actor`. */
 export function requireAuth(deps: Pick<ControlPlaneDeps, "tokens" | "db">): MiddlewareHandler<AppEnv> {
@@ -17,6 +17,9 @@ export function requireAuth(deps: Pick<ControlPlaneDeps, "tokens" | "db">): Midd
       throw unauthorized("invalid or expired token");
     }
     if (await isRevoked(deps.db, claims.jti)) throw unauthorized("token was revoked");
+    // A token may outlive its user, key or org: it must not act for them.
+    if (!(await principalStillActive(deps.db, claims.sub, claims.key_id)))
+      throw unauthorized("the token's user or key no longer exists");
     c.set("actor", {
       user_id: claims.sub,
       org_id: claims.org_id,

@@ -22,6 +22,8 @@ export const PERMISSIONS = {
   "identity_providers:read": ["admin", "operator"],
   "identity_providers:write": ["admin"],
   "audit:read": ["admin", "operator"],
+  "rate_limits:read": ["admin", "operator"],
+  "rate_limits:write": ["admin", "operator"],
 } as const satisfies Record<string, readonly Role[]>;
 
 export type Permission = keyof typeof PERMISSIONS;

@@ -2,6 +2,7 @@ import { type Db, schema } from "@mcpgw/db";
 import type { GlobalSnapshot, OrgSnapshot } from "@mcpgw/snapshot";
 import { and, eq, gt } from "drizzle-orm";
 import type { TokenIssuer } from "../auth/token-issuer.ts";
+import { planRateLimits } from "../verbs/plans.ts";
 
 /**
  * Reads an org's configuration at one version. Runs in a repeatable-read transaction so the
@@ -20,6 +21,10 @@ export async function compileOrgSnapshot(db: Db, orgId: string): Promise<OrgSnap
         .leftJoin(schema.users, eq(schema.users.id, schema.apiKeys.user_id))
         .where(and(eq(schema.apiKeys.org_id, orgId), eq(schema.apiKeys.active, true)));
       const policies = await tx.select().from(schema.policies).where(eq(schema.policies.org_id, orgId));
+      const rateLimits = await tx
+        .select()
+        .from(schema.rateLimits)
+        .where(and(eq(schema.rateLimits.org_id, orgId), eq(schema.rateLimits.enabled, true)));
       const idps = await tx
         .select()
         .from(schema.identityProviders)
@@ -95,6 +100,20 @@ export async function compileOrgSnapshot(db: Db, orgId: string): Promise<OrgSnap
           >,
           default_role: i.default_role,
         })),
+        rate_limits: [
+          ...planRateLimits(org.plan),
+          ...rateLimits.map((r) => ({
+            id: r.id,
+            name: r.name,
+            scope: r.scope,
+            match: r.match,
+            limit: r.limit,
+            window_s: r.window_s,
+            burst: r.burst,
+            block_s: r.block_s,
+            costs: r.costs,
+          })),
+        ],
       } satisfies OrgSnapshot;
     },
     { isolationLevel: "repeatable read", accessMode: "read only" },

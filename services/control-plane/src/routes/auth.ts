@@ -193,7 +193,7 @@ export function authRoutes(deps: ControlPlaneDeps) {
       },
     }),
     async (c) => {
-      await deps.throttle.attempt(clientIp(c));
+      await deps.throttle.check(clientIp(c));
       const type = c.req.header("content-type") ?? "";
       let secret: string | undefined;
       if (type.startsWith("application/x-www-form-urlencoded")) {

@@ -5,7 +5,7 @@ import { recordAudit } from "../audit.ts";
 import { authorize, can } from "../auth/permissions.ts";
 import { sha256 } from "../auth/refresh-tokens.ts";
 import type { VerbContext } from "../context.ts";
-import { notFound, validation } from "../errors.ts";
+import { forbidden, notFound, validation } from "../errors.ts";
 import { bumpOrgVersion } from "./config-version.ts";
 import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
 
@@ -105,10 +105,12 @@ export async function createApiKey({
   return { ...toDto(row), key: secret };
 }
 
-const visible = (ctx: VerbContext) =>
-  can(ctx.actor, "api_keys:manage_all")
+const visible = (ctx: VerbContext) => {
+  if (ctx.actor.user_id.startsWith("a2a:")) throw forbidden("app-to-app tokens cannot manage API keys");
+  return can(ctx.actor, "api_keys:manage_all")
     ? eq(schema.apiKeys.org_id, ctx.actor.org_id)
     : and(eq(schema.apiKeys.org_id, ctx.actor.org_id), eq(schema.apiKeys.user_id, ctx.actor.user_id));
+};
 
 /** Lists keys: admins see the org's, everyone else their own. */
 export async function listApiKeys({

@@ -12,7 +12,7 @@ import {
 } from "../auth/refresh-tokens.ts";
 import type { TokenIssuer } from "../auth/token-issuer.ts";
 import type { Actor, PublishTrigger, RequestMeta, Role } from "../context.ts";
-import { unauthorized, validation } from "../errors.ts";
+import { assertChanges, forbidden, unauthorized, validation } from "../errors.ts";
 
 export interface TokenPair {
   access_token: string;
@@ -56,20 +56,32 @@ export async function login(
   input: { email: string; password: string },
   meta: RequestMeta,
 ): Promise<TokenPair> {
-  await deps.throttle.attempt(meta.ip);
+  await deps.throttle.check(meta.ip);
   const [user] = await deps.db.select().from(schema.users).where(eq(schema.users.email, input.email));
+  if (!user) deps.throttle.checkUnknown(input.email);
   if (user?.locked_until && user.locked_until.getTime() > Date.now()) {
     throw tooManyAttempts((user.locked_until.getTime() - Date.now()) / 1000);
   }
   const ok = await verifyPassword(user?.password_hash, input.password);
   if (!user || !ok || !user.active) {
-    if (user) {
-      const failures = user.failed_logins + 1;
-      const lock = lockSeconds(failures);
-      await deps.db
+    await deps.throttle.fail(meta.ip);
+    if (!user) deps.throttle.failUnknown(input.email);
+    else {
+      // Incremented in SQL: concurrent guesses each count (a read-then-write would lose some).
+      const [row] = await deps.db
         .update(schema.users)
-        .set({ failed_logins: failures, locked_until: lock ? new Date(Date.now() + lock * 1000) : null })
-        .where(eq(schema.users.id, user.id));
+        .set({ failed_logins: sql`${schema.users.failed_logins} + 1` })
+        .where(eq(schema.users.id, user.id))
+        .returning({ failures: schema.users.failed_logins });
+      const lock = lockSeconds(row?.failures ?? 0);
+      if (lock > 0) {
+        await deps.db
+          .update(schema.users)
+          .set({
+            locked_until: sql`greatest(coalesce(${schema.users.locked_until}, now()), now() + make_interval(secs => ${lock}))`,
+          })
+          .where(eq(schema.users.id, user.id));
+      }
     }
     throw unauthorized("invalid email or password");
   }
@@ -131,6 +143,23 @@ export async function isRevoked(db: Db, jti: string): Promise<boolean> {
   return row !== undefined;
 }
 
+/** True while the token's user (or, for a2a tokens, its key) exists and is active. */
+export async function principalStillActive(db: Db, sub: string, keyId: string | undefined): Promise<boolean> {
+  if (keyId) {
+    const [key] = await db
+      .select({ active: schema.apiKeys.active })
+      .from(schema.apiKeys)
+      .where(eq(schema.apiKeys.id, keyId));
+    return key?.active === true;
+  }
+  if (!/^[0-9a-f-]{36}$/i.test(sub)) return false;
+  const [user] = await db
+    .select({ active: schema.users.active })
+    .from(schema.users)
+    .where(eq(schema.users.id, sub));
+  return user?.active === true;
+}
+
 export interface Profile {
   id: string;
   org_id: string;
@@ -155,6 +184,7 @@ const toProfile = (u: UserRow): Profile => ({
 
 /** The caller's own profile. */
 export async function getProfile(db: Db, actor: Actor): Promise<Profile> {
+  if (actor.user_id.startsWith("a2a:")) throw forbidden("app-to-app tokens have no user profile");
   const [user] = await db.select().from(schema.users).where(eq(schema.users.id, actor.user_id));
   if (!user) throw unauthorized("user no longer exists");
   return toProfile(user);
@@ -167,6 +197,8 @@ export async function updateProfile(
   meta: RequestMeta,
   input: { name?: string | undefined; password?: string | undefined; current_password?: string | undefined },
 ): Promise<Profile> {
+  assertChanges(input);
+  if (actor.user_id.startsWith("a2a:")) throw forbidden("app-to-app tokens have no user profile");
   const [user] = await db.select().from(schema.users).where(eq(schema.users.id, actor.user_id));
   if (!user) throw unauthorized("user no longer exists");
   const changes: Partial<UserRow> = {};
@@ -255,7 +287,7 @@ export async function bootstrapAdmin({
   await db.transaction(async (tx) => {
     const [org] = await tx
       .insert(schema.organizations)
-      .values({ name: "Default", slug: "default" })
+      .values({ name: "Default", slug: "default", plan: "enterprise" })
       .onConflictDoNothing()
       .returning();
     const orgId =

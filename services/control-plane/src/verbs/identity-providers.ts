@@ -3,7 +3,7 @@ import { and, eq } from "drizzle-orm";
 import { recordAudit } from "../audit.ts";
 import { authorize } from "../auth/permissions.ts";
 import type { Role, VerbContext } from "../context.ts";
-import { conflict, notFound } from "../errors.ts";
+import { assertChanges, conflict, notFound } from "../errors.ts";
 import { bumpOrgVersion } from "./config-version.ts";
 import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
 import { assertSafeUpstreamUrl } from "./upstream-url.ts";
@@ -127,6 +127,7 @@ export async function updateIdentityProvider({
   patch: Partial<IdentityProviderInput>;
 }): Promise<IdentityProviderDto> {
   authorize(ctx.actor, "identity_providers:write");
+  assertChanges(patch);
   const fields = { ...patch };
   if (patch.jwks_url)
     fields.jwks_url = await assertSafeUpstreamUrl(patch.jwks_url, ctx.allowPrivateUpstreams);

@@ -3,7 +3,7 @@ import { and, eq } from "drizzle-orm";
 import { recordAudit } from "../audit.ts";
 import { authorize } from "../auth/permissions.ts";
 import type { VerbContext } from "../context.ts";
-import { conflict, notFound } from "../errors.ts";
+import { assertChanges, conflict, notFound } from "../errors.ts";
 import { bumpOrgVersion } from "./config-version.ts";
 import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
 
@@ -124,6 +124,7 @@ export async function updateNamespace({
   input: Partial<NamespaceInput>;
 }): Promise<NamespaceDto> {
   authorize(ctx.actor, "namespaces:write");
+  assertChanges(input);
   if (input.slug) await assertSlugFree(ctx, input.slug, id);
   const row = await ctx.db.transaction(async (tx) => {
     const [before] = await tx.select().from(schema.namespaces).where(inOrg(ctx, id)).for("update");

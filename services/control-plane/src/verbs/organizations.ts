@@ -4,7 +4,7 @@ import { recordAudit } from "../audit.ts";
 import { hashPassword } from "../auth/passwords.ts";
 import { authorizePlatformAdmin } from "../auth/permissions.ts";
 import type { VerbContext } from "../context.ts";
-import { conflict, notFound } from "../errors.ts";
+import { assertChanges, conflict, notFound } from "../errors.ts";
 import { bumpOrgVersion } from "./config-version.ts";
 import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
 
@@ -156,6 +156,7 @@ export async function updateOrganization({
   patch: Partial<Omit<OrganizationInput, "admin">>;
 }): Promise<OrganizationDto> {
   authorizePlatformAdmin(ctx.actor);
+  assertChanges(patch);
   const row = await ctx.db.transaction(async (tx) => {
     const [before] = await tx
       .select()

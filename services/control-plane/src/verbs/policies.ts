@@ -4,7 +4,7 @@ import { and, eq } from "drizzle-orm";
 import { recordAudit } from "../audit.ts";
 import { authorize } from "../auth/permissions.ts";
 import type { VerbContext } from "../context.ts";
-import { conflict, notFound } from "../errors.ts";
+import { assertChanges, conflict, notFound } from "../errors.ts";
 import { bumpOrgVersion } from "./config-version.ts";
 import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
 
@@ -118,6 +118,7 @@ export async function updatePolicy({
   patch: Partial<PolicyInput>;
 }): Promise<PolicyDto> {
   authorize(ctx.actor, "policies:write");
+  assertChanges(patch);
   const row = await ctx.db.transaction(async (tx) => {
     const [before] = await tx.select().from(schema.policies).where(inOrg(ctx, id)).for("update");
     if (!before) throw notFound("policy");

@@ -4,7 +4,7 @@ import { and, count, eq } from "drizzle-orm";
 import { recordAudit } from "../audit.ts";
 import { authorize } from "../auth/permissions.ts";
 import type { VerbContext } from "../context.ts";
-import { AppError, conflict, notFound, validation } from "../errors.ts";
+import { AppError, assertChanges, conflict, notFound, validation } from "../errors.ts";
 import { bumpOrgVersion } from "./config-version.ts";
 import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
 import { assertSafeUpstreamUrl } from "./upstream-url.ts";
@@ -246,6 +246,7 @@ export async function updateServer({
   patch: ServerPatch;
 }): Promise<ServerDto> {
   authorize(ctx.actor, "servers:write");
+  assertChanges(patch);
   const row = await ctx.db.transaction(async (tx) => {
     const [before] = await tx.select().from(schema.mcpServers).where(inOrg(ctx, id)).for("update");
     if (!before) throw notFound("server");

@@ -4,7 +4,7 @@ import { recordAudit } from "../audit.ts";
 import { hashPassword } from "../auth/passwords.ts";
 import { authorize } from "../auth/permissions.ts";
 import type { Role, VerbContext } from "../context.ts";
-import { conflict, notFound, validation } from "../errors.ts";
+import { assertChanges, conflict, notFound, validation } from "../errors.ts";
 import { bumpOrgVersion } from "./config-version.ts";
 import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
 
@@ -118,6 +118,7 @@ export async function updateUser({
   patch: Partial<UserInput>;
 }): Promise<UserDto> {
   authorize(ctx.actor, "users:write");
+  assertChanges(patch);
   if (id === ctx.actor.user_id && (patch.role !== undefined || patch.active === false)) {
     throw validation("you cannot change your own role or deactivate yourself");
   }

@@ -19,6 +19,7 @@ function orgSnapshot(version: number, serverName = "s"): OrgSnapshot {
     api_keys: [],
     policies: [],
     identity_providers: [],
+    rate_limits: [],
     servers: [
       {
         id: "srv1",

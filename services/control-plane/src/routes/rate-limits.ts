@@ -1,0 +1,158 @@
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { verbContext } from "../auth/middleware.ts";
+import type { AppEnv, ControlPlaneDeps } from "../env.ts";
+import {
+  createRateLimit,
+  deleteRateLimit,
+  getRateLimit,
+  listRateLimits,
+  updateRateLimit,
+} from "../verbs/rate-limits.ts";
+import { DisplayName, errorResponses, IdParam, json, jsonBody, listResponse, PageQuery } from "./schemas.ts";
+
+const Scope = z.enum(["ip", "user", "api_key", "org", "namespace", "server", "tool", "method"]);
+const Glob = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[^\p{Cc}]+$/u, "must not contain control characters");
+
+const RateLimit = z
+  .object({
+    id: z.string(),
+    org_id: z.string(),
+    name: z.string(),
+    scope: Scope,
+    match: z.record(z.string(), z.string()),
+    limit: z.number().int(),
+    window_s: z.number().int(),
+    burst: z.number().int().nullable(),
+    block_s: z.number().int().nullable(),
+    costs: z.record(z.string(), z.number().int()),
+    enabled: z.boolean(),
+    created_at: z.string(),
+    updated_at: z.string(),
+  })
+  .openapi("RateLimit");
+
+const RateLimitInput = z
+  .strictObject({
+    name: DisplayName.max(128),
+    scope: Scope.openapi({
+      description:
+        "What is counted separately: each client IP, user, API key, the org, a namespace, a server, a tool of a server, or an MCP method",
+    }),
+    match: z
+      .strictObject({
+        server_id: z.uuid().optional(),
+        namespace_id: z.uuid().optional(),
+        tool: Glob.optional(),
+        method: Glob.optional(),
+      })
+      .optional()
+      .openapi({ description: "Where the rule applies; absent keys match everything" }),
+    limit: z.number().int().min(1).max(1_000_000_000),
+    window_s: z
+      .number()
+      .int()
+      .min(1)
+      .max(86_400 * 31),
+    burst: z
+      .number()
+      .int()
+      .min(0)
+      .max(1_000_000_000)
+      .nullable()
+      .optional()
+      .openapi({ description: "Extra points a key may use once per window on top of `limit`" }),
+    block_s: z
+      .number()
+      .int()
+      .min(0)
+      .max(86_400 * 31)
+      .nullable()
+      .optional()
+      .openapi({ description: "Keep a key blocked this long after it went over" }),
+    costs: z
+      .record(Glob, z.number().int().min(1).max(1_000_000))
+      .optional()
+      .openapi({ description: 'Points per tools/call by tool-name glob, e.g. {"search_*": 10}' }),
+    enabled: z.boolean().optional(),
+  })
+  .openapi("RateLimitInput");
+
+const tags = ["Rate limits"];
+
+/** `/api/v1/rate-limits`: rules enforced by every data-plane replica against shared counters. */
+export function rateLimitRoutes(deps: ControlPlaneDeps) {
+  const app = new OpenAPIHono<AppEnv>();
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/",
+      tags,
+      request: { query: PageQuery },
+      responses: { 200: listResponse(RateLimit), ...errorResponses },
+    }),
+    async (c) => c.json(await listRateLimits({ ctx: verbContext(c, deps), page: c.req.valid("query") }), 200),
+  );
+  app.openapi(
+    createRoute({
+      method: "post",
+      path: "/",
+      tags,
+      request: { body: jsonBody(RateLimitInput) },
+      responses: { 201: json(RateLimit, "Created"), ...errorResponses },
+    }),
+    async (c) =>
+      c.json(
+        await createRateLimit({
+          ctx: verbContext(c, deps),
+          input: c.req.valid("json") as Parameters<typeof createRateLimit>[0]["input"],
+        }),
+        201,
+      ),
+  );
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}",
+      tags,
+      request: { params: IdParam },
+      responses: { 200: json(RateLimit), ...errorResponses },
+    }),
+    async (c) => c.json(await getRateLimit({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
+  );
+  app.openapi(
+    createRoute({
+      method: "patch",
+      path: "/{id}",
+      tags,
+      request: { params: IdParam, body: jsonBody(RateLimitInput.partial()) },
+      responses: { 200: json(RateLimit), ...errorResponses },
+    }),
+    async (c) =>
+      c.json(
+        await updateRateLimit({
+          ctx: verbContext(c, deps),
+          id: c.req.valid("param").id,
+          patch: c.req.valid("json") as Parameters<typeof updateRateLimit>[0]["patch"],
+        }),
+        200,
+      ),
+  );
+  app.openapi(
+    createRoute({
+      method: "delete",
+      path: "/{id}",
+      tags,
+      request: { params: IdParam },
+      responses: { 204: { description: "Deleted" }, ...errorResponses },
+    }),
+    async (c) => {
+      await deleteRateLimit({ ctx: verbContext(c, deps), id: c.req.valid("param").id });
+      return c.body(null, 204);
+    },
+  );
+  return app;
+}
