@@ -68,7 +68,16 @@ export const identityProviderEntrySchema = z.object({
 });
 export type IdentityProviderEntry = z.infer<typeof identityProviderEntrySchema>;
 
-export const rateLimitScopes = ["ip", "user", "api_key", "org", "namespace", "server", "tool", "method"] as const;
+export const rateLimitScopes = [
+  "ip",
+  "user",
+  "api_key",
+  "org",
+  "namespace",
+  "server",
+  "tool",
+  "method",
+] as const;
 
 export const rateLimitEntrySchema = z.object({
   id: z.string(),

@@ -20,7 +20,7 @@ const snapshot: OrgSnapshot = {
   api_keys: [],
   policies: [],
   identity_providers: [],
-    rate_limits: [],
+  rate_limits: [],
 };
 
 async function keys() {

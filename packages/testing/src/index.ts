@@ -5,5 +5,6 @@ export * from "./everything.ts";
 export * from "./nats.ts";
 export * from "./oidc-issuer.ts";
 export * from "./processes.ts";
+export * from "./redis.ts";
 export * from "./stack.ts";
 export * from "./upstream-server.ts";

@@ -39,6 +39,8 @@ export interface StackOptions {
   natsUrl?: string;
   /** Extra environment for every service. */
   env?: Record<string, string>;
+  /** Extra environment per data-plane replica (by index). */
+  replicaEnv?: Array<Record<string, string>>;
 }
 
 /**
@@ -87,6 +89,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       DP_HOST: "127.0.0.1",
       MCPGW_DATA_DIR: dataDir,
       MCPGW_REPLICA_ID: `dp${i}`,
+      ...options.replicaEnv?.[i],
     };
     const handle: DataPlaneHandle = {
       url: `http://127.0.0.1:${port}`,

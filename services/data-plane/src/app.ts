@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { BlockList } from "node:net";
 import { getRequestListener } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { allowsEveryTool, evaluatePolicy, type PolicyRequest } from "@mcpgw/policy";
@@ -8,6 +9,8 @@ import { Hono } from "hono";
 import { Authenticator } from "./auth/authenticator.ts";
 import { AuthError, type Principal } from "./auth/principal.ts";
 import type { DataPlaneEnv } from "./env.ts";
+import { clientIp } from "./rate-limit/client-ip.ts";
+import type { RateLimits } from "./rate-limit/rate-limits.ts";
 import type { RoutedServer, SnapshotStore } from "./snapshot/store.ts";
 import { sendJsonRpcError } from "./transports/http-errors.ts";
 import { type ProxyHooks, proxyStreamableHttp } from "./transports/streamable-http.ts";
@@ -25,6 +28,9 @@ export interface DataPlaneDeps {
   replicaId: string;
   /** The URL clients reach this data plane at (OAuth protected-resource metadata). */
   publicUrl: string;
+  rateLimits: RateLimits;
+  /** Proxies whose X-Forwarded-For / Forwarded headers are believed. */
+  trustedProxies: BlockList | undefined;
 }
 
 const metadataPath = (serverId?: string) =>
@@ -182,7 +188,10 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
         policyDenials.inc({ server: server.id });
         return reject(403, JsonRpcErrorCode.Forbidden, access.reason);
       }
-      const hooks: ProxyHooks = {};
+      const hooks: ProxyHooks = {
+        admit: ({ method, tool }) =>
+          deps.rateLimits.check({ ip: clientIp(req, deps.trustedProxies), principal, routed, method, tool }),
+      };
       if (!allowsEveryTool(org.policies, org.org.policy_default, base)) {
         hooks.authorizeTool = (tool) => {
           const decision = evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool });

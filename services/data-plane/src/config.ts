@@ -25,6 +25,8 @@ const schema = z.object({
     .string()
     .regex(/^[A-Za-z0-9_:-]+$/)
     .default("mcpgw"),
+  MCPGW_RATE_LIMIT_REPLICAS: z.coerce.number().int().positive().default(1),
+  MCPGW_TRUSTED_PROXIES: z.string().optional(),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.string().optional(),
 });
 

@@ -4,12 +4,44 @@ import type { JobProducer } from "@mcpgw/queue";
 import { Keyring } from "@mcpgw/secrets";
 import { importSnapshotKey } from "@mcpgw/snapshot";
 import type { Logger, Registry } from "@mcpgw/telemetry";
+import { Redis } from "ioredis";
 import { createDataPlaneApp, createRequestListener } from "./app.ts";
 import { Authenticator } from "./auth/authenticator.ts";
+import { trustedProxies } from "./rate-limit/client-ip.ts";
+import { RateLimits } from "./rate-limit/rate-limits.ts";
 import { SnapshotStore } from "./snapshot/store.ts";
 import { UpstreamCredentials } from "./upstream/credentials.ts";
 import { UpstreamPools } from "./upstream/pools.ts";
 import { UsageReporter } from "./usage-reporter.ts";
+
+/**
+ * The rate limiter's Redis connection: commands fail fast while Redis is down (no offline
+ * queue, short timeout) so the in-memory insurance answers instead of requests waiting, and
+ * concurrent commands share round trips (auto-pipelining).
+ */
+function connectRateLimitRedis(url: string, logger: Logger): Redis {
+  const redis = new Redis(url, {
+    enableOfflineQueue: false,
+    enableAutoPipelining: true,
+    commandTimeout: 200,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => 500,
+  });
+  let down = false;
+  redis.on("error", (err) => {
+    if (!down)
+      logger.warn(
+        { err: err.message },
+        "rate-limit Redis unreachable; enforcing per-replica insurance limits",
+      );
+    down = true;
+  });
+  redis.on("ready", () => {
+    if (down) logger.info("rate-limit Redis back; shared limits resume");
+    down = false;
+  });
+  return redis;
+}
 
 export interface DataPlaneRuntimeOptions {
   /** Resolves once the bus is reachable; the data plane serves from its disk cache until then. */
@@ -27,6 +59,14 @@ export interface DataPlaneRuntimeOptions {
   /** Where API-key usage goes (the worker's queue); none: usage is not recorded. */
   jobs?: JobProducer | undefined;
   publicUrl: string;
+  /** Shared rate-limit counters; without it (embedded mode) counters live in this process. */
+  redisUrl?: string | undefined;
+  /** Key prefix for the shared counters. */
+  redisPrefix?: string | undefined;
+  /** Replicas sharing the limits; while Redis is unreachable each enforces 1/n of a limit. */
+  rateLimitReplicas?: number | undefined;
+  /** `MCPGW_TRUSTED_PROXIES`: CIDR ranges whose forwarding headers name the client. */
+  trustedProxies?: string | undefined;
 }
 
 /**
@@ -47,6 +87,19 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
       for (const e of server.endpoints) origins.add(new URL(e.url).origin);
     pools.retain(origins);
   });
+  const redis = o.redisUrl ? connectRateLimitRedis(o.redisUrl, o.logger) : undefined;
+  const rateLimits = new RateLimits({
+    redis,
+    prefix: o.redisPrefix ?? "mcpgw",
+    replicas: Math.max(1, o.rateLimitReplicas ?? 1),
+    logger: o.logger,
+    metrics: o.metrics,
+  });
+  store.onChange((state) => {
+    const ids = new Set<string>();
+    for (const org of state.orgs.values()) for (const r of org.rate_limits) ids.add(r.id);
+    rateLimits.retain(ids);
+  });
   const usage = new UsageReporter(o.jobs, o.logger);
   const authenticator = new Authenticator(store, usage.keyUsed);
   const credentials = new UpstreamCredentials(
@@ -62,6 +115,8 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     maxBodyBytes: o.maxBodyBytes,
     replicaId: o.replicaId,
     publicUrl: o.publicUrl.replace(/\/$/, ""),
+    rateLimits,
+    trustedProxies: trustedProxies(o.trustedProxies),
   });
 
   let stopWatch: (() => Promise<void>) | undefined;
@@ -88,6 +143,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
       stopped = true;
       await stopWatch?.();
       await usage.stop();
+      redis?.disconnect();
       await store.flush();
       await pools.close();
     },

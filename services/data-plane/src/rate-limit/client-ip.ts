@@ -31,7 +31,11 @@ function isTrusted(list: BlockList, ip: string): boolean {
 function forwardedChain(req: IncomingMessage): string[] {
   const forwarded = req.headers.forwarded;
   if (typeof forwarded === "string" && forwarded) {
-    return [...forwarded.matchAll(/for=(?:"?\[?)([^\]";,]+)/gi)].map((m) => m[1]!.replace(/:\d+$/, ""));
+    // RFC 7239: for=1.2.3.4, for="1.2.3.4:80", for="[2001:db8::1]:4711" (IPv6 always bracketed).
+    return [...forwarded.matchAll(/for=("?)(\[[^\]]*\]|[^";,\s]+)(?::\d+)?\1/gi)].map((m) => {
+      const value = m[2]!;
+      return value.startsWith("[") ? value.slice(1, -1) : value.replace(/:\d+$/, "");
+    });
   }
   const xff = req.headers["x-forwarded-for"];
   const value = Array.isArray(xff) ? xff.join(",") : xff;

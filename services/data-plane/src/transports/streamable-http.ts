@@ -35,6 +35,17 @@ export interface ProxyHooks {
   authorizeTool?: ((tool: string) => { allowed: boolean; reason: string; rule: unknown }) | undefined;
   /** Filters a `tools/list` result; when set, that one response is read whole and rewritten. */
   keepTool?: ((tool: string) => boolean) | undefined;
+  /** Rate limiting: called once per request, with its JSON-RPC method and tool when known. */
+  admit?:
+    | ((rpc: { method?: string | undefined; tool?: string | undefined }) => Promise<Admission | undefined>)
+    | undefined;
+}
+
+export interface Admission {
+  allowed: boolean;
+  retryAfterS: number;
+  headers: Record<string, string>;
+  rule: { id: string; name: string } | undefined;
 }
 
 /** Largest tools/list response the gateway will buffer to filter. */
@@ -151,6 +162,7 @@ export async function proxyStreamableHttp(
   let body: Buffer | undefined;
   let rpcMethod: string | undefined;
   let rpcId: JsonRpcId = null;
+  let toolName: string | undefined;
   if (method === "POST") {
     const contentType = header(req.headers, "content-type") ?? "";
     if (!contentType.toLowerCase().startsWith("application/json")) {
@@ -209,6 +221,10 @@ export async function proxyStreamableHttp(
     const first = messages[0]!;
     rpcMethod = first.method;
     rpcId = first.id ?? null;
+    if (rpcMethod === "tools/call") {
+      const name = (first.params as { name?: unknown } | undefined)?.name;
+      if (typeof name === "string") toolName = name;
+    }
     if (hooks.authorizeTool) {
       for (const m of messages) {
         if (m.method !== "tools/call") continue;
@@ -242,6 +258,37 @@ export async function proxyStreamableHttp(
       );
       return { status: 400, method: rpcMethod };
     }
+  }
+
+  let limitHeaders: Record<string, string> | undefined;
+  if (hooks.admit) {
+    const tool = rpcMethod === "tools/call" ? toolName : undefined;
+    const admission = await hooks.admit({ method: rpcMethod, tool });
+    if (admission && !admission.allowed) {
+      req.resume();
+      const retryAfter = String(admission.retryAfterS);
+      // HTTP 429 where the transport allows it, with the JSON-RPC error carrying retry data.
+      const body = JSON.stringify(
+        jsonRpcError(
+          rpcId,
+          JsonRpcErrorCode.RateLimited,
+          `rate limit exceeded (${admission.rule?.name ?? "limit"}); retry in ${retryAfter}s`,
+          {
+            retry_after: admission.retryAfterS,
+            rule: admission.rule,
+          },
+        ),
+      );
+      res.writeHead(429, {
+        ...admission.headers,
+        "retry-after": retryAfter,
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(body),
+      });
+      res.end(body);
+      return { status: 429, method: rpcMethod, error: "rate limited" };
+    }
+    limitHeaders = admission?.headers;
   }
 
   // Sessions: the gateway's id routes to the endpoint that holds the upstream session.
@@ -353,6 +400,7 @@ export async function proxyStreamableHttp(
   if (typeof upstreamSid === "string") {
     out[MCP_HEADERS.sessionId] = encodeSessionId({ endpoint: endpointIndex, upstreamSessionId: upstreamSid });
   }
+  if (limitHeaders) Object.assign(out, limitHeaders);
   const isStream = out["content-type"]?.startsWith("text/event-stream") ?? false;
   if (hooks.keepTool && rpcMethod === "tools/list" && status === 200) {
     return relayFilteredToolsList(upstream.body, res, status, out, isStream, rpcId, hooks.keepTool);
