@@ -365,6 +365,11 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       ["PATCH", "/api/v1/identity-providers/{idp}", { name: "renamed" }],
       ["DELETE", "/api/v1/identity-providers/{idp}"],
       ["GET", "/api/v1/audit-logs"],
+      ["GET", "/api/v1/rate-limits"],
+      ["POST", "/api/v1/rate-limits", { name: "r", scope: "org", limit: 10, window_s: 60 }],
+      ["GET", "/api/v1/rate-limits/{rl}"],
+      ["PATCH", "/api/v1/rate-limits/{rl}", { limit: 5 }],
+      ["DELETE", "/api/v1/rate-limits/{rl}"],
       ["GET", "/api/v1/organizations"],
       ["POST", "/api/v1/organizations", { name: "New org", slug: "new-org" }],
       ["GET", "/api/v1/organizations/{org}"],
@@ -394,7 +399,7 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     const ids: Record<string, string> = {};
     const fill = (v: unknown) =>
       JSON.parse(
-        JSON.stringify(v ?? null).replace(/\{(ns|srv|usr|key|pol|idp|org)\}/g, (_m, k: string) => ids[k]!),
+        JSON.stringify(v ?? null).replace(/\{(ns|srv|usr|key|pol|idp|org|rl)\}/g, (_m, k: string) => ids[k]!),
       ) ?? undefined;
     let ns: string;
 
@@ -422,6 +427,7 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
           audience: "a",
         })
       ).body.id;
+      ids.rl = (await call("POST", "/api/v1/rate-limits", { name: "target", scope: "server", match: { server_id: ids.srv }, limit: 5, window_s: 60 })).body.id;
       ids.org = (
         await call("POST", "/api/v1/organizations", { name: "Target org", slug: `target-${id}` })
       ).body.id;
@@ -448,7 +454,7 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       },
     );
 
-    it.each(routes.filter(([, p, b]) => /{(ns|srv|usr|key|pol|idp)}/.test(p + JSON.stringify(b ?? ""))))(
+    it.each(routes.filter(([, p, b]) => /{(ns|srv|usr|key|pol|idp|rl)}/.test(p + JSON.stringify(b ?? ""))))(
       "%s %s: 404 for another org's resource",
       async (method, path, body) => {
         expect((await call(method, fill(path), fill(body), tokens.other)).status).toBe(404);
