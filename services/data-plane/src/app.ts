@@ -14,7 +14,7 @@ import type { RateLimits } from "./rate-limit/rate-limits.ts";
 import type { RoutedServer, SnapshotStore } from "./snapshot/store.ts";
 import { sendJsonRpcError } from "./transports/http-errors.ts";
 import { type ProxyHooks, proxyStreamableHttp } from "./transports/streamable-http.ts";
-import { CredentialError, type UpstreamCredentials } from "./upstream/credentials.ts";
+import { CredentialError, type UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import type { UpstreamPools } from "./upstream/pools.ts";
 
 export interface DataPlaneDeps {

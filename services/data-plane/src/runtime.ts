@@ -10,7 +10,7 @@ import { Authenticator } from "./auth/authenticator.ts";
 import { trustedProxies } from "./rate-limit/client-ip.ts";
 import { RateLimits } from "./rate-limit/rate-limits.ts";
 import { SnapshotStore } from "./snapshot/store.ts";
-import { UpstreamCredentials } from "./upstream/credentials.ts";
+import { UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { UpstreamPools } from "./upstream/pools.ts";
 import { UsageReporter } from "./usage-reporter.ts";
 

@@ -64,6 +64,7 @@ const worker = await startWorker({
   runner,
   logger: logger.child({ service: "worker" }),
   healthSweepMs: config.WORKER_HEALTH_SWEEP_MS,
+  masterKey: keys.master_key,
 });
 
 const cpServer = serve({ fetch: cp.app.fetch, port: config.CP_PORT, hostname: config.MCPGW_HOST });

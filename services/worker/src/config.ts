@@ -12,6 +12,8 @@ const schema = z.object({
     .string()
     .regex(/^[A-Za-z0-9_:-]+$/)
     .default("mcpgw"),
+  MCPGW_MASTER_KEY: z.string().optional(),
+  MCPGW_MASTER_KEY_PREVIOUS: z.string().optional(),
   WORKER_CONCURRENCY: z.coerce.number().int().positive().default(8),
   WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(5_000),
 });

@@ -28,6 +28,8 @@ const worker = await startWorker({
   runner,
   logger,
   healthSweepMs: config.WORKER_HEALTH_SWEEP_MS,
+  masterKey: config.MCPGW_MASTER_KEY || undefined,
+  previousMasterKeys: config.MCPGW_MASTER_KEY_PREVIOUS?.split(",").filter(Boolean),
 });
 logger.info("worker started");
 

@@ -1,7 +1,9 @@
 import { type Bus, bucketNames } from "@mcpgw/bus";
 import type { Db } from "@mcpgw/db";
 import { type JobRunner, jobs } from "@mcpgw/queue";
+import { Keyring } from "@mcpgw/secrets";
 import type { Logger } from "@mcpgw/telemetry";
+import { UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { apiKeyUsageProcessor } from "./processors/api-key-usage.ts";
 import { healthCheckProcessor } from "./processors/health-check.ts";
 import { healthSweepProcessor } from "./processors/health-sweep.ts";
@@ -14,12 +16,16 @@ export interface WorkerRuntimeOptions {
   logger: Logger;
   /** How often the sweep reconciles per-server health-check schedules. */
   healthSweepMs: number;
+  /** Opens sealed upstream credentials for health checks (optional). */
+  masterKey?: string | undefined;
+  previousMasterKeys?: string[] | undefined;
 }
 
 /** Registers every processor and the sweep schedule, then starts the runner. */
 export async function startWorker(o: WorkerRuntimeOptions) {
   const health = await o.bus.bucket(bucketNames(o.busPrefix).health);
-  o.runner.register(jobs.healthCheck, healthCheckProcessor({ db: o.db, health, logger: o.logger }));
+  const credentials = new UpstreamCredentials(o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined);
+  o.runner.register(jobs.healthCheck, healthCheckProcessor({ db: o.db, health, logger: o.logger, credentials }));
   o.runner.register(jobs.healthSweep, healthSweepProcessor({ db: o.db, runner: o.runner }));
   o.runner.register(jobs.apiKeyUsage, apiKeyUsageProcessor({ db: o.db }));
   await o.runner.start();

@@ -2,6 +2,7 @@ import type { KvBucket } from "@mcpgw/bus";
 import { type Db, schema } from "@mcpgw/db";
 import type { HealthCheckPayload } from "@mcpgw/queue";
 import type { Logger } from "@mcpgw/telemetry";
+import type { UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -12,6 +13,8 @@ export interface HealthCheckDeps {
   db: Db;
   health: KvBucket;
   logger: Logger;
+  /** The gateway's own credentials for upstreams that require them. */
+  credentials: UpstreamCredentials;
 }
 
 export interface HealthResult {
@@ -25,14 +28,15 @@ export async function probeMcpEndpoint(
   url: string,
   transport: "streamable_http" | "sse",
   timeoutMs: number,
+  headers: Record<string, string> = {},
 ): Promise<HealthResult> {
   const started = performance.now();
   const client = new Client({ name: "mcpgw-health-check", version: "1.0.0" });
   const abort = AbortSignal.timeout(timeoutMs);
   const t: Transport =
     transport === "sse"
-      ? new SSEClientTransport(new URL(url), { requestInit: { signal: abort } })
-      : new StreamableHTTPClientTransport(new URL(url), { requestInit: { signal: abort } });
+      ? new SSEClientTransport(new URL(url), { requestInit: { signal: abort, headers } })
+      : new StreamableHTTPClientTransport(new URL(url), { requestInit: { signal: abort, headers } });
   try {
     await client.connect(t, { timeout: timeoutMs, signal: abort });
     await client.ping({ timeout: timeoutMs, signal: abort });
@@ -62,12 +66,19 @@ export function healthCheckProcessor(deps: HealthCheckDeps) {
     // Deleted or disabled since it was scheduled: nothing to check (the sweep drops the schedule).
     if (!server?.enabled || !server.health_check_enabled) return;
     if (server.transport !== "streamable_http" && server.transport !== "sse") return;
+    let headers: Record<string, string> | undefined;
+    try {
+      headers = await deps.credentials.headersFor(server);
+    } catch (err) {
+      deps.logger.warn({ server: server.id, reason: (err as Error).message }, "health check cannot open upstream credentials");
+    }
     const results = await Promise.all(
       server.endpoints.map((e) =>
         probeMcpEndpoint(
           e.url,
           server.transport as "streamable_http" | "sse",
           server.health_check_timeout_ms,
+          headers,
         ),
       ),
     );
