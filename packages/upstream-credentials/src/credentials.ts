@@ -38,7 +38,9 @@ export class UpstreamCredentials {
   constructor(private readonly keyring: Keyring | undefined) {}
 
   /** Headers for `server`, or none when it has no credentials. */
-  async headersFor(server: Pick<ServerEntry, "id" | "credentials_sealed">): Promise<Record<string, string> | undefined> {
+  async headersFor(
+    server: Pick<ServerEntry, "id" | "credentials_sealed">,
+  ): Promise<Record<string, string> | undefined> {
     const sealed = server.credentials_sealed;
     if (!sealed) return undefined;
     const cached = this.cache.get(server.id);

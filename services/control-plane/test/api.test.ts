@@ -427,7 +427,15 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
           audience: "a",
         })
       ).body.id;
-      ids.rl = (await call("POST", "/api/v1/rate-limits", { name: "target", scope: "server", match: { server_id: ids.srv }, limit: 5, window_s: 60 })).body.id;
+      ids.rl = (
+        await call("POST", "/api/v1/rate-limits", {
+          name: "target",
+          scope: "server",
+          match: { server_id: ids.srv },
+          limit: 5,
+          window_s: 60,
+        })
+      ).body.id;
       ids.org = (
         await call("POST", "/api/v1/organizations", { name: "Target org", slug: `target-${id}` })
       ).body.id;

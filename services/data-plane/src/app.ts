@@ -5,6 +5,7 @@ import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { allowsEveryTool, evaluatePolicy, type PolicyRequest } from "@mcpgw/policy";
 import { JsonRpcErrorCode } from "@mcpgw/protocol";
 import { Counter, Histogram, type Logger, type Registry, SpanStatusCode, tracer } from "@mcpgw/telemetry";
+import { CredentialError, type UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Hono } from "hono";
 import { Authenticator } from "./auth/authenticator.ts";
 import { AuthError, type Principal } from "./auth/principal.ts";
@@ -14,7 +15,6 @@ import type { RateLimits } from "./rate-limit/rate-limits.ts";
 import type { RoutedServer, SnapshotStore } from "./snapshot/store.ts";
 import { sendJsonRpcError } from "./transports/http-errors.ts";
 import { type ProxyHooks, proxyStreamableHttp } from "./transports/streamable-http.ts";
-import { CredentialError, type UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import type { UpstreamPools } from "./upstream/pools.ts";
 
 export interface DataPlaneDeps {

@@ -4,13 +4,13 @@ import type { JobProducer } from "@mcpgw/queue";
 import { Keyring } from "@mcpgw/secrets";
 import { importSnapshotKey } from "@mcpgw/snapshot";
 import type { Logger, Registry } from "@mcpgw/telemetry";
+import { UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Redis } from "ioredis";
 import { createDataPlaneApp, createRequestListener } from "./app.ts";
 import { Authenticator } from "./auth/authenticator.ts";
 import { trustedProxies } from "./rate-limit/client-ip.ts";
 import { RateLimits } from "./rate-limit/rate-limits.ts";
 import { SnapshotStore } from "./snapshot/store.ts";
-import { UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { UpstreamPools } from "./upstream/pools.ts";
 import { UsageReporter } from "./usage-reporter.ts";
 

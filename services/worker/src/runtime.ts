@@ -24,8 +24,13 @@ export interface WorkerRuntimeOptions {
 /** Registers every processor and the sweep schedule, then starts the runner. */
 export async function startWorker(o: WorkerRuntimeOptions) {
   const health = await o.bus.bucket(bucketNames(o.busPrefix).health);
-  const credentials = new UpstreamCredentials(o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined);
-  o.runner.register(jobs.healthCheck, healthCheckProcessor({ db: o.db, health, logger: o.logger, credentials }));
+  const credentials = new UpstreamCredentials(
+    o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined,
+  );
+  o.runner.register(
+    jobs.healthCheck,
+    healthCheckProcessor({ db: o.db, health, logger: o.logger, credentials }),
+  );
   o.runner.register(jobs.healthSweep, healthSweepProcessor({ db: o.db, runner: o.runner }));
   o.runner.register(jobs.apiKeyUsage, apiKeyUsageProcessor({ db: o.db }));
   await o.runner.start();

@@ -70,7 +70,10 @@ export function healthCheckProcessor(deps: HealthCheckDeps) {
     try {
       headers = await deps.credentials.headersFor(server);
     } catch (err) {
-      deps.logger.warn({ server: server.id, reason: (err as Error).message }, "health check cannot open upstream credentials");
+      deps.logger.warn(
+        { server: server.id, reason: (err as Error).message },
+        "health check cannot open upstream credentials",
+      );
     }
     const results = await Promise.all(
       server.endpoints.map((e) =>
