@@ -1,5 +1,6 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http";
 import type { BlockList } from "node:net";
+import type { Duplex } from "node:stream";
 import { getRequestListener } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { allowsEveryTool, evaluatePolicy, type PolicyRequest } from "@mcpgw/policy";
@@ -7,6 +8,7 @@ import { JsonRpcErrorCode } from "@mcpgw/protocol";
 import { Counter, Histogram, type Logger, type Registry, SpanStatusCode, tracer } from "@mcpgw/telemetry";
 import { CredentialError, type UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Hono } from "hono";
+import { WebSocketServer } from "ws";
 import { Authenticator } from "./auth/authenticator.ts";
 import { AuthError, type Principal } from "./auth/principal.ts";
 import type { DataPlaneEnv } from "./env.ts";
@@ -14,6 +16,8 @@ import { clientIp } from "./rate-limit/client-ip.ts";
 import type { RateLimits } from "./rate-limit/rate-limits.ts";
 import type { RoutedServer, SnapshotStore } from "./snapshot/store.ts";
 import { sendJsonRpcError } from "./transports/http-errors.ts";
+import type { JsonRpcGateway } from "./transports/json-rpc.ts";
+import type { MessageSessions, SessionContext } from "./transports/message-sessions.ts";
 import { type ProxyHooks, proxyStreamableHttp } from "./transports/streamable-http.ts";
 import type { UpstreamPools } from "./upstream/pools.ts";
 
@@ -31,6 +35,9 @@ export interface DataPlaneDeps {
   rateLimits: RateLimits;
   /** Proxies whose X-Forwarded-For / Forwarded headers are believed. */
   trustedProxies: BlockList | undefined;
+  /** Message-level sessions: legacy SSE and WebSocket clients, stdio and SSE upstreams. */
+  sessions: MessageSessions;
+  rpc: JsonRpcGateway;
 }
 
 const metadataPath = (serverId?: string) =>
@@ -70,15 +77,6 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     labelNames: ["server"] as const,
     registers: [deps.metrics],
   });
-
-  /** MCP authorization §2025-11-25: a 401 points the client at the protected-resource metadata. */
-  function unauthorized(res: ServerResponse, serverId: string, reason: string) {
-    authFailures.inc({ reason });
-    const metadata = `${deps.publicUrl}${metadataPath(serverId)}`;
-    sendJsonRpcError(res, 401, null, JsonRpcErrorCode.Unauthorized, `Unauthorized: ${reason}`, {
-      "www-authenticate": `Bearer resource_metadata="${metadata}", error="invalid_token", error_description="${reason.replace(/"/g, "'")}"`,
-    });
-  }
 
   function policyRequest(principal: Principal, routed: RoutedServer): Omit<PolicyRequest, "tool"> {
     return {
@@ -136,96 +134,142 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     });
   });
 
+  type Resolution =
+    | { ok: true; ctx: SessionContext; hooks: ProxyHooks }
+    | { ok: false; status: number; code: number; message: string; headers?: Record<string, string> };
+
   /**
-   * The MCP endpoint of one server. Also called directly by the node request listener (see
-   * `createRequestListener`), skipping Hono's Request construction on the hot path.
+   * Everything a request to one server must pass, whatever its transport: credentials, the
+   * server (another org's answers like a missing one), namespace scope, enablement, policy for
+   * the server; then the per-request guards (tool policy, rate limits) for the relay.
+   */
+  async function resolve(req: IncomingMessage, serverId: string): Promise<Resolution> {
+    const challenge = (reason: string): Resolution => {
+      authFailures.inc({ reason });
+      return {
+        ok: false,
+        status: 401,
+        code: JsonRpcErrorCode.Unauthorized,
+        message: `Unauthorized: ${reason}`,
+        headers: {
+          "www-authenticate": `Bearer resource_metadata="${deps.publicUrl}${metadataPath(serverId)}", error="invalid_token", error_description="${reason.replace(/"/g, "'")}"`,
+        },
+      };
+    };
+    if (!Authenticator.hasCredential(req.headers))
+      return challenge("missing credentials: send Authorization: Bearer <token> or X-API-Key");
+    const routed = deps.store.current.servers.get(serverId);
+    let principal: Principal;
+    try {
+      principal = await deps.authenticator.authenticate(req.headers, routed);
+    } catch (err) {
+      if (!(err instanceof AuthError)) throw err;
+      return challenge(err.message);
+    }
+    if (!routed || routed.org.org_id !== principal.org_id) {
+      return {
+        ok: false,
+        status: 404,
+        code: JsonRpcErrorCode.NotFound,
+        message: `unknown server ${serverId}`,
+      };
+    }
+    const { server, org } = routed;
+    if (principal.namespace_id && principal.namespace_id !== server.namespace_id) {
+      return {
+        ok: false,
+        status: 403,
+        code: JsonRpcErrorCode.Forbidden,
+        message: "this credential is scoped to another namespace",
+      };
+    }
+    if (!server.enabled || !org.org.active) {
+      return {
+        ok: false,
+        status: 403,
+        code: JsonRpcErrorCode.Forbidden,
+        message: `server '${server.name}' is disabled`,
+      };
+    }
+    const base = policyRequest(principal, routed);
+    const access = evaluatePolicy(org.policies, org.org.policy_default, base);
+    if (!access.allowed) {
+      policyDenials.inc({ server: server.id });
+      return { ok: false, status: 403, code: JsonRpcErrorCode.Forbidden, message: access.reason };
+    }
+    const hooks: ProxyHooks = {
+      admit: ({ method, tool }) =>
+        deps.rateLimits.check({ ip: clientIp(req, deps.trustedProxies), principal, routed, method, tool }),
+    };
+    if (!allowsEveryTool(org.policies, org.org.policy_default, base)) {
+      hooks.authorizeTool = (tool) => {
+        const decision = evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool });
+        if (!decision.allowed) policyDenials.inc({ server: server.id });
+        return decision;
+      };
+      hooks.keepTool = (tool) =>
+        evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool }).allowed;
+    }
+    return { ok: true, ctx: { routed, principal, guards: hooks }, hooks };
+  }
+
+  function refuse(req: IncomingMessage, res: ServerResponse, r: Extract<Resolution, { ok: false }>) {
+    req.resume();
+    sendJsonRpcError(res, r.status, null, r.code, r.message, r.headers);
+  }
+
+  /**
+   * The MCP endpoint of one server (Streamable HTTP). Streamable-HTTP upstreams take the
+   * byte-level relay; stdio and legacy-SSE upstreams a message-level session. Also called
+   * directly by the node request listener, skipping Hono on the hot path.
    */
   async function handleServerMcp(req: IncomingMessage, res: ServerResponse, serverId: string): Promise<void> {
     const started = performance.now();
     const span = trace.startSpan("mcp.proxy", {
       attributes: { "mcp.server.id": serverId, "http.request.method": req.method ?? "" },
     });
-    const reject = (status: number, code: number, message: string) => {
-      req.resume();
-      sendJsonRpcError(res, status, null, code, message);
-    };
     try {
-      if (!Authenticator.hasCredential(req.headers)) {
-        req.resume();
-        unauthorized(res, serverId, "missing credentials: send Authorization: Bearer <token> or X-API-Key");
+      const r = await resolve(req, serverId);
+      if (!r.ok) return refuse(req, res, r);
+      const { server } = r.ctx.routed;
+      if (server.transport === "stdio" || server.transport === "sse") {
+        await deps.sessions.handleStreamableHttp(req, res, r.ctx);
+        requests.inc({ server: server.id, status: String(res.statusCode) });
         return;
       }
-      const routed = deps.store.current.servers.get(serverId);
-      let principal: Principal;
-      try {
-        principal = await deps.authenticator.authenticate(req.headers, routed);
-      } catch (err) {
-        if (!(err instanceof AuthError)) throw err;
-        req.resume();
-        unauthorized(res, serverId, err.message);
-        return;
-      }
-      // Another org's server answers exactly like a missing one.
-      if (!routed || routed.org.org_id !== principal.org_id)
-        return reject(404, JsonRpcErrorCode.NotFound, `unknown server ${serverId}`);
-      const { server, org } = routed;
-      if (principal.namespace_id && principal.namespace_id !== server.namespace_id) {
-        return reject(403, JsonRpcErrorCode.Forbidden, "this credential is scoped to another namespace");
-      }
-      if (!server.enabled || !org.org.active)
-        return reject(403, JsonRpcErrorCode.Forbidden, `server '${server.name}' is disabled`);
       if (server.transport !== "streamable_http") {
-        return reject(
-          501,
-          JsonRpcErrorCode.InternalError,
-          `upstream transport '${server.transport}' is not served yet`,
-        );
-      }
-
-      const base = policyRequest(principal, routed);
-      const access = evaluatePolicy(org.policies, org.org.policy_default, base);
-      if (!access.allowed) {
-        policyDenials.inc({ server: server.id });
-        return reject(403, JsonRpcErrorCode.Forbidden, access.reason);
-      }
-      const hooks: ProxyHooks = {
-        admit: ({ method, tool }) =>
-          deps.rateLimits.check({ ip: clientIp(req, deps.trustedProxies), principal, routed, method, tool }),
-      };
-      if (!allowsEveryTool(org.policies, org.org.policy_default, base)) {
-        hooks.authorizeTool = (tool) => {
-          const decision = evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool });
-          if (!decision.allowed) policyDenials.inc({ server: server.id });
-          return decision;
-        };
-        hooks.keepTool = (tool) =>
-          evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool }).allowed;
+        return refuse(req, res, {
+          ok: false,
+          status: 501,
+          code: JsonRpcErrorCode.InternalError,
+          message: `upstream transport '${server.transport}' is not served yet`,
+        });
       }
       try {
-        hooks.upstreamHeaders = await deps.credentials.headersFor(server);
+        r.hooks.upstreamHeaders = await deps.credentials.headersFor(server);
       } catch (err) {
         if (!(err instanceof CredentialError)) throw err;
         deps.logger.error({ server: server.id, reason: err.message }, "upstream credentials unavailable");
-        return reject(
-          502,
-          JsonRpcErrorCode.UpstreamUnavailable,
-          "the gateway cannot authenticate to this upstream",
-        );
+        return refuse(req, res, {
+          ok: false,
+          status: 502,
+          code: JsonRpcErrorCode.UpstreamUnavailable,
+          message: "the gateway cannot authenticate to this upstream",
+        });
       }
-
       const outcome = await proxyStreamableHttp(
         req,
         res,
         server,
         { pools: deps.pools, maxBodyBytes: deps.maxBodyBytes },
-        hooks,
+        r.hooks,
       );
       requests.inc({ server: server.id, status: String(outcome.status) });
       duration.observe({ server: server.id }, (performance.now() - started) / 1000);
       span.setAttributes({
         "http.response.status_code": outcome.status,
         "mcp.method.name": outcome.method ?? "",
-        "enduser.id": principal.id,
+        "enduser.id": r.ctx.principal.id,
       });
       if (outcome.status >= 500) {
         span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error ?? String(outcome.status) });
@@ -242,6 +286,99 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       span.end();
     }
   }
+
+  /** The other client transports of one server: legacy SSE, its message endpoint, JSON-RPC. */
+  async function handleServerTransport(
+    req: IncomingMessage,
+    res: ServerResponse,
+    serverId: string,
+    kind: string,
+    query: URLSearchParams,
+  ) {
+    try {
+      const r = await resolve(req, serverId);
+      if (!r.ok) return refuse(req, res, r);
+      switch (kind) {
+        case "sse":
+          if (req.method !== "GET")
+            return refuse(req, res, {
+              ok: false,
+              status: 405,
+              code: JsonRpcErrorCode.InvalidRequest,
+              message: "use GET",
+              headers: { allow: "GET" },
+            });
+          return await deps.sessions.handleSseStream(
+            req,
+            res,
+            r.ctx,
+            `/servers/${encodeURIComponent(serverId)}/message`,
+          );
+        case "message": {
+          const sessionId = query.get("sessionId");
+          if (req.method !== "POST" || !sessionId) {
+            return refuse(req, res, {
+              ok: false,
+              status: 400,
+              code: JsonRpcErrorCode.InvalidRequest,
+              message: "POST with ?sessionId= from the endpoint event",
+            });
+          }
+          return await deps.sessions.handleSseMessage(req, res, r.ctx, sessionId);
+        }
+        case "rpc":
+          return await deps.rpc.handle(req, res, r.ctx);
+        case "rpc/introspection": {
+          req.resume();
+          const body = JSON.stringify(await deps.rpc.introspect(r.ctx));
+          res.writeHead(200, {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(body),
+          });
+          res.end(body);
+          return;
+        }
+      }
+    } catch (err) {
+      deps.logger.error({ err, server: serverId }, "data-plane request failed");
+      sendJsonRpcError(res, 500, null, JsonRpcErrorCode.InternalError, "internal gateway error");
+    }
+  }
+
+  /** `GET /servers/{id}/ws` upgrades: authenticated like any request, then one session per socket. */
+  async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, serverId: string) {
+    const deny = (status: number, message: string, headers: Record<string, string> = {}) => {
+      const body = JSON.stringify({
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: JsonRpcErrorCode.Forbidden, message },
+      });
+      const lines = Object.entries({
+        ...headers,
+        "content-type": "application/json",
+        "content-length": String(Buffer.byteLength(body)),
+        connection: "close",
+      });
+      socket.end(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n${lines.map(([k, v]) => `${k}: ${v}`).join("\r\n")}\r\n\r\n${body}`,
+      );
+    };
+    try {
+      const r = await resolve(req, serverId);
+      if (!r.ok) return deny(r.status, r.message, r.headers);
+      wss.handleUpgrade(req, socket, head, (ws) => void deps.sessions.handleWebSocket(ws, r.ctx));
+    } catch (err) {
+      deps.logger.error({ err, server: serverId }, "websocket upgrade failed");
+      deny(500, "internal gateway error");
+    }
+  }
+
+  // MCP over WebSocket: the `mcp` subprotocol when the client offers it.
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: deps.maxBodyBytes,
+    handleProtocols: (protocols) => (protocols.has("mcp") ? "mcp" : false),
+  });
 
   app.all("/servers/:id/mcp", async (c) => {
     await handleServerMcp(c.env.incoming, c.env.outgoing, c.req.param("id"));
@@ -269,10 +406,19 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       500,
     );
   });
-  return { app, handleServerMcp };
+  return { app, handleServerMcp, handleServerTransport, handleUpgrade };
 }
 
 const SERVER_MCP_PATH = /^\/servers\/([^/?#]+)\/mcp(?:\?|$)/;
+const SERVER_TRANSPORT_PATH = /^\/servers\/([^/?#]+)\/(sse|message|rpc|rpc\/introspection|ws)(?:\?(.*))?$/;
+
+function decodeId(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
 
 /**
  * The node request listener of a data plane: MCP endpoint requests go straight to the relay,
@@ -281,17 +427,35 @@ const SERVER_MCP_PATH = /^\/servers\/([^/?#]+)\/mcp(?:\?|$)/;
 export function createRequestListener(dp: ReturnType<typeof createDataPlaneApp>) {
   const hono = getRequestListener(dp.app.fetch);
   return (req: IncomingMessage, res: ServerResponse) => {
-    const match = SERVER_MCP_PATH.exec(req.url ?? "");
+    const url = req.url ?? "";
+    const match = SERVER_MCP_PATH.exec(url);
     if (match) {
-      let id: string;
-      try {
-        id = decodeURIComponent(match[1]!);
-      } catch {
-        id = match[1]!;
-      }
-      void dp.handleServerMcp(req, res, id);
+      void dp.handleServerMcp(req, res, decodeId(match[1]!));
+      return;
+    }
+    const transport = SERVER_TRANSPORT_PATH.exec(url);
+    if (transport && transport[2] !== "ws") {
+      void dp.handleServerTransport(
+        req,
+        res,
+        decodeId(transport[1]!),
+        transport[2]!,
+        new URLSearchParams(transport[3] ?? ""),
+      );
       return;
     }
     void hono(req, res);
+  };
+}
+
+/** The node `upgrade` listener: WebSocket sessions at `/servers/{id}/ws`. */
+export function createUpgradeListener(dp: ReturnType<typeof createDataPlaneApp>) {
+  return (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const match = SERVER_TRANSPORT_PATH.exec(req.url ?? "");
+    if (match?.[2] !== "ws") {
+      socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+      return;
+    }
+    void dp.handleUpgrade(req, socket, head, decodeId(match[1]!));
   };
 }

@@ -27,6 +27,11 @@ const schema = z.object({
     .default("mcpgw"),
   MCPGW_RATE_LIMIT_REPLICAS: z.coerce.number().int().positive().default(1),
   MCPGW_TRUSTED_PROXIES: z.string().optional(),
+  MCPGW_STDIO_ALLOWED_COMMANDS: z.string().default(""),
+  MCPGW_STDIO_MAX_PROCESSES: z.coerce.number().int().positive().default(32),
+  MCPGW_STDIO_POOL_SIZE: z.coerce.number().int().min(0).default(1),
+  MCPGW_STDIO_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().default(300_000),
+  MCPGW_SESSION_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().default(900_000),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.string().optional(),
 });
 

@@ -29,6 +29,15 @@ const dp = await startDataPlane({
   redisPrefix: config.MCPGW_QUEUE_PREFIX,
   rateLimitReplicas: config.MCPGW_RATE_LIMIT_REPLICAS,
   trustedProxies: config.MCPGW_TRUSTED_PROXIES,
+  stdio: {
+    allowedCommands: config.MCPGW_STDIO_ALLOWED_COMMANDS.split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
+    maxProcesses: config.MCPGW_STDIO_MAX_PROCESSES,
+    poolSize: config.MCPGW_STDIO_POOL_SIZE,
+    idleTimeoutMs: config.MCPGW_STDIO_IDLE_TIMEOUT_MS,
+  },
+  sessionIdleTimeoutMs: config.MCPGW_SESSION_IDLE_TIMEOUT_MS,
   publicUrl: config.MCPGW_PUBLIC_URL ?? `http://localhost:${config.DP_PORT}`,
   bus,
   busPrefix: config.MCPGW_BUS_PREFIX,
@@ -40,7 +49,9 @@ const dp = await startDataPlane({
   metrics: createMetricsRegistry("data-plane"),
 });
 
-const server = createServer(dp.listener).listen(config.DP_PORT, config.DP_HOST, () =>
+const server = createServer(dp.listener);
+server.on("upgrade", dp.upgrade);
+server.listen(config.DP_PORT, config.DP_HOST, () =>
   logger.info({ port: config.DP_PORT, replica: config.MCPGW_REPLICA_ID }, "data plane listening"),
 );
 

@@ -6,12 +6,15 @@ import { importSnapshotKey } from "@mcpgw/snapshot";
 import type { Logger, Registry } from "@mcpgw/telemetry";
 import { UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Redis } from "ioredis";
-import { createDataPlaneApp, createRequestListener } from "./app.ts";
+import { createDataPlaneApp, createRequestListener, createUpgradeListener } from "./app.ts";
 import { Authenticator } from "./auth/authenticator.ts";
 import { trustedProxies } from "./rate-limit/client-ip.ts";
 import { RateLimits } from "./rate-limit/rate-limits.ts";
 import { SnapshotStore } from "./snapshot/store.ts";
+import { JsonRpcGateway } from "./transports/json-rpc.ts";
+import { MessageSessions } from "./transports/message-sessions.ts";
 import { UpstreamPools } from "./upstream/pools.ts";
+import { StdioProcessManager } from "./upstream/stdio-processes.ts";
 import { UsageReporter } from "./usage-reporter.ts";
 
 /**
@@ -67,6 +70,15 @@ export interface DataPlaneRuntimeOptions {
   rateLimitReplicas?: number | undefined;
   /** `MCPGW_TRUSTED_PROXIES`: CIDR ranges whose forwarding headers name the client. */
   trustedProxies?: string | undefined;
+  stdio?: {
+    /** Executables registered stdio servers may run here; none by default. */
+    allowedCommands?: string[] | undefined;
+    maxProcesses?: number | undefined;
+    poolSize?: number | undefined;
+    idleTimeoutMs?: number | undefined;
+  };
+  /** Message-level sessions idle this long are closed. */
+  sessionIdleTimeoutMs?: number | undefined;
 }
 
 /**
@@ -105,7 +117,33 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const credentials = new UpstreamCredentials(
     o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined,
   );
+  const stdio = new StdioProcessManager({
+    allowedCommands: new Set(o.stdio?.allowedCommands ?? []),
+    maxProcesses: o.stdio?.maxProcesses ?? 32,
+    poolSize: o.stdio?.poolSize ?? 1,
+    idleTimeoutMs: o.stdio?.idleTimeoutMs ?? 5 * 60_000,
+    logger: o.logger,
+    metrics: o.metrics,
+  });
+  const connectDeps = { stdio, credentials };
+  const sessionIdle = o.sessionIdleTimeoutMs ?? 15 * 60_000;
+  const sessions = new MessageSessions({
+    ...connectDeps,
+    replicaId: o.replicaId,
+    logger: o.logger,
+    idleTimeoutMs: sessionIdle,
+    maxMessageBytes: o.maxBodyBytes,
+  });
+  const rpc = new JsonRpcGateway({
+    ...connectDeps,
+    replicaId: o.replicaId,
+    logger: o.logger,
+    idleTimeoutMs: sessionIdle,
+    maxBodyBytes: o.maxBodyBytes,
+  });
   const dataPlane = createDataPlaneApp({
+    sessions,
+    rpc,
     store,
     authenticator,
     credentials,
@@ -137,12 +175,19 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     app: dataPlane.app,
     /** The node request listener to serve (`http.createServer(listener)`). */
     listener: createRequestListener(dataPlane),
+    /** The node `upgrade` listener (WebSocket transport). */
+    upgrade: createUpgradeListener(dataPlane),
+    stdio,
+    sessions,
     store,
     watching,
     async stop() {
       stopped = true;
       await stopWatch?.();
       await usage.stop();
+      await sessions.shutdown();
+      await rpc.shutdown();
+      await stdio.shutdown();
       redis?.disconnect();
       await store.flush();
       await pools.close();

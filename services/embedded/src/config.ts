@@ -20,6 +20,8 @@ const schema = z.object({
     .int()
     .positive()
     .default(4 * 1024 * 1024),
+  // Only admins register stdio servers; on a single-user install the usual launchers are allowed.
+  MCPGW_STDIO_ALLOWED_COMMANDS: z.string().default("node,npx,uvx,python,python3,deno,bun"),
   WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(5_000),
 });
 

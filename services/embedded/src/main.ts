@@ -47,6 +47,11 @@ const runner = new InProcessJobRunner((err, job) => logger.warn({ err, job }, "j
 const dp = await startDataPlane({
   masterKey: keys.master_key,
   jobs: runner,
+  stdio: {
+    allowedCommands: config.MCPGW_STDIO_ALLOWED_COMMANDS.split(",")
+      .map((c) => c.trim())
+      .filter(Boolean),
+  },
   publicUrl: config.MCPGW_PUBLIC_URL ?? `http://${config.MCPGW_HOST}:${config.DP_PORT}`,
   bus: Promise.resolve(bus),
   busPrefix,
@@ -68,7 +73,9 @@ const worker = await startWorker({
 });
 
 const cpServer = serve({ fetch: cp.app.fetch, port: config.CP_PORT, hostname: config.MCPGW_HOST });
-const dpServer = createServer(dp.listener).listen(config.DP_PORT, config.MCPGW_HOST);
+const dpServer = createServer(dp.listener);
+dpServer.on("upgrade", dp.upgrade);
+dpServer.listen(config.DP_PORT, config.MCPGW_HOST);
 logger.info(
   {
     control_plane: `http://${config.MCPGW_HOST}:${config.CP_PORT}`,

@@ -1,0 +1,335 @@
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { JsonRpcErrorCode, MCP_HEADERS } from "@mcpgw/protocol";
+import type { Logger } from "@mcpgw/telemetry";
+import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import type { WebSocket } from "ws";
+import type { Principal } from "../auth/principal.ts";
+import { type ClientSink, SessionBridge } from "../bridge/session-bridge.ts";
+import type { RoutedServer } from "../snapshot/store.ts";
+import { type ConnectDeps, connectUpstream } from "../upstream/connect.ts";
+import { StdioUnavailable } from "../upstream/stdio-processes.ts";
+import { sendJsonRpcError } from "./http-errors.ts";
+import type { ProxyHooks } from "./streamable-http.ts";
+
+export type ClientTransportKind = "streamable_http" | "sse" | "websocket";
+
+/** What a message-level session is bound to. */
+export interface SessionContext {
+  routed: RoutedServer;
+  principal: Principal;
+  guards: Pick<ProxyHooks, "authorizeTool" | "keepTool" | "admit">;
+}
+
+interface Session {
+  id: string;
+  kind: ClientTransportKind;
+  serverId: string;
+  principalId: string;
+  bridge: SessionBridge;
+  lastSeen: number;
+  /** For Streamable HTTP and SSE clients: the SDK server transport that owns the client side. */
+  http?: StreamableHTTPServerTransport;
+  sse?: SSEServerTransport;
+  ws?: WebSocket;
+}
+
+export interface MessageSessionsOptions extends ConnectDeps {
+  replicaId: string;
+  logger: Logger;
+  /** Sessions idle for longer are closed (clients rarely send DELETE). */
+  idleTimeoutMs: number;
+  maxMessageBytes: number;
+}
+
+/**
+ * Client sessions relayed message by message: every client transport other than the
+ * byte-level Streamable HTTP fast path (legacy SSE, WebSocket) and every upstream other than
+ * Streamable HTTP (stdio, legacy SSE). A session lives in the replica that opened it; its id
+ * names that replica (`s1.<replica>.<uuid>`).
+ */
+export class MessageSessions {
+  private readonly sessions = new Map<string, Session>();
+  private readonly reaper: NodeJS.Timeout;
+
+  constructor(private readonly o: MessageSessionsOptions) {
+    this.reaper = setInterval(() => this.reap(), Math.min(30_000, Math.max(1000, o.idleTimeoutMs / 4)));
+    this.reaper.unref();
+  }
+
+  private newId(): string {
+    return `s1.${this.o.replicaId}.${randomUUID()}`;
+  }
+
+  /** Counts per client transport, for operators. */
+  stats(): Record<ClientTransportKind, number> {
+    const counts: Record<ClientTransportKind, number> = { streamable_http: 0, sse: 0, websocket: 0 };
+    for (const s of this.sessions.values()) counts[s.kind]++;
+    return counts;
+  }
+
+  /** Sessions of this replica, for operators. */
+  list() {
+    return [...this.sessions.values()].map((s) => ({
+      id: s.id,
+      transport: s.kind,
+      server_id: s.serverId,
+      principal: s.principalId,
+      idle_ms: Date.now() - s.lastSeen,
+    }));
+  }
+
+  /** Sends a message to one session, or to every session of `kind` (operator broadcast). */
+  async push(
+    message: JSONRPCMessage,
+    filter: { sessionId?: string; kind?: ClientTransportKind },
+  ): Promise<number> {
+    let sent = 0;
+    for (const s of this.sessions.values()) {
+      if (filter.sessionId && s.id !== filter.sessionId) continue;
+      if (filter.kind && s.kind !== filter.kind) continue;
+      try {
+        if (s.http) await s.http.send(message);
+        else if (s.sse) await s.sse.send(message);
+        else if (s.ws) s.ws.send(JSON.stringify(message));
+        sent++;
+      } catch {
+        // a client that went away
+      }
+    }
+    return sent;
+  }
+
+  private async open(id: string, kind: ClientTransportKind, ctx: SessionContext, sink: ClientSink) {
+    const upstream = await connectUpstream(ctx.routed.server, id, this.o);
+    const bridge = makeBridge(sink, upstream, ctx, this.o.logger);
+    const session: Session = {
+      id,
+      kind,
+      serverId: ctx.routed.server.id,
+      principalId: ctx.principal.id,
+      bridge,
+      lastSeen: Date.now(),
+    };
+    this.sessions.set(id, session);
+    bridge.onclose = () => {
+      this.sessions.delete(id);
+      void session.http?.close().catch(() => {});
+      void session.sse?.close().catch(() => {});
+      if (session.ws && session.ws.readyState <= 1) session.ws.close(1001, "session ended");
+    };
+    return session;
+  }
+
+  /** The session a request names, if it belongs to this server and principal. */
+  private find(id: string, ctx: SessionContext): Session | undefined {
+    const s = this.sessions.get(id);
+    if (!s || s.serverId !== ctx.routed.server.id || s.principalId !== ctx.principal.id) return undefined;
+    s.lastSeen = Date.now();
+    return s;
+  }
+
+  private fail(res: ServerResponse, err: unknown) {
+    if (err instanceof StdioUnavailable) {
+      sendJsonRpcError(
+        res,
+        503,
+        null,
+        JsonRpcErrorCode.UpstreamUnavailable,
+        err.message,
+        err.retryAfterS ? { "retry-after": String(err.retryAfterS) } : {},
+      );
+      return;
+    }
+    this.o.logger.warn({ err: (err as Error).message }, "could not open upstream session");
+    sendJsonRpcError(
+      res,
+      502,
+      null,
+      JsonRpcErrorCode.UpstreamUnavailable,
+      "upstream MCP server is unavailable",
+    );
+  }
+
+  /** `/servers/{id}/mcp` (Streamable HTTP) for stdio and SSE upstreams. */
+  async handleStreamableHttp(req: IncomingMessage, res: ServerResponse, ctx: SessionContext): Promise<void> {
+    const sid = req.headers[MCP_HEADERS.sessionId];
+    if (typeof sid === "string") {
+      const s = this.find(sid, ctx);
+      if (!s?.http) {
+        req.resume();
+        sendJsonRpcError(res, 404, null, JsonRpcErrorCode.NotFound, "Session not found");
+        return;
+      }
+      await s.http.handleRequest(req, res);
+      return;
+    }
+    if (req.method !== "POST") {
+      req.resume();
+      sendJsonRpcError(
+        res,
+        400,
+        null,
+        JsonRpcErrorCode.InvalidRequest,
+        "Bad Request: Mcp-Session-Id header is required",
+      );
+      return;
+    }
+    const id = this.newId();
+    let session: Session | undefined;
+    const http = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => id,
+      onsessionclosed: () => session?.bridge.close(),
+    });
+    try {
+      session = await this.open(id, "streamable_http", ctx, {
+        send: (m, related) => http.send(m, related === undefined ? undefined : { relatedRequestId: related }),
+      });
+    } catch (err) {
+      req.resume();
+      this.fail(res, err);
+      return;
+    }
+    session.http = http;
+    http.onmessage = (m) => {
+      session!.lastSeen = Date.now();
+      void session!.bridge.fromClient(m);
+    };
+    http.onclose = () => session?.bridge.close();
+    await http.handleRequest(req, res);
+    // The SDK answers a request that is not a valid initialize without creating the session.
+    if (!http.sessionId) session.bridge.close();
+  }
+
+  /** `GET /servers/{id}/sse`: the legacy HTTP+SSE transport's event stream. */
+  async handleSseStream(
+    _req: IncomingMessage,
+    res: ServerResponse,
+    ctx: SessionContext,
+    messagePath: string,
+  ): Promise<void> {
+    const sse = new SSEServerTransport(`${messagePath}?replica=${encodeURIComponent(this.o.replicaId)}`, res);
+    let session: Session;
+    try {
+      session = await this.open(sse.sessionId, "sse", ctx, { send: (m) => sse.send(m) });
+    } catch (err) {
+      this.fail(res, err);
+      return;
+    }
+    session.sse = sse;
+    sse.onmessage = (m) => {
+      session.lastSeen = Date.now();
+      void session.bridge.fromClient(m);
+    };
+    sse.onclose = () => session.bridge.close();
+    res.once("close", () => session.bridge.close());
+    await sse.start();
+  }
+
+  /** `POST /servers/{id}/message?sessionId=…`: a client message of a legacy SSE session. */
+  async handleSseMessage(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: SessionContext,
+    sessionId: string,
+  ): Promise<void> {
+    const s = this.find(sessionId, ctx);
+    if (!s?.sse) {
+      req.resume();
+      sendJsonRpcError(res, 404, null, JsonRpcErrorCode.NotFound, "Session not found");
+      return;
+    }
+    await s.sse.handlePostMessage(req, res);
+  }
+
+  /** `/servers/{id}/ws`: one WebSocket (subprotocol `mcp`) is one session. */
+  async handleWebSocket(ws: WebSocket, ctx: SessionContext): Promise<void> {
+    const id = this.newId();
+    let session: Session;
+    try {
+      session = await this.open(id, "websocket", ctx, {
+        send: async (m) => {
+          if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(m));
+        },
+      });
+    } catch (err) {
+      ws.close(
+        1011,
+        err instanceof StdioUnavailable ? err.message.slice(0, 120) : "upstream MCP server is unavailable",
+      );
+      return;
+    }
+    session.ws = ws;
+    ws.on("message", (data, isBinary) => {
+      session.lastSeen = Date.now();
+      const text = isBinary ? Buffer.from(data as Buffer).toString("utf8") : data.toString();
+      let message: unknown;
+      try {
+        message = JSON.parse(text);
+      } catch {
+        ws.send(
+          JSON.stringify({
+            jsonrpc: "2.0",
+            id: null,
+            error: { code: JsonRpcErrorCode.ParseError, message: "Parse error: frame is not valid JSON" },
+          }),
+        );
+        return;
+      }
+      const messages = Array.isArray(message) ? message : [message];
+      for (const m of messages) {
+        if (!isJsonRpc(m)) {
+          ws.send(
+            JSON.stringify({
+              jsonrpc: "2.0",
+              id: null,
+              error: {
+                code: JsonRpcErrorCode.InvalidRequest,
+                message: "Invalid Request: not a JSON-RPC 2.0 message",
+              },
+            }),
+          );
+          continue;
+        }
+        void session.bridge.fromClient(m as JSONRPCMessage);
+      }
+    });
+    ws.on("close", () => session.bridge.close());
+    ws.on("error", () => session.bridge.close());
+  }
+
+  private reap() {
+    const cutoff = Date.now() - this.o.idleTimeoutMs;
+    for (const s of this.sessions.values()) {
+      // A WebSocket or SSE stream that is still open is not idle: the client is connected.
+      if (s.lastSeen < cutoff && !s.ws && !s.sse) {
+        this.o.logger.info({ session: s.id }, "closing idle session");
+        s.bridge.close();
+      }
+    }
+  }
+
+  async shutdown(): Promise<void> {
+    clearInterval(this.reaper);
+    for (const s of this.sessions.values()) s.bridge.close();
+  }
+}
+
+function isJsonRpc(m: unknown): boolean {
+  if (typeof m !== "object" || m === null || Array.isArray(m)) return false;
+  const o = m as Record<string, unknown>;
+  return (
+    o.jsonrpc === "2.0" && (typeof o.method === "string" || ("id" in o && ("result" in o || "error" in o)))
+  );
+}
+
+function makeBridge(
+  sink: ClientSink,
+  upstream: Awaited<ReturnType<typeof connectUpstream>>,
+  ctx: SessionContext,
+  logger: Logger,
+): SessionBridge {
+  return new SessionBridge(sink, upstream, ctx.guards, logger);
+}

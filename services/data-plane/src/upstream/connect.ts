@@ -1,0 +1,52 @@
+import type { ServerEntry } from "@mcpgw/snapshot";
+import type { UpstreamCredentials } from "@mcpgw/upstream-credentials";
+import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import type { StdioProcessManager } from "./stdio-processes.ts";
+
+export interface ConnectDeps {
+  stdio: StdioProcessManager;
+  credentials: UpstreamCredentials;
+}
+
+/**
+ * Opens a message-level connection to a server's upstream for one client session: a child
+ * process for stdio servers, the SDK's client transports for legacy SSE and Streamable HTTP
+ * (which keep the upstream session id themselves). The gateway's own credentials go upstream;
+ * the client's never do.
+ */
+export async function connectUpstream(
+  server: ServerEntry,
+  sessionId: string,
+  deps: ConnectDeps,
+): Promise<Transport> {
+  if (server.transport === "stdio") {
+    const proc = await deps.stdio.acquire(server, sessionId);
+    const close = proc.close.bind(proc);
+    proc.close = async () => {
+      proc.closing = true;
+      await close();
+    };
+    return proc;
+  }
+  const endpoint = server.endpoints[Math.floor(Math.random() * server.endpoints.length)];
+  if (!endpoint) throw new Error("server has no endpoint");
+  const headers = (await deps.credentials.headersFor(server)) ?? {};
+  const url = new URL(endpoint.url);
+  const transport: Transport =
+    server.transport === "sse"
+      ? new SSEClientTransport(url, {
+          requestInit: { headers },
+          eventSourceInit: {
+            fetch: (input, init) =>
+              fetch(input, {
+                ...init,
+                headers: { ...(init?.headers as Record<string, string>), ...headers },
+              }),
+          },
+        })
+      : new StreamableHTTPClientTransport(url, { requestInit: { headers } });
+  await transport.start();
+  return transport;
+}
