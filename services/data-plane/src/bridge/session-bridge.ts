@@ -17,6 +17,9 @@ type Msg = Record<string, unknown> & {
   params?: Record<string, unknown>;
 };
 
+/** Gap kept between a request's last progress notification and its response. */
+const PROGRESS_GAP_MS = 15;
+
 const isRequest = (m: Msg) => typeof m.method === "string" && m.id !== undefined;
 const isResponse = (m: Msg) => m.method === undefined && m.id !== undefined;
 
@@ -31,6 +34,7 @@ export class SessionBridge {
   /** Client requests in flight, oldest first: id → method (and tool). */
   private readonly inflight = new Map<RequestId, { method: string; tool?: string | undefined }>();
   private readonly progress = new Map<string | number, RequestId>();
+  private readonly lastProgressAt = new Map<RequestId, number>();
   private closed = false;
   onclose?: () => void;
 
@@ -96,6 +100,13 @@ export class SessionBridge {
       }
       this.inflight.delete(m.id!);
       for (const [token, id] of this.progress) if (id === m.id) this.progress.delete(token);
+      // SDK clients handle a notification a microtask after a response read in the same chunk,
+      // and drop the request's progress handler with the response: a progress update relayed
+      // just before would be lost. Long-running calls send progress; a few ms cost them nothing.
+      const sinceProgress = Date.now() - (this.lastProgressAt.get(m.id!) ?? 0);
+      this.lastProgressAt.delete(m.id!);
+      if (sinceProgress < PROGRESS_GAP_MS)
+        await new Promise((resolve) => setTimeout(resolve, PROGRESS_GAP_MS - sinceProgress));
       let out: Msg = m;
       if (
         request.method === "tools/list" &&
@@ -119,6 +130,8 @@ export class SessionBridge {
       m.method === "notifications/progress" && token !== undefined
         ? this.progress.get(token)
         : this.latestInflight();
+    if (m.method === "notifications/progress" && related !== undefined)
+      this.lastProgressAt.set(related, Date.now());
     await this.safeSend(m as JSONRPCMessage, related);
   }
 

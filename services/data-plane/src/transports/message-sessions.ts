@@ -247,7 +247,32 @@ export class MessageSessions {
   /** `/servers/{id}/ws`: one WebSocket (subprotocol `mcp`) is one session. */
   async handleWebSocket(ws: WebSocket, ctx: SessionContext): Promise<void> {
     const id = this.newId();
-    let session: Session;
+    // Frames can arrive while the upstream is still connecting: hold them until it is.
+    const early: JSONRPCMessage[] = [];
+    let session: Session | undefined;
+    const deliver = (m: JSONRPCMessage) => {
+      if (session) void session.bridge.fromClient(m);
+      else early.push(m);
+    };
+    const reply = (code: number, message: string) =>
+      ws.send(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code, message } }));
+    ws.on("message", (data, isBinary) => {
+      if (session) session.lastSeen = Date.now();
+      const text = isBinary ? Buffer.from(data as Buffer).toString("utf8") : data.toString();
+      let message: unknown;
+      try {
+        message = JSON.parse(text);
+      } catch {
+        reply(JsonRpcErrorCode.ParseError, "Parse error: frame is not valid JSON");
+        return;
+      }
+      for (const m of Array.isArray(message) ? message : [message]) {
+        if (isJsonRpc(m)) deliver(m as JSONRPCMessage);
+        else reply(JsonRpcErrorCode.InvalidRequest, "Invalid Request: not a JSON-RPC 2.0 message");
+      }
+    });
+    ws.on("close", () => session?.bridge.close());
+    ws.on("error", () => session?.bridge.close());
     try {
       session = await this.open(id, "websocket", ctx, {
         send: async (m) => {
@@ -262,42 +287,11 @@ export class MessageSessions {
       return;
     }
     session.ws = ws;
-    ws.on("message", (data, isBinary) => {
-      session.lastSeen = Date.now();
-      const text = isBinary ? Buffer.from(data as Buffer).toString("utf8") : data.toString();
-      let message: unknown;
-      try {
-        message = JSON.parse(text);
-      } catch {
-        ws.send(
-          JSON.stringify({
-            jsonrpc: "2.0",
-            id: null,
-            error: { code: JsonRpcErrorCode.ParseError, message: "Parse error: frame is not valid JSON" },
-          }),
-        );
-        return;
-      }
-      const messages = Array.isArray(message) ? message : [message];
-      for (const m of messages) {
-        if (!isJsonRpc(m)) {
-          ws.send(
-            JSON.stringify({
-              jsonrpc: "2.0",
-              id: null,
-              error: {
-                code: JsonRpcErrorCode.InvalidRequest,
-                message: "Invalid Request: not a JSON-RPC 2.0 message",
-              },
-            }),
-          );
-          continue;
-        }
-        void session.bridge.fromClient(m as JSONRPCMessage);
-      }
-    });
-    ws.on("close", () => session.bridge.close());
-    ws.on("error", () => session.bridge.close());
+    if (ws.readyState !== ws.OPEN) {
+      session.bridge.close();
+      return;
+    }
+    for (const m of early.splice(0)) void session.bridge.fromClient(m);
   }
 
   private reap() {
