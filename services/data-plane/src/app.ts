@@ -9,7 +9,8 @@ import { Counter, Histogram, type Logger, type Registry, SpanStatusCode, tracer 
 import { CredentialError, type UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Hono } from "hono";
 import { WebSocketServer } from "ws";
-import { Authenticator } from "./auth/authenticator.ts";
+import { type Member, NamespaceUpstream } from "./aggregate/namespace-upstream.ts";
+import { Authenticator, bearerIssuer } from "./auth/authenticator.ts";
 import { AuthError, type Principal } from "./auth/principal.ts";
 import type { DataPlaneEnv } from "./env.ts";
 import { clientIp } from "./rate-limit/client-ip.ts";
@@ -17,8 +18,9 @@ import type { RateLimits } from "./rate-limit/rate-limits.ts";
 import type { RoutedServer, SnapshotStore } from "./snapshot/store.ts";
 import { sendJsonRpcError } from "./transports/http-errors.ts";
 import type { JsonRpcGateway } from "./transports/json-rpc.ts";
-import type { MessageSessions, SessionContext } from "./transports/message-sessions.ts";
+import { type MessageSessions, type SessionContext, serverContext } from "./transports/message-sessions.ts";
 import { type ProxyHooks, proxyStreamableHttp } from "./transports/streamable-http.ts";
+import { type ConnectDeps, connectUpstream } from "./upstream/connect.ts";
 import type { UpstreamPools } from "./upstream/pools.ts";
 
 export interface DataPlaneDeps {
@@ -38,6 +40,10 @@ export interface DataPlaneDeps {
   /** Message-level sessions: legacy SSE and WebSocket clients, stdio and SSE upstreams. */
   sessions: MessageSessions;
   rpc: JsonRpcGateway;
+  /** Opens message-level upstream connections (stdio processes, SDK client transports). */
+  connect: ConnectDeps;
+  /** Answer budget per member server for namespace fan-out (lists, initialize). */
+  aggregateMemberTimeoutMs: number;
 }
 
 const metadataPath = (serverId?: string) =>
@@ -135,7 +141,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
   });
 
   type Resolution =
-    | { ok: true; ctx: SessionContext; hooks: ProxyHooks }
+    | { ok: true; ctx: SessionContext; hooks: ProxyHooks; routed?: RoutedServer }
     | { ok: false; status: number; code: number; message: string; headers?: Record<string, string> };
 
   /**
@@ -161,7 +167,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     const routed = deps.store.current.servers.get(serverId);
     let principal: Principal;
     try {
-      principal = await deps.authenticator.authenticate(req.headers, routed);
+      principal = await deps.authenticator.authenticate(req.headers, routed?.org);
     } catch (err) {
       if (!(err instanceof AuthError)) throw err;
       return challenge(err.message);
@@ -197,6 +203,18 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       policyDenials.inc({ server: server.id });
       return { ok: false, status: 403, code: JsonRpcErrorCode.Forbidden, message: access.reason };
     }
+    const hooks = guardsFor(req, principal, routed, base);
+    return { ok: true, ctx: serverContext(routed, principal, hooks, deps.connect), hooks, routed };
+  }
+
+  /** Tool policy and rate limits for one server, as hooks for the relays. */
+  function guardsFor(
+    req: IncomingMessage,
+    principal: Principal,
+    routed: RoutedServer,
+    base: Omit<PolicyRequest, "tool">,
+  ): ProxyHooks {
+    const { org, server } = routed;
     const hooks: ProxyHooks = {
       admit: ({ method, tool }) =>
         deps.rateLimits.check({ ip: clientIp(req, deps.trustedProxies), principal, routed, method, tool }),
@@ -210,7 +228,187 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       hooks.keepTool = (tool) =>
         evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool }).allowed;
     }
-    return { ok: true, ctx: { routed, principal, guards: hooks }, hooks };
+    return hooks;
+  }
+
+  /**
+   * A namespace endpoint (`/ns/{slug}/…`, or the caller's default namespace without a slug):
+   * the same checks as for a server, then an aggregate of every member server the caller may use.
+   */
+  async function resolveNamespace(req: IncomingMessage, slug: string | undefined): Promise<Resolution> {
+    const challenge = (reason: string): Resolution => {
+      authFailures.inc({ reason });
+      return {
+        ok: false,
+        status: 401,
+        code: JsonRpcErrorCode.Unauthorized,
+        message: `Unauthorized: ${reason}`,
+        headers: {
+          "www-authenticate": `Bearer resource_metadata="${deps.publicUrl}${metadataPath()}", error="invalid_token"`,
+        },
+      };
+    };
+    if (!Authenticator.hasCredential(req.headers))
+      return challenge("missing credentials: send Authorization: Bearer <token> or X-API-Key");
+    const state = deps.store.current;
+    // External tokens: the one org that has this namespace and trusts the issuer.
+    const issuer = bearerIssuer(req.headers);
+    const wanted = slug?.toLowerCase();
+    const candidates =
+      issuer && wanted
+        ? [...state.orgs.values()].filter(
+            (o) =>
+              o.identity_providers.some((p) => p.issuer === issuer) &&
+              o.namespaces.some((n) => n.slug.toLowerCase() === wanted),
+          )
+        : [];
+    let principal: Principal;
+    try {
+      principal = await deps.authenticator.authenticate(
+        req.headers,
+        candidates.length === 1 ? candidates[0] : undefined,
+      );
+    } catch (err) {
+      if (!(err instanceof AuthError)) throw err;
+      return challenge(err.message);
+    }
+    const org = state.orgs.get(principal.org_id);
+    const notFound = (message: string): Resolution => ({
+      ok: false,
+      status: 404,
+      code: JsonRpcErrorCode.NotFound,
+      message,
+    });
+    if (!org) return notFound("unknown namespace");
+    const namespace = wanted
+      ? org.namespaces.find((n) => n.slug.toLowerCase() === wanted)
+      : principal.namespace_id
+        ? org.namespaces.find((n) => n.id === principal.namespace_id)
+        : (org.namespaces.find((n) => n.slug === "default") ??
+          (org.namespaces.length === 1 ? org.namespaces[0] : undefined));
+    if (!namespace)
+      return notFound(
+        slug
+          ? `unknown namespace ${slug}`
+          : "no default namespace: use /ns/{slug}/… or a key scoped to a namespace",
+      );
+    if (principal.namespace_id && principal.namespace_id !== namespace.id) {
+      return {
+        ok: false,
+        status: 403,
+        code: JsonRpcErrorCode.Forbidden,
+        message: "this credential is scoped to another namespace",
+      };
+    }
+    if (!org.org.active)
+      return {
+        ok: false,
+        status: 403,
+        code: JsonRpcErrorCode.Forbidden,
+        message: "organization is disabled",
+      };
+    const members: Member[] = [];
+    for (const server of org.servers) {
+      if (server.namespace_id !== namespace.id || !server.enabled || server.transport === "virtual") continue;
+      const routed: RoutedServer = { server, namespace, org };
+      const base = policyRequest(principal, routed);
+      if (!evaluatePolicy(org.policies, org.org.policy_default, base).allowed) continue;
+      members.push({ server, guards: guardsFor(req, principal, routed, base) });
+    }
+    const ctx: SessionContext = {
+      target: `ns:${namespace.id}`,
+      principal,
+      guards: {},
+      open: async (sessionId) => {
+        const aggregate = new NamespaceUpstream({
+          namespace,
+          members,
+          connect: (server) => connectUpstream(server, `${sessionId}.${server.id}`, deps.connect),
+          memberTimeoutMs: deps.aggregateMemberTimeoutMs,
+          logger: deps.logger,
+        });
+        await aggregate.start();
+        return aggregate;
+      },
+      timeoutMs: Math.max(deps.aggregateMemberTimeoutMs, ...members.map((m) => m.server.timeout_ms)),
+    };
+    return { ok: true, ctx, hooks: {} };
+  }
+
+  /** A namespace endpoint: Streamable HTTP, legacy SSE and its message endpoint, JSON-RPC. */
+  async function handleNamespace(
+    req: IncomingMessage,
+    res: ServerResponse,
+    slug: string | undefined,
+    kind: string,
+    query: URLSearchParams,
+  ) {
+    try {
+      const r = await resolveNamespace(req, slug);
+      if (!r.ok) return refuse(req, res, r);
+      const base = slug ? `/ns/${encodeURIComponent(slug)}` : "";
+      switch (kind) {
+        case "mcp":
+          return await deps.sessions.handleStreamableHttp(req, res, r.ctx);
+        case "sse":
+          return await deps.sessions.handleSseStream(req, res, r.ctx, `${base}/message`);
+        case "message": {
+          const sessionId = query.get("sessionId");
+          if (req.method !== "POST" || !sessionId) {
+            return refuse(req, res, {
+              ok: false,
+              status: 400,
+              code: JsonRpcErrorCode.InvalidRequest,
+              message: "POST with ?sessionId= from the endpoint event",
+            });
+          }
+          return await deps.sessions.handleSseMessage(req, res, r.ctx, sessionId);
+        }
+        case "rpc":
+        case "rpc/batch":
+          return await deps.rpc.handle(req, res, r.ctx);
+        case "rpc/introspection": {
+          req.resume();
+          const body = JSON.stringify(await deps.rpc.introspect(r.ctx));
+          res.writeHead(200, {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(body),
+          });
+          res.end(body);
+          return;
+        }
+      }
+    } catch (err) {
+      deps.logger.error({ err, namespace: slug }, "data-plane request failed");
+      sendJsonRpcError(res, 500, null, JsonRpcErrorCode.InternalError, "internal gateway error");
+    }
+  }
+
+  /** WebSocket upgrades of namespace endpoints. */
+  async function handleNamespaceUpgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    slug: string | undefined,
+  ) {
+    const deny = (status: number, message: string) => {
+      const body = JSON.stringify({
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: JsonRpcErrorCode.Forbidden, message },
+      });
+      socket.end(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    };
+    try {
+      const r = await resolveNamespace(req, slug);
+      if (!r.ok) return deny(r.status, r.message);
+      wss.handleUpgrade(req, socket, head, (ws) => void deps.sessions.handleWebSocket(ws, r.ctx));
+    } catch (err) {
+      deps.logger.error({ err }, "websocket upgrade failed");
+      deny(500, "internal gateway error");
+    }
   }
 
   function refuse(req: IncomingMessage, res: ServerResponse, r: Extract<Resolution, { ok: false }>) {
@@ -231,7 +429,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     try {
       const r = await resolve(req, serverId);
       if (!r.ok) return refuse(req, res, r);
-      const { server } = r.ctx.routed;
+      const { server } = r.routed!;
       if (server.transport === "stdio" || server.transport === "sse") {
         await deps.sessions.handleStreamableHttp(req, res, r.ctx);
         requests.inc({ server: server.id, status: String(res.statusCode) });
@@ -406,10 +604,20 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       500,
     );
   });
-  return { app, handleServerMcp, handleServerTransport, handleUpgrade };
+  return {
+    app,
+    handleServerMcp,
+    handleServerTransport,
+    handleUpgrade,
+    handleNamespace,
+    handleNamespaceUpgrade,
+  };
 }
 
 const SERVER_MCP_PATH = /^\/servers\/([^/?#]+)\/mcp(?:\?|$)/;
+/** `/ns/{slug}/<transport>` and, for the caller's default namespace, `/<transport>`. */
+const NAMESPACE_PATH =
+  /^(?:\/ns\/([^/?#]+))?\/(mcp|sse|message|rpc|rpc\/batch|rpc\/introspection|ws)(?:\?(.*))?$/;
 const SERVER_TRANSPORT_PATH = /^\/servers\/([^/?#]+)\/(sse|message|rpc|rpc\/introspection|ws)(?:\?(.*))?$/;
 
 function decodeId(raw: string): string {
@@ -444,6 +652,17 @@ export function createRequestListener(dp: ReturnType<typeof createDataPlaneApp>)
       );
       return;
     }
+    const ns = NAMESPACE_PATH.exec(url);
+    if (ns && ns[2] !== "ws") {
+      void dp.handleNamespace(
+        req,
+        res,
+        ns[1] === undefined ? undefined : decodeId(ns[1]),
+        ns[2]!,
+        new URLSearchParams(ns[3] ?? ""),
+      );
+      return;
+    }
     void hono(req, res);
   };
 }
@@ -451,6 +670,11 @@ export function createRequestListener(dp: ReturnType<typeof createDataPlaneApp>)
 /** The node `upgrade` listener: WebSocket sessions at `/servers/{id}/ws`. */
 export function createUpgradeListener(dp: ReturnType<typeof createDataPlaneApp>) {
   return (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const ns = NAMESPACE_PATH.exec(req.url ?? "");
+    if (ns?.[2] === "ws") {
+      void dp.handleNamespaceUpgrade(req, socket, head, ns[1] === undefined ? undefined : decodeId(ns[1]));
+      return;
+    }
     const match = SERVER_TRANSPORT_PATH.exec(req.url ?? "");
     if (match?.[2] !== "ws") {
       socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");

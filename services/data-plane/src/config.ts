@@ -32,6 +32,7 @@ const schema = z.object({
   MCPGW_STDIO_POOL_SIZE: z.coerce.number().int().min(0).default(1),
   MCPGW_STDIO_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().default(300_000),
   MCPGW_SESSION_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().default(900_000),
+  MCPGW_AGGREGATE_MEMBER_TIMEOUT_MS: z.coerce.number().int().positive().default(5_000),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.string().optional(),
 });
 

@@ -38,6 +38,7 @@ const dp = await startDataPlane({
     idleTimeoutMs: config.MCPGW_STDIO_IDLE_TIMEOUT_MS,
   },
   sessionIdleTimeoutMs: config.MCPGW_SESSION_IDLE_TIMEOUT_MS,
+  aggregateMemberTimeoutMs: config.MCPGW_AGGREGATE_MEMBER_TIMEOUT_MS,
   publicUrl: config.MCPGW_PUBLIC_URL ?? `http://localhost:${config.DP_PORT}`,
   bus,
   busPrefix: config.MCPGW_BUS_PREFIX,

@@ -79,6 +79,8 @@ export interface DataPlaneRuntimeOptions {
   };
   /** Message-level sessions idle this long are closed. */
   sessionIdleTimeoutMs?: number | undefined;
+  /** Answer budget per member server when a namespace endpoint fans out. */
+  aggregateMemberTimeoutMs?: number | undefined;
 }
 
 /**
@@ -128,20 +130,20 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const connectDeps = { stdio, credentials };
   const sessionIdle = o.sessionIdleTimeoutMs ?? 15 * 60_000;
   const sessions = new MessageSessions({
-    ...connectDeps,
     replicaId: o.replicaId,
     logger: o.logger,
     idleTimeoutMs: sessionIdle,
     maxMessageBytes: o.maxBodyBytes,
   });
   const rpc = new JsonRpcGateway({
-    ...connectDeps,
     replicaId: o.replicaId,
     logger: o.logger,
     idleTimeoutMs: sessionIdle,
     maxBodyBytes: o.maxBodyBytes,
   });
   const dataPlane = createDataPlaneApp({
+    connect: connectDeps,
+    aggregateMemberTimeoutMs: o.aggregateMemberTimeoutMs ?? 5_000,
     sessions,
     rpc,
     store,

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
-import type { RoutedServer, SnapshotStore } from "../snapshot/store.ts";
+import type { OrgSnapshot } from "@mcpgw/snapshot";
+import type { SnapshotStore } from "../snapshot/store.ts";
 import { ControlPlaneTokens } from "./control-plane-tokens.ts";
 import { ExternalTokens } from "./external-tokens.ts";
 import { AuthError, type Principal } from "./principal.ts";
@@ -32,7 +33,11 @@ export class Authenticator {
     return headers["x-api-key"] !== undefined || BEARER.test(headers.authorization ?? "");
   }
 
-  async authenticate(headers: IncomingHttpHeaders, routed: RoutedServer | undefined): Promise<Principal> {
+  /**
+   * `org` is the organization the request addresses (the server's, or the namespace's), needed
+   * to know which external issuers are trusted; CP tokens and keys name their org themselves.
+   */
+  async authenticate(headers: IncomingHttpHeaders, org: OrgSnapshot | undefined): Promise<Principal> {
     const apiKey = headers["x-api-key"];
     if (typeof apiKey === "string" && apiKey) return this.apiKey(apiKey);
     const token = BEARER.exec(headers.authorization ?? "")?.[1];
@@ -50,9 +55,9 @@ export class Authenticator {
       }
       return principal;
     }
-    const provider = routed?.org.identity_providers.find((p) => p.issuer === issuer);
-    if (!routed || !provider) throw new AuthError("token issuer is not trusted");
-    return this.external.verify(token, routed.org.org_id, provider);
+    const provider = org?.identity_providers.find((p) => p.issuer === issuer);
+    if (!org || !provider) throw new AuthError("token issuer is not trusted");
+    return this.external.verify(token, org.org_id, provider);
   }
 
   private apiKey(secret: string): Principal {
@@ -93,4 +98,10 @@ function peekIssuer(token: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The issuer of a bearer JWT, unverified (to find which org's trusted issuers to consult). */
+export function bearerIssuer(headers: IncomingHttpHeaders): string | undefined {
+  const token = BEARER.exec(headers.authorization ?? "")?.[1];
+  return token && !token.startsWith(API_KEY_PREFIX) ? peekIssuer(token) : undefined;
 }

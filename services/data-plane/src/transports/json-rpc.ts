@@ -4,7 +4,6 @@ import { isJsonRpcMessage, JsonRpcErrorCode, type JsonRpcId, jsonRpcError } from
 import type { Logger } from "@mcpgw/telemetry";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
-import { type ConnectDeps, connectUpstream } from "../upstream/connect.ts";
 import { StdioUnavailable } from "../upstream/stdio-processes.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
 import type { SessionContext } from "./message-sessions.ts";
@@ -40,7 +39,7 @@ interface PooledUpstream {
   closed: boolean;
 }
 
-export interface RpcOptions extends ConnectDeps {
+export interface RpcOptions {
   replicaId: string;
   logger: Logger;
   maxBodyBytes: number;
@@ -66,11 +65,7 @@ export class JsonRpcGateway {
   }
 
   private async open(ctx: SessionContext): Promise<PooledUpstream> {
-    const transport = await connectUpstream(
-      ctx.routed.server,
-      `rpc.${this.o.replicaId}.${randomUUID()}`,
-      this.o,
-    );
+    const transport = await ctx.open(`rpc.${this.o.replicaId}.${randomUUID()}`);
     const pool: PooledUpstream = {
       transport,
       pending: new Map(),
@@ -121,7 +116,7 @@ export class JsonRpcGateway {
           clientInfo: { name: "mcpgw-json-rpc", version: "1.0.0" },
         },
       },
-      ctx.routed.server.timeout_ms,
+      ctx.timeoutMs,
     );
     if (!("result" in init)) {
       await transport.close().catch(() => {});
@@ -159,7 +154,7 @@ export class JsonRpcGateway {
   }
 
   private async pool(ctx: SessionContext): Promise<PooledUpstream> {
-    const key = `${ctx.principal.id}\u0000${ctx.routed.server.id}`;
+    const key = `${ctx.principal.id}\u0000${ctx.target}`;
     let pending = this.pools.get(key);
     if (pending) {
       const existing = await pending.catch(() => undefined);
@@ -214,7 +209,7 @@ export class JsonRpcGateway {
         ) as unknown as Record<string, unknown>;
       }
     }
-    const reply = await this.request(pool, message, ctx.routed.server.timeout_ms);
+    const reply = await this.request(pool, message, ctx.timeoutMs);
     let result = reply.result as { tools?: Array<{ name?: unknown }> } | undefined;
     if (method === "tools/list" && ctx.guards.keepTool && Array.isArray(result?.tools)) {
       result = {
@@ -332,7 +327,7 @@ export class JsonRpcGateway {
     const reply = await this.request(
       pool,
       { jsonrpc: "2.0", method: "tools/list", params: {} },
-      ctx.routed.server.timeout_ms,
+      ctx.timeoutMs,
     );
     const tools = ((reply.result as { tools?: Array<{ name?: unknown }> } | undefined)?.tools ?? [])
       .map((t) => t.name)

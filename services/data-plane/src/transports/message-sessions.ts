@@ -4,6 +4,7 @@ import { JsonRpcErrorCode, MCP_HEADERS } from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
 import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import type { WebSocket } from "ws";
 import type { Principal } from "../auth/principal.ts";
@@ -18,9 +19,30 @@ export type ClientTransportKind = "streamable_http" | "sse" | "websocket";
 
 /** What a message-level session is bound to. */
 export interface SessionContext {
-  routed: RoutedServer;
+  /** What the session serves: a server id, or `ns:<namespace id>` for an aggregate. */
+  target: string;
   principal: Principal;
   guards: Pick<ProxyHooks, "authorizeTool" | "keepTool" | "admit">;
+  /** Opens the session's upstream (a server's, or a namespace aggregate). */
+  open: (sessionId: string) => Promise<Transport>;
+  /** Budget for one upstream answer. */
+  timeoutMs: number;
+}
+
+/** The context of a session with one server. */
+export function serverContext(
+  routed: RoutedServer,
+  principal: Principal,
+  guards: SessionContext["guards"],
+  deps: ConnectDeps,
+): SessionContext {
+  return {
+    target: routed.server.id,
+    principal,
+    guards,
+    open: (sessionId) => connectUpstream(routed.server, sessionId, deps),
+    timeoutMs: routed.server.timeout_ms,
+  };
 }
 
 interface Session {
@@ -36,7 +58,7 @@ interface Session {
   ws?: WebSocket;
 }
 
-export interface MessageSessionsOptions extends ConnectDeps {
+export interface MessageSessionsOptions {
   replicaId: string;
   logger: Logger;
   /** Sessions idle for longer are closed (clients rarely send DELETE). */
@@ -103,12 +125,12 @@ export class MessageSessions {
   }
 
   private async open(id: string, kind: ClientTransportKind, ctx: SessionContext, sink: ClientSink) {
-    const upstream = await connectUpstream(ctx.routed.server, id, this.o);
+    const upstream = await ctx.open(id);
     const bridge = makeBridge(sink, upstream, ctx, this.o.logger);
     const session: Session = {
       id,
       kind,
-      serverId: ctx.routed.server.id,
+      serverId: ctx.target,
       principalId: ctx.principal.id,
       bridge,
       lastSeen: Date.now(),
@@ -126,7 +148,7 @@ export class MessageSessions {
   /** The session a request names, if it belongs to this server and principal. */
   private find(id: string, ctx: SessionContext): Session | undefined {
     const s = this.sessions.get(id);
-    if (!s || s.serverId !== ctx.routed.server.id || s.principalId !== ctx.principal.id) return undefined;
+    if (!s || s.serverId !== ctx.target || s.principalId !== ctx.principal.id) return undefined;
     s.lastSeen = Date.now();
     return s;
   }
