@@ -147,10 +147,10 @@ describe("StdioProcessManager", () => {
     await expect(m.acquire(server("s4", echoServer), "c")).rejects.toThrow(StdioUnavailable);
   });
 
-  it("restarts a crashing command with growing backoff and reports it", async () => {
+  it("restarts a crashing command with growing backoff and reports it", { timeout: 30_000 }, async () => {
     const m = make({ poolSize: 1 });
     await m.acquire(server("crashy", crasher), "a").catch(() => undefined);
-    await expect.poll(() => m.health("crashy")?.restarts ?? 0, { timeout: 5000 }).toBeGreaterThanOrEqual(3);
+    await expect.poll(() => m.health("crashy")?.restarts ?? 0, { timeout: 20_000 }).toBeGreaterThanOrEqual(3);
     const h = m.health("crashy")!;
     expect(h.crashes).toBeGreaterThanOrEqual(3);
     expect(h.last_exit?.code).toBe(3);
