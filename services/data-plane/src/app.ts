@@ -5,6 +5,7 @@ import { getRequestListener } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { allowsEveryTool, evaluatePolicy, type PolicyRequest } from "@mcpgw/policy";
 import { JsonRpcErrorCode } from "@mcpgw/protocol";
+import type { SessionEvent } from "@mcpgw/queue";
 import { Counter, Histogram, type Logger, type Registry, SpanStatusCode, tracer } from "@mcpgw/telemetry";
 import { CredentialError, type UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Hono } from "hono";
@@ -44,6 +45,8 @@ export interface DataPlaneDeps {
   connect: ConnectDeps;
   /** Answer budget per member server for namespace fan-out (lists, initialize). */
   aggregateMemberTimeoutMs: number;
+  /** Session starts and ends, for the worker's session records. */
+  report: (event: Omit<SessionEvent, "at" | "replica">) => void;
 }
 
 const metadataPath = (serverId?: string) =>
@@ -331,6 +334,9 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
         return aggregate;
       },
       timeoutMs: Math.max(deps.aggregateMemberTimeoutMs, ...members.map((m) => m.server.timeout_ms)),
+      org_id: org.org_id,
+      namespace_id: namespace.id,
+      server_id: null,
     };
     return { ok: true, ctx, hooks: {} };
   }
@@ -463,6 +469,20 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
         r.hooks,
       );
       requests.inc({ server: server.id, status: String(outcome.status) });
+      if (outcome.session) {
+        deps.report({
+          event: outcome.session.event,
+          session_id: outcome.session.id,
+          org_id: r.routed!.org.org_id,
+          namespace_id: server.namespace_id,
+          server_id: server.id,
+          transport: "streamable_http",
+          protocol_version: outcome.session.protocolVersion ?? null,
+          client_info: outcome.session.clientInfo ?? null,
+          principal: r.ctx.principal.id,
+          process_pid: null,
+        });
+      }
       duration.observe({ server: server.id }, (performance.now() - started) / 1000);
       span.setAttributes({
         "http.response.status_code": outcome.status,

@@ -114,7 +114,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     for (const org of state.orgs.values()) for (const r of org.rate_limits) ids.add(r.id);
     rateLimits.retain(ids);
   });
-  const usage = new UsageReporter(o.jobs, o.logger);
+  const usage = new UsageReporter(o.jobs, o.logger, o.replicaId);
   const authenticator = new Authenticator(store, usage.keyUsed);
   const credentials = new UpstreamCredentials(
     o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined,
@@ -130,6 +130,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const connectDeps = { stdio, credentials };
   const sessionIdle = o.sessionIdleTimeoutMs ?? 15 * 60_000;
   const sessions = new MessageSessions({
+    report: usage.session,
     replicaId: o.replicaId,
     logger: o.logger,
     idleTimeoutMs: sessionIdle,
@@ -143,6 +144,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   });
   const dataPlane = createDataPlaneApp({
     connect: connectDeps,
+    report: usage.session,
     aggregateMemberTimeoutMs: o.aggregateMemberTimeoutMs ?? 5_000,
     sessions,
     rpc,

@@ -1,18 +1,21 @@
-import { type JobProducer, jobs } from "@mcpgw/queue";
+import { type JobProducer, jobs, type SessionEvent } from "@mcpgw/queue";
 import type { Logger } from "@mcpgw/telemetry";
 
 /**
- * Collects which API keys authenticated requests and hands them to the worker in batches, so
- * `last_used_at` is kept without a database write (or a Redis round trip) per request.
+ * Hands the worker what it records for the data plane, in batches and off the request path:
+ * which API keys authenticated requests (`last_used_at`) and MCP sessions starting and ending
+ * (`mcp_sessions`). A slow or absent Redis never delays a request.
  */
 export class UsageReporter {
   private keys = new Set<string>();
+  private sessions: SessionEvent[] = [];
   private readonly timer: NodeJS.Timeout;
 
   constructor(
     private readonly producer: JobProducer | undefined,
     private readonly logger: Logger,
-    flushMs = 5_000,
+    private readonly replicaId: string,
+    flushMs = 2_000,
   ) {
     this.timer = setInterval(() => void this.flush(), flushMs);
     this.timer.unref();
@@ -22,8 +25,22 @@ export class UsageReporter {
     if (this.producer) this.keys.add(keyId);
   };
 
+  session = (event: Omit<SessionEvent, "at" | "replica">): void => {
+    if (!this.producer) return;
+    this.sessions.push({ ...event, replica: this.replicaId, at: new Date().toISOString() });
+    if (this.sessions.length >= 1000) void this.flush();
+  };
+
   async flush(): Promise<void> {
-    if (!this.producer || this.keys.size === 0) return;
+    if (!this.producer) return;
+    if (this.sessions.length > 0) {
+      const events = this.sessions;
+      this.sessions = [];
+      await this.producer.enqueue(jobs.sessionEvents, { events }).catch((err) => {
+        this.logger.warn({ err, events: events.length }, "could not report session events");
+      });
+    }
+    if (this.keys.size === 0) return;
     const batch = [...this.keys];
     this.keys = new Set();
     try {

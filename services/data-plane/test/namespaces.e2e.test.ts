@@ -41,6 +41,7 @@ describe("namespace endpoints aggregate every server of a namespace", () => {
     [stack, alpha, beta] = await Promise.all([
       startStack({
         replicas: 1,
+        worker: true,
         env: {
           MCPGW_AGGREGATE_MEMBER_TIMEOUT_MS: String(MEMBER_TIMEOUT_MS),
           MCPGW_STDIO_ALLOWED_COMMANDS: process.execPath,
@@ -161,6 +162,45 @@ describe("namespace endpoints aggregate every server of a namespace", () => {
       body: "{}",
     });
     expect(unknownNs.status).toBe(404);
+  });
+
+  it("records sessions through the worker for GET /api/v1/namespaces/{id}/sessions", async () => {
+    const transport = new StreamableHTTPClientTransport(new URL(`${stack.dataPlanes[0]!.url}/ns/team/mcp`), {
+      requestInit: { headers: { authorization: `Bearer ${api.token}` } },
+    });
+    const client = new Client({ name: "session-record", version: "1.0.0" });
+    await client.connect(transport);
+    const sessionId = transport.sessionId!;
+    await expect
+      .poll(
+        async () =>
+          (
+            await api.call<{ items: Array<{ session_id: string; status: string }> }>(
+              "GET",
+              `/api/v1/namespaces/${team}/sessions`,
+            )
+          ).body.items.find((s) => s.session_id === sessionId)?.status,
+        { timeout: 10_000 },
+      )
+      .toBe("active");
+    await transport.terminateSession();
+    await client.close();
+    await expect
+      .poll(
+        async () =>
+          (
+            await api.call<{
+              items: Array<{ session_id: string; status: string; ended_at: string | null; replica: string }>;
+            }>("GET", `/api/v1/namespaces/${team}/sessions?status=ended`)
+          ).body.items.find((s) => s.session_id === sessionId),
+        { timeout: 10_000 },
+      )
+      .toMatchObject({ status: "ended", replica: "dp0", ended_at: expect.any(String) });
+    const servers = await api.call<{ items: Array<{ name: string }> }>(
+      "GET",
+      `/api/v1/namespaces/${team}/servers`,
+    );
+    expect(servers.body.items.map((s) => s.name).sort()).toEqual(["alpha", "beta", "gamma"]);
   });
 
   it("still answers a list within the member timeout when one upstream is down", async () => {

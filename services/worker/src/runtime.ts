@@ -7,6 +7,7 @@ import { UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { apiKeyUsageProcessor } from "./processors/api-key-usage.ts";
 import { healthCheckProcessor } from "./processors/health-check.ts";
 import { healthSweepProcessor } from "./processors/health-sweep.ts";
+import { sessionEventsProcessor } from "./processors/session-events.ts";
 
 export interface WorkerRuntimeOptions {
   db: Db;
@@ -33,6 +34,7 @@ export async function startWorker(o: WorkerRuntimeOptions) {
   );
   o.runner.register(jobs.healthSweep, healthSweepProcessor({ db: o.db, runner: o.runner }));
   o.runner.register(jobs.apiKeyUsage, apiKeyUsageProcessor({ db: o.db }));
+  o.runner.register(jobs.sessionEvents, sessionEventsProcessor({ db: o.db }));
   await o.runner.start();
   await o.runner.schedule("health-sweep", o.healthSweepMs, jobs.healthSweep, {});
   await o.runner.enqueue(jobs.healthSweep, {});

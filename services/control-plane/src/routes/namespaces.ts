@@ -8,6 +8,8 @@ import {
   listNamespaces,
   updateNamespace,
 } from "../verbs/namespaces.ts";
+import { listServers } from "../verbs/servers.ts";
+import { listNamespaceSessions } from "../verbs/sessions.ts";
 import { DisplayName, errorResponses, IdParam, json, jsonBody, PageQuery, Slug } from "./schemas.ts";
 
 const Namespace = z
@@ -117,5 +119,73 @@ export function namespaceRoutes(deps: ControlPlaneDeps) {
     },
   );
 
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}/servers",
+      tags,
+      request: { params: IdParam, query: PageQuery },
+      responses: {
+        200: json(
+          z.object({ items: z.array(z.record(z.string(), z.unknown())), next_cursor: z.string().nullable() }),
+        ),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const ctx = verbContext(c, deps);
+      const { id } = c.req.valid("param");
+      await getNamespace({ ctx, id });
+      return c.json(await listServers({ ctx, page: c.req.valid("query"), namespaceId: id }), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}/sessions",
+      tags,
+      description:
+        "MCP sessions of the namespace's servers and aggregate endpoints, as reported by the data planes.",
+      request: {
+        params: IdParam,
+        query: PageQuery.extend({ status: z.enum(["active", "ended"]).optional() }),
+      },
+      responses: {
+        200: json(z.object({ items: z.array(Session), next_cursor: z.string().nullable() })),
+        ...errorResponses,
+      },
+    }),
+    async (c) =>
+      c.json(
+        await listNamespaceSessions({
+          ctx: verbContext(c, deps),
+          namespaceId: c.req.valid("param").id,
+          query: c.req.valid("query"),
+        }),
+        200,
+      ),
+  );
+
   return app;
 }
+
+const Session = z
+  .object({
+    id: z.string(),
+    session_id: z.string(),
+    namespace_id: z.string().nullable(),
+    server_id: z.string().nullable(),
+    status: z.string(),
+    transport: z.string(),
+    protocol_version: z.string().nullable(),
+    client_info: z.record(z.string(), z.unknown()).nullable(),
+    principal: z.string().nullable(),
+    replica: z.string().nullable(),
+    process_pid: z.number().int().nullable(),
+    process_status: z.string().nullable(),
+    started_at: z.string(),
+    last_seen_at: z.string().nullable(),
+    ended_at: z.string().nullable(),
+  })
+  .openapi("Session");

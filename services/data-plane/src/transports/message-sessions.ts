@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { JsonRpcErrorCode, MCP_HEADERS } from "@mcpgw/protocol";
+import type { SessionEvent } from "@mcpgw/queue";
 import type { Logger } from "@mcpgw/telemetry";
 import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
@@ -11,7 +12,7 @@ import type { Principal } from "../auth/principal.ts";
 import { type ClientSink, SessionBridge } from "../bridge/session-bridge.ts";
 import type { RoutedServer } from "../snapshot/store.ts";
 import { type ConnectDeps, connectUpstream } from "../upstream/connect.ts";
-import { StdioUnavailable } from "../upstream/stdio-processes.ts";
+import { StdioProcess, StdioUnavailable } from "../upstream/stdio-processes.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
 import type { ProxyHooks } from "./streamable-http.ts";
 
@@ -27,6 +28,10 @@ export interface SessionContext {
   open: (sessionId: string) => Promise<Transport>;
   /** Budget for one upstream answer. */
   timeoutMs: number;
+  /** Where the session belongs, for session records. */
+  org_id: string;
+  namespace_id: string | null;
+  server_id: string | null;
 }
 
 /** The context of a session with one server. */
@@ -42,6 +47,9 @@ export function serverContext(
     guards,
     open: (sessionId) => connectUpstream(routed.server, sessionId, deps),
     timeoutMs: routed.server.timeout_ms,
+    org_id: routed.org.org_id,
+    namespace_id: routed.namespace.id,
+    server_id: routed.server.id,
   };
 }
 
@@ -59,6 +67,8 @@ interface Session {
 }
 
 export interface MessageSessionsOptions {
+  /** Session starts and ends, for the worker's session records. */
+  report?: ((event: Omit<SessionEvent, "at" | "replica">) => void) | undefined;
   replicaId: string;
   logger: Logger;
   /** Sessions idle for longer are closed (clients rarely send DELETE). */
@@ -126,6 +136,20 @@ export class MessageSessions {
 
   private async open(id: string, kind: ClientTransportKind, ctx: SessionContext, sink: ClientSink) {
     const upstream = await ctx.open(id);
+    const record = (event: "start" | "end") =>
+      this.o.report?.({
+        event,
+        session_id: id,
+        org_id: ctx.org_id,
+        namespace_id: ctx.namespace_id,
+        server_id: ctx.server_id,
+        transport: kind,
+        protocol_version: null,
+        client_info: null,
+        principal: ctx.principal.id,
+        process_pid: upstream instanceof StdioProcess ? (upstream.pid ?? null) : null,
+      });
+    record("start");
     const bridge = makeBridge(sink, upstream, ctx, this.o.logger);
     const session: Session = {
       id,
@@ -138,6 +162,7 @@ export class MessageSessions {
     this.sessions.set(id, session);
     bridge.onclose = () => {
       this.sessions.delete(id);
+      record("end");
       void session.http?.close().catch(() => {});
       void session.sse?.close().catch(() => {});
       if (session.ws && session.ws.readyState <= 1) session.ws.close(1001, "session ended");

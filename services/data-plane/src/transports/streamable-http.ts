@@ -20,6 +20,13 @@ export interface ProxyOutcome {
   status: number;
   method: string | undefined;
   error?: string;
+  /** A session the upstream opened (initialize) or that the client ended (DELETE). */
+  session?: {
+    event: "start" | "end";
+    id: string;
+    protocolVersion?: string | undefined;
+    clientInfo?: Record<string, unknown> | undefined;
+  };
 }
 
 export interface StreamableHttpOptions {
@@ -163,6 +170,7 @@ export async function proxyStreamableHttp(
   let rpcMethod: string | undefined;
   let rpcId: JsonRpcId = null;
   let toolName: string | undefined;
+  let initializeParams: { protocolVersion?: string; clientInfo?: Record<string, unknown> } | undefined;
   if (method === "POST") {
     const contentType = header(req.headers, "content-type") ?? "";
     if (!contentType.toLowerCase().startsWith("application/json")) {
@@ -221,6 +229,7 @@ export async function proxyStreamableHttp(
     const first = messages[0]!;
     rpcMethod = first.method;
     rpcId = first.id ?? null;
+    if (rpcMethod === "initialize") initializeParams = first.params as typeof initializeParams;
     if (rpcMethod === "tools/call") {
       const name = (first.params as { name?: unknown } | undefined)?.name;
       if (typeof name === "string") toolName = name;
@@ -397,9 +406,24 @@ export async function proxyStreamableHttp(
     if (typeof v === "string") out[name] = v;
   }
   const upstreamSid = upstream.headers[MCP_HEADERS.sessionId];
+  let session: ProxyOutcome["session"];
   if (typeof upstreamSid === "string") {
-    out[MCP_HEADERS.sessionId] = encodeSessionId({ endpoint: endpointIndex, upstreamSessionId: upstreamSid });
+    const gatewaySid = encodeSessionId({ endpoint: endpointIndex, upstreamSessionId: upstreamSid });
+    out[MCP_HEADERS.sessionId] = gatewaySid;
+    if (rpcMethod === "initialize" && status === 200) {
+      session = {
+        event: "start",
+        id: gatewaySid,
+        protocolVersion:
+          typeof initializeParams?.protocolVersion === "string"
+            ? initializeParams.protocolVersion.slice(0, 32)
+            : undefined,
+        clientInfo: initializeParams?.clientInfo,
+      };
+    }
   }
+  if (method === "DELETE" && clientSessionId !== undefined && status >= 200 && status < 300)
+    session = { event: "end", id: clientSessionId };
   if (limitHeaders) Object.assign(out, limitHeaders);
   const isStream = out["content-type"]?.startsWith("text/event-stream") ?? false;
   if (hooks.keepTool && rpcMethod === "tools/list" && status === 200) {
@@ -411,8 +435,8 @@ export async function proxyStreamableHttp(
   // carry their first event right away, so their headers ride with it (one write fewer).
   if (isStream && method === "GET") res.flushHeaders();
   const error = await relayBody(upstream.body, res);
-  if (error) return { status, method: rpcMethod, error };
-  return { status, method: rpcMethod };
+  if (error) return { status, method: rpcMethod, error, ...(session ? { session } : {}) };
+  return { status, method: rpcMethod, ...(session ? { session } : {}) };
 }
 
 /**
