@@ -35,4 +35,16 @@ describe.each([
     expect(await bucket.get("b")).toBeNull();
     await stop();
   });
+
+  it("fans a request out to every server of a subject and gathers their answers", async () => {
+    const subject = `${prefix}.ops`;
+    const stops = await Promise.all(
+      ["a", "b"].map((name) => bus.serve(subject, async (req) => ({ name, echo: (req as { q: number }).q }))),
+    );
+    const answers = (await bus.gather(subject, { q: 7 }, 300)) as Array<{ name: string; echo: number }>;
+    expect(answers.map((a) => a.name).sort()).toEqual(["a", "b"]);
+    expect(answers.every((a) => a.echo === 7)).toBe(true);
+    for (const stop of stops) await stop();
+    expect(await bus.gather(subject, { q: 1 }, 100)).toEqual([]);
+  });
 });

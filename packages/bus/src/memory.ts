@@ -51,5 +51,36 @@ export class MemoryBus implements Bus {
     return bucket;
   }
 
+  private readonly handlers = new Map<string, Set<(request: unknown) => Promise<unknown>>>();
+
+  async serve(
+    subject: string,
+    handler: (request: unknown) => Promise<unknown>,
+  ): Promise<() => Promise<void>> {
+    let set = this.handlers.get(subject);
+    if (!set) {
+      set = new Set();
+      this.handlers.set(subject, set);
+    }
+    set.add(handler);
+    return async () => {
+      set.delete(handler);
+    };
+  }
+
+  async gather(subject: string, request: unknown, waitMs: number): Promise<unknown[]> {
+    const handlers = [...(this.handlers.get(subject) ?? [])];
+    // Same contract as NATS: answers that do not arrive in time are left out.
+    const answers = await Promise.all(
+      handlers.map((h) =>
+        Promise.race([
+          h(structuredClone(request)).then((a) => ({ a })),
+          new Promise<undefined>((r) => setTimeout(() => r(undefined), waitMs)),
+        ]).catch(() => undefined),
+      ),
+    );
+    return answers.filter((x): x is { a: unknown } => x !== undefined).map((x) => x.a);
+  }
+
   async close(): Promise<void> {}
 }

@@ -91,6 +91,49 @@ export class NatsBus implements Bus {
     return new NatsBucket(await kvm.create(name, { history: 1 }));
   }
 
+  async serve(
+    subject: string,
+    handler: (request: unknown) => Promise<unknown>,
+  ): Promise<() => Promise<void>> {
+    const sub = this.nc.subscribe(subject, {
+      callback: (err, msg) => {
+        if (err) return;
+        void (async () => {
+          let answer: unknown;
+          try {
+            answer = await handler(msg.json());
+          } catch (e) {
+            answer = { error: (e as Error).message };
+          }
+          msg.respond(JSON.stringify(answer ?? null));
+        })();
+      },
+    });
+    return async () => {
+      sub.unsubscribe();
+    };
+  }
+
+  async gather(subject: string, request: unknown, waitMs: number): Promise<unknown[]> {
+    const answers: unknown[] = [];
+    try {
+      const replies = await this.nc.requestMany(subject, JSON.stringify(request), {
+        strategy: "timer",
+        maxWait: waitMs,
+      });
+      for await (const reply of replies) {
+        try {
+          answers.push(reply.json());
+        } catch {
+          // a reply that is not JSON is not an answer
+        }
+      }
+    } catch {
+      // no responders, or NATS unreachable: whatever arrived is the answer
+    }
+    return answers;
+  }
+
   async close(): Promise<void> {
     await this.nc.drain().catch(() => this.nc.close());
   }

@@ -24,9 +24,13 @@ export interface KvBucket {
   watch(onEntry: (entry: KvEntry) => void): Promise<() => Promise<void>>;
 }
 
-/** Opens buckets by name. */
+/** Opens buckets by name, and carries requests to every replica (operator fan-out). */
 export interface Bus {
   bucket(name: string): Promise<KvBucket>;
+  /** Answers requests on `subject`; every process serving it answers each request. */
+  serve(subject: string, handler: (request: unknown) => Promise<unknown>): Promise<() => Promise<void>>;
+  /** Sends a request to every process serving `subject`; the answers that arrive within `waitMs`. */
+  gather(subject: string, request: unknown, waitMs: number): Promise<unknown[]>;
   close(): Promise<void>;
 }
 

@@ -8,6 +8,7 @@ import { UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Redis } from "ioredis";
 import { createDataPlaneApp, createRequestListener, createUpgradeListener } from "./app.ts";
 import { Authenticator } from "./auth/authenticator.ts";
+import { answerOperatorRequest, mountOperatorRoutes } from "./operators.ts";
 import { trustedProxies } from "./rate-limit/client-ip.ts";
 import { RateLimits } from "./rate-limit/rate-limits.ts";
 import { SnapshotStore } from "./snapshot/store.ts";
@@ -161,10 +162,35 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     trustedProxies: trustedProxies(o.trustedProxies),
   });
 
+  // Operator endpoints: every replica answers for itself over the bus.
+  const answer = answerOperatorRequest({
+    replicaId: o.replicaId,
+    startedAt: Date.now(),
+    store,
+    sessions,
+    stdio,
+  });
+  const opsSubject = `${o.busPrefix}.dataplane.ops`;
+  let connectedBus: Bus | undefined;
+  let stopOps: (() => Promise<void>) | undefined;
+  mountOperatorRoutes(dataPlane.app, {
+    replicaId: o.replicaId,
+    startedAt: Date.now(),
+    store,
+    sessions,
+    stdio,
+    authenticator,
+    logger: o.logger,
+    gather: async (request) =>
+      connectedBus ? connectedBus.gather(opsSubject, request, 500) : [await answer(request)],
+  });
+
   let stopWatch: (() => Promise<void>) | undefined;
   let stopped = false;
   const watching = o.bus
     .then(async (bus) => {
+      stopOps = await bus.serve(opsSubject, answer);
+      connectedBus = bus;
       const bucket = await bus.bucket(bucketNames(o.busPrefix).config);
       if (stopped) return;
       stopWatch = await bucket.watch((entry) => {
@@ -188,6 +214,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     async stop() {
       stopped = true;
       await stopWatch?.();
+      await stopOps?.();
       await usage.stop();
       await sessions.shutdown();
       await rpc.shutdown();

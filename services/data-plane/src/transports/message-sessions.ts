@@ -56,6 +56,7 @@ export function serverContext(
 interface Session {
   id: string;
   kind: ClientTransportKind;
+  orgId: string;
   serverId: string;
   principalId: string;
   bridge: SessionBridge;
@@ -95,31 +96,34 @@ export class MessageSessions {
     return `s1.${this.o.replicaId}.${randomUUID()}`;
   }
 
-  /** Counts per client transport, for operators. */
-  stats(): Record<ClientTransportKind, number> {
+  /** Counts per client transport of one org's sessions, for operators. */
+  stats(orgId: string): Record<ClientTransportKind, number> {
     const counts: Record<ClientTransportKind, number> = { streamable_http: 0, sse: 0, websocket: 0 };
-    for (const s of this.sessions.values()) counts[s.kind]++;
+    for (const s of this.sessions.values()) if (s.orgId === orgId) counts[s.kind]++;
     return counts;
   }
 
-  /** Sessions of this replica, for operators. */
-  list() {
-    return [...this.sessions.values()].map((s) => ({
-      id: s.id,
-      transport: s.kind,
-      server_id: s.serverId,
-      principal: s.principalId,
-      idle_ms: Date.now() - s.lastSeen,
-    }));
+  /** One org's sessions on this replica, for operators. */
+  list(orgId: string) {
+    return [...this.sessions.values()]
+      .filter((s) => s.orgId === orgId)
+      .map((s) => ({
+        id: s.id,
+        transport: s.kind,
+        server_id: s.serverId,
+        principal: s.principalId,
+        idle_ms: Date.now() - s.lastSeen,
+      }));
   }
 
   /** Sends a message to one session, or to every session of `kind` (operator broadcast). */
   async push(
     message: JSONRPCMessage,
-    filter: { sessionId?: string; kind?: ClientTransportKind },
+    filter: { orgId: string; sessionId?: string | undefined; kind?: ClientTransportKind | undefined },
   ): Promise<number> {
     let sent = 0;
     for (const s of this.sessions.values()) {
+      if (s.orgId !== filter.orgId) continue;
       if (filter.sessionId && s.id !== filter.sessionId) continue;
       if (filter.kind && s.kind !== filter.kind) continue;
       try {
@@ -154,6 +158,7 @@ export class MessageSessions {
     const session: Session = {
       id,
       kind,
+      orgId: ctx.org_id,
       serverId: ctx.target,
       principalId: ctx.principal.id,
       bridge,

@@ -353,6 +353,41 @@ export class StdioProcessManager {
     return procs.length;
   }
 
+  /**
+   * Operator debugging: runs the server's command once, sends `messages`, and returns what it
+   * wrote back until every request was answered or `waitMs` passed; then ends the process.
+   */
+  async exchange(server: ServerEntry, messages: JSONRPCMessage[], waitMs: number): Promise<JSONRPCMessage[]> {
+    const proc = await this.acquire(server, `debug-${Date.now()}`);
+    const received: JSONRPCMessage[] = [];
+    const awaiting = new Set(
+      messages.filter((m) => "id" in m && "method" in m).map((m) => String((m as { id: unknown }).id)),
+    );
+    try {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, waitMs);
+        proc.onmessage = (m) => {
+          received.push(m);
+          if ("id" in m && !("method" in m)) awaiting.delete(String((m as { id: unknown }).id));
+          if (awaiting.size === 0) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        proc.onclose = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        void (async () => {
+          for (const m of messages) await proc.send(m).catch(() => {});
+        })();
+      });
+    } finally {
+      await this.release(proc);
+    }
+    return received;
+  }
+
   get count(): number {
     return this.live.size;
   }

@@ -1,0 +1,301 @@
+import { JsonRpcErrorCode, SUPPORTED_PROTOCOL_VERSIONS } from "@mcpgw/protocol";
+import type { Logger } from "@mcpgw/telemetry";
+import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import type { Hono } from "hono";
+import type { Authenticator } from "./auth/authenticator.ts";
+import { AuthError, type Principal } from "./auth/principal.ts";
+import type { DataPlaneEnv } from "./env.ts";
+import type { SnapshotStore } from "./snapshot/store.ts";
+import type { MessageSessions } from "./transports/message-sessions.ts";
+import type { StdioProcessManager } from "./upstream/stdio-processes.ts";
+
+/** A request one replica answers for the operator endpoints (carried over the bus). */
+type OpRequest =
+  | { action: "status"; org_id: string }
+  | {
+      action: "push";
+      org_id: string;
+      kind?: "sse" | "websocket" | undefined;
+      session_id?: string | undefined;
+      message: JSONRPCMessage;
+    }
+  | { action: "stdio_list"; org_id: string }
+  | { action: "stdio_control"; org_id: string; server_id: string; operation: "restart" | "stop" };
+
+export interface OperatorDeps {
+  replicaId: string;
+  startedAt: number;
+  store: SnapshotStore;
+  sessions: MessageSessions;
+  stdio: StdioProcessManager;
+  authenticator: Authenticator;
+  logger: Logger;
+  /** Asks every replica (this one included); resolves with their answers. */
+  gather: (request: OpRequest) => Promise<unknown[]>;
+}
+
+/** The answer of this replica to an operator request. */
+export function answerOperatorRequest(deps: Omit<OperatorDeps, "gather" | "authenticator" | "logger">) {
+  const serversOf = (orgId: string) =>
+    new Set(deps.store.current.orgs.get(orgId)?.servers.map((s) => s.id) ?? []);
+  return async (raw: unknown): Promise<unknown> => {
+    const req = raw as OpRequest;
+    switch (req.action) {
+      case "status": {
+        const servers = serversOf(req.org_id);
+        return {
+          replica: deps.replicaId,
+          uptime_s: Math.round((Date.now() - deps.startedAt) / 1000),
+          sessions: deps.sessions.stats(req.org_id),
+          stdio_processes: deps.stdio.list().filter((p) => servers.has(p.server_id)).length,
+          snapshot: {
+            global_version: deps.store.current.global?.version ?? null,
+            org_version: deps.store.current.orgs.get(req.org_id)?.version ?? null,
+          },
+        };
+      }
+      case "push":
+        return {
+          replica: deps.replicaId,
+          delivered: await deps.sessions.push(req.message, {
+            orgId: req.org_id,
+            kind: req.kind,
+            sessionId: req.session_id,
+          }),
+        };
+      case "stdio_list": {
+        const servers = serversOf(req.org_id);
+        return {
+          replica: deps.replicaId,
+          processes: deps.stdio.list().filter((p) => servers.has(p.server_id)),
+          servers: [...servers]
+            .map((id) => ({ server_id: id, ...deps.stdio.health(id) }))
+            .filter((s) => "restarts" in s),
+        };
+      }
+      case "stdio_control": {
+        if (!serversOf(req.org_id).has(req.server_id)) return { replica: deps.replicaId, affected: 0 };
+        const affected = await deps.stdio.stopServer(req.server_id, { refill: req.operation === "restart" });
+        return { replica: deps.replicaId, affected };
+      }
+      default:
+        return { replica: deps.replicaId, error: "unknown action" };
+    }
+  };
+}
+
+const rpcError = (code: number, message: string) => ({ jsonrpc: "2.0", id: null, error: { code, message } });
+
+/**
+ * Admin-only operator endpoints of the data plane, answered by every replica (fan-out over the
+ * bus) and scoped to the caller's organization. None of them runs a command that is not an
+ * admin-registered server's.
+ */
+export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps) {
+  // A principal, or the refusal to send. (Not `instanceof Response`: the node adapter swaps the
+  // global Response class, so that check would let a refusal pass as a principal.)
+  type Admin = { ok: true; principal: Principal } | { ok: false; response: Response };
+  const admin = async (headers: Headers): Promise<Admin> => {
+    const plain: Record<string, string> = {};
+    headers.forEach((v, k) => {
+      plain[k] = v;
+    });
+    try {
+      const principal = await deps.authenticator.authenticate(plain, undefined);
+      if (principal.role !== "admin") {
+        return {
+          ok: false,
+          response: Response.json(
+            rpcError(JsonRpcErrorCode.Forbidden, "operator endpoints need the admin role"),
+            { status: 403 },
+          ),
+        };
+      }
+      return { ok: true, principal };
+    } catch (err) {
+      if (err instanceof AuthError) {
+        return {
+          ok: false,
+          response: Response.json(rpcError(JsonRpcErrorCode.Unauthorized, `Unauthorized: ${err.message}`), {
+            status: 401,
+            headers: { "www-authenticate": 'Bearer realm="mcpgw"' },
+          }),
+        };
+      }
+      throw err;
+    }
+  };
+  const body = async (req: Request): Promise<Record<string, unknown> | undefined> => {
+    try {
+      const v = (await req.json()) as unknown;
+      return typeof v === "object" && v !== null && !Array.isArray(v)
+        ? (v as Record<string, unknown>)
+        : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const isNotification = (m: unknown): m is JSONRPCMessage =>
+    typeof m === "object" &&
+    m !== null &&
+    (m as { jsonrpc?: unknown }).jsonrpc === "2.0" &&
+    typeof (m as { method?: unknown }).method === "string" &&
+    !("id" in m);
+
+  app.get("/mcp/capabilities", async (c) => {
+    const a = await admin(c.req.raw.headers);
+    if (!a.ok) return a.response;
+    const p = a.principal;
+    return c.json({
+      protocol_versions: SUPPORTED_PROTOCOL_VERSIONS,
+      client_transports: ["streamable_http", "sse", "websocket", "json_rpc"],
+      upstream_transports: ["streamable_http", "sse", "stdio"],
+      endpoints: {
+        server: "/servers/{id}/{mcp|sse|ws|rpc}",
+        namespace: "/ns/{slug}/{mcp|sse|ws|rpc}",
+        default_namespace: "/{mcp|sse|ws|rpc}",
+      },
+    });
+  });
+
+  app.get("/mcp/status", async (c) => {
+    const a = await admin(c.req.raw.headers);
+    if (!a.ok) return a.response;
+    const p = a.principal;
+    const replicas = (await deps.gather({ action: "status", org_id: p.org_id })) as Array<{
+      sessions: Record<string, number>;
+    }>;
+    return c.json({ replicas });
+  });
+
+  for (const kind of ["sse", "ws"] as const) {
+    const sessionKind = kind === "ws" ? "websocket" : "sse";
+    app.get(`/${kind}/status`, async (c) => {
+      const a = await admin(c.req.raw.headers);
+      if (!a.ok) return a.response;
+      const p = a.principal;
+      const replicas = (await deps.gather({ action: "status", org_id: p.org_id })) as Array<{
+        replica: string;
+        sessions: Record<string, number>;
+      }>;
+      return c.json({
+        connections: replicas.reduce((n, r) => n + (r.sessions?.[sessionKind] ?? 0), 0),
+        replicas: replicas.map((r) => ({ replica: r.replica, connections: r.sessions?.[sessionKind] ?? 0 })),
+      });
+    });
+    app.post(`/${kind}/broadcast`, async (c) => {
+      const a = await admin(c.req.raw.headers);
+      if (!a.ok) return a.response;
+      const p = a.principal;
+      const b = await body(c.req.raw);
+      if (!isNotification(b?.message))
+        return c.json(
+          rpcError(JsonRpcErrorCode.InvalidRequest, 'body must be {"message": <JSON-RPC notification>}'),
+          400,
+        );
+      const answers = (await deps.gather({
+        action: "push",
+        org_id: p.org_id,
+        kind: sessionKind,
+        message: b.message,
+      })) as Array<{ delivered: number }>;
+      return c.json({
+        delivered: answers.reduce((n, a) => n + (a.delivered ?? 0), 0),
+        replicas: answers.length,
+      });
+    });
+  }
+
+  app.post("/ws/send", async (c) => {
+    const a = await admin(c.req.raw.headers);
+    if (!a.ok) return a.response;
+    const p = a.principal;
+    const b = await body(c.req.raw);
+    if (!isNotification(b?.message))
+      return c.json(
+        rpcError(
+          JsonRpcErrorCode.InvalidRequest,
+          'body must be {"session_id"?, "message": <JSON-RPC notification>}',
+        ),
+        400,
+      );
+    const sessionId = typeof b.session_id === "string" ? b.session_id : undefined;
+    const answers = (await deps.gather({
+      action: "push",
+      org_id: p.org_id,
+      kind: "websocket",
+      session_id: sessionId,
+      message: b.message,
+    })) as Array<{ delivered: number }>;
+    const delivered = answers.reduce((n, a) => n + (a.delivered ?? 0), 0);
+    if (sessionId && delivered === 0)
+      return c.json(rpcError(JsonRpcErrorCode.NotFound, "no such WebSocket session"), 404);
+    return c.json({ delivered });
+  });
+
+  app.get("/stdio/process", async (c) => {
+    const a = await admin(c.req.raw.headers);
+    if (!a.ok) return a.response;
+    const p = a.principal;
+    return c.json({ replicas: await deps.gather({ action: "stdio_list", org_id: p.org_id }) });
+  });
+
+  app.post("/stdio/process", async (c) => {
+    const a = await admin(c.req.raw.headers);
+    if (!a.ok) return a.response;
+    const p = a.principal;
+    const b = await body(c.req.raw);
+    const operation = b?.action;
+    if (typeof b?.server_id !== "string" || (operation !== "restart" && operation !== "stop")) {
+      return c.json(
+        rpcError(JsonRpcErrorCode.InvalidRequest, 'body must be {"server_id", "action": "restart"|"stop"}'),
+        400,
+      );
+    }
+    const server = deps.store.current.servers.get(b.server_id);
+    if (!server || server.org.org_id !== p.org_id || server.server.transport !== "stdio")
+      return c.json(rpcError(JsonRpcErrorCode.NotFound, "unknown stdio server"), 404);
+    const answers = (await deps.gather({
+      action: "stdio_control",
+      org_id: p.org_id,
+      server_id: b.server_id,
+      operation,
+    })) as Array<{ affected: number }>;
+    deps.logger.info({ server: b.server_id, operation, by: p.id }, "operator changed stdio processes");
+    return c.json({ affected: answers.reduce((n, a) => n + (a.affected ?? 0), 0), replicas: answers.length });
+  });
+
+  app.post("/stdio/send", async (c) => {
+    const a = await admin(c.req.raw.headers);
+    if (!a.ok) return a.response;
+    const p = a.principal;
+    const b = await body(c.req.raw);
+    const messages = Array.isArray(b?.messages) ? b.messages : b?.message ? [b.message] : undefined;
+    if (typeof b?.server_id !== "string" || !messages?.length || messages.length > 20) {
+      return c.json(
+        rpcError(
+          JsonRpcErrorCode.InvalidRequest,
+          'body must be {"server_id", "message"} or {"server_id", "messages": [...]} (at most 20)',
+        ),
+        400,
+      );
+    }
+    const server = deps.store.current.servers.get(b.server_id);
+    if (!server || server.org.org_id !== p.org_id || server.server.transport !== "stdio")
+      return c.json(rpcError(JsonRpcErrorCode.NotFound, "unknown stdio server"), 404);
+    try {
+      const received = await deps.stdio.exchange(
+        server.server,
+        messages as JSONRPCMessage[],
+        Math.min(Number(b.wait_ms ?? 5000), 30_000),
+      );
+      deps.logger.info(
+        { server: b.server_id, by: p.id, sent: messages.length },
+        "operator sent messages to a stdio server",
+      );
+      return c.json({ replica: deps.replicaId, received });
+    } catch (err) {
+      return c.json(rpcError(JsonRpcErrorCode.UpstreamUnavailable, (err as Error).message), 503);
+    }
+  });
+}
