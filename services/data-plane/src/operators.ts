@@ -145,7 +145,6 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
   app.get("/mcp/capabilities", async (c) => {
     const a = await admin(c.req.raw.headers);
     if (!a.ok) return a.response;
-    const p = a.principal;
     return c.json({
       protocol_versions: SUPPORTED_PROTOCOL_VERSIONS,
       client_transports: ["streamable_http", "sse", "websocket", "json_rpc"],
