@@ -368,7 +368,13 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
               message: "POST with ?sessionId= from the endpoint event",
             });
           }
-          return await deps.sessions.handleSseMessage(req, res, r.ctx, sessionId);
+          return await deps.sessions.handleSseMessage(
+            req,
+            res,
+            r.ctx,
+            sessionId,
+            query.get("replica") ?? undefined,
+          );
         }
         case "rpc":
         case "rpc/batch":
@@ -542,7 +548,13 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
               message: "POST with ?sessionId= from the endpoint event",
             });
           }
-          return await deps.sessions.handleSseMessage(req, res, r.ctx, sessionId);
+          return await deps.sessions.handleSseMessage(
+            req,
+            res,
+            r.ctx,
+            sessionId,
+            query.get("replica") ?? undefined,
+          );
         }
         case "rpc":
           return await deps.rpc.handle(req, res, r.ctx);

@@ -18,6 +18,8 @@ const schema = z.object({
     .default(4 * 1024 * 1024),
   MCPGW_REPLICA_ID: z.string().default(hostname()),
   MCPGW_PUBLIC_URL: z.string().url().optional(),
+  /** Where other replicas reach this one (forwarded requests of sessions living here). */
+  MCPGW_INTERNAL_URL: z.string().url().optional(),
   MCPGW_MASTER_KEY: z.string().optional(),
   MCPGW_MASTER_KEY_PREVIOUS: z.string().optional(),
   REDIS_URL: z.string().optional(),

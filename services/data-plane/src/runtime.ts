@@ -11,6 +11,7 @@ import { Authenticator } from "./auth/authenticator.ts";
 import { answerOperatorRequest, mountOperatorRoutes } from "./operators.ts";
 import { trustedProxies } from "./rate-limit/client-ip.ts";
 import { RateLimits } from "./rate-limit/rate-limits.ts";
+import { ReplicaDirectory } from "./replicas.ts";
 import { SnapshotStore } from "./snapshot/store.ts";
 import { JsonRpcGateway } from "./transports/json-rpc.ts";
 import { MessageSessions } from "./transports/message-sessions.ts";
@@ -80,6 +81,8 @@ export interface DataPlaneRuntimeOptions {
   };
   /** Message-level sessions idle this long are closed. */
   sessionIdleTimeoutMs?: number | undefined;
+  /** Where other replicas reach this one (forwarded session requests); default: publicUrl. */
+  internalUrl?: string | undefined;
   /** Answer budget per member server when a namespace endpoint fans out. */
   aggregateMemberTimeoutMs?: number | undefined;
 }
@@ -130,7 +133,9 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   });
   const connectDeps = { stdio, credentials };
   const sessionIdle = o.sessionIdleTimeoutMs ?? 15 * 60_000;
+  const replicas = new ReplicaDirectory(o.replicaId, o.internalUrl ?? o.publicUrl, o.logger);
   const sessions = new MessageSessions({
+    replicas,
     report: usage.session,
     replicaId: o.replicaId,
     logger: o.logger,
@@ -190,6 +195,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const watching = o.bus
     .then(async (bus) => {
       stopOps = await bus.serve(opsSubject, answer);
+      await replicas.attach(await bus.bucket(`${o.busPrefix}_replicas`));
       connectedBus = bus;
       const bucket = await bus.bucket(bucketNames(o.busPrefix).config);
       if (stopped) return;
@@ -215,6 +221,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
       stopped = true;
       await stopWatch?.();
       await stopOps?.();
+      await replicas.stop();
       await usage.stop();
       await sessions.shutdown();
       await rpc.shutdown();

@@ -10,6 +10,7 @@ import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import type { WebSocket } from "ws";
 import type { Principal } from "../auth/principal.ts";
 import { type ClientSink, SessionBridge } from "../bridge/session-bridge.ts";
+import { type ReplicaDirectory, sessionOwner } from "../replicas.ts";
 import type { RoutedServer } from "../snapshot/store.ts";
 import { type ConnectDeps, connectUpstream } from "../upstream/connect.ts";
 import { StdioProcess, StdioUnavailable } from "../upstream/stdio-processes.ts";
@@ -68,6 +69,8 @@ interface Session {
 }
 
 export interface MessageSessionsOptions {
+  /** Reaches sessions that live in another replica. */
+  replicas?: ReplicaDirectory | undefined;
   /** Session starts and ends, for the worker's session records. */
   report?: ((event: Omit<SessionEvent, "at" | "replica">) => void) | undefined;
   replicaId: string;
@@ -210,6 +213,10 @@ export class MessageSessions {
     const sid = req.headers[MCP_HEADERS.sessionId];
     if (typeof sid === "string") {
       const s = this.find(sid, ctx);
+      const owner = sessionOwner(sid);
+      // A session of another replica (its stdio process lives there): hand the request over.
+      if (!s && owner && owner !== this.o.replicaId && (await this.o.replicas?.forward(req, res, owner)))
+        return;
       if (!s?.http) {
         req.resume();
         sendJsonRpcError(res, 404, null, JsonRpcErrorCode.NotFound, "Session not found");
@@ -286,8 +293,11 @@ export class MessageSessions {
     res: ServerResponse,
     ctx: SessionContext,
     sessionId: string,
+    owner?: string,
   ): Promise<void> {
     const s = this.find(sessionId, ctx);
+    if (!s && owner && owner !== this.o.replicaId && (await this.o.replicas?.forward(req, res, owner)))
+      return;
     if (!s?.sse) {
       req.resume();
       sendJsonRpcError(res, 404, null, JsonRpcErrorCode.NotFound, "Session not found");

@@ -1,0 +1,186 @@
+import { createRequire } from "node:module";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { CreateMessageRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type Api,
+  type Stack,
+  startStack,
+  startTestUpstream,
+  type TestUpstream,
+  waitForReady,
+} from "../../../packages/testing/src/index.ts";
+
+const require = createRequire(import.meta.url);
+const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js", {
+  paths: [require.resolve("../../../packages/testing/package.json")],
+});
+
+describe("sessions survive the replica that answers (and the one that started them)", () => {
+  let stack: Stack;
+  let api: Api;
+  let upstream: TestUpstream;
+  let httpServer: string;
+  let stdioServer: string;
+
+  /** A fetch that sends each request to the next replica in turn. */
+  const alternating = (ports: number[], seen: number[]) => {
+    let i = 0;
+    return (url: string | URL, init?: RequestInit) => {
+      const u = new URL(url);
+      const port = ports[i++ % ports.length]!;
+      seen.push(port);
+      u.port = String(port);
+      return fetch(u, init);
+    };
+  };
+
+  beforeAll(async () => {
+    [stack, upstream] = await Promise.all([
+      startStack({ replicas: 2, env: { MCPGW_STDIO_ALLOWED_COMMANDS: process.execPath } }),
+      startTestUpstream(),
+    ]);
+    api = await stack.api();
+    const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", {
+      name: "Replicas",
+      slug: "replicas",
+    });
+    httpServer = (
+      await api.call<{ id: string }>("POST", "/api/v1/servers", {
+        namespace_id: ns.body.id,
+        name: "http",
+        transport: "streamable_http",
+        url: upstream.url,
+      })
+    ).body.id;
+    stdioServer = (
+      await api.call<{ id: string }>("POST", "/api/v1/servers", {
+        namespace_id: ns.body.id,
+        name: "stdio",
+        transport: "stdio",
+        command: process.execPath,
+        args: [everythingEntry, "stdio"],
+      })
+    ).body.id;
+    // Replicas announce themselves to each other over NATS.
+    await new Promise((r) => setTimeout(r, 1000));
+  }, 90_000);
+
+  afterAll(async () => {
+    await Promise.all([stack?.stop(), upstream?.close()]);
+  });
+
+  it("serves a stdio session through either replica: requests reach the replica running its process", async () => {
+    const seen: number[] = [];
+    const ports = stack.dataPlanes.map((d) => d.port);
+    const transport = new StreamableHTTPClientTransport(
+      new URL(`${stack.dataPlanes[0]!.url}/servers/${stdioServer}/mcp`),
+      {
+        requestInit: { headers: { authorization: `Bearer ${api.token}` } },
+        fetch: alternating(ports, seen),
+      },
+    );
+    const client = new Client(
+      { name: "cross-replica", version: "1.0.0" },
+      { capabilities: { sampling: {} } },
+    );
+    client.setRequestHandler(CreateMessageRequestSchema, async () => ({
+      role: "assistant",
+      content: { type: "text", text: "sampled across replicas" },
+      model: "m",
+    }));
+    await client.connect(transport);
+    expect(transport.sessionId).toMatch(/^s1\.dp[01]\./);
+    for (let i = 0; i < 3; i++) {
+      const sum = await client.callTool({ name: "get-sum", arguments: { a: i, b: 1 } });
+      expect(JSON.stringify(sum.content)).toContain(String(i + 1));
+    }
+    const progress: number[] = [];
+    await client.callTool(
+      { name: "trigger-long-running-operation", arguments: { duration: 0.2, steps: 2 } },
+      undefined,
+      { onprogress: (p) => progress.push(p.progress) },
+    );
+    expect(progress.length).toBe(2);
+    const sampled = await client.callTool({
+      name: "trigger-sampling-request",
+      arguments: { prompt: "hi", maxTokens: 5 },
+    });
+    expect(JSON.stringify(sampled.content)).toContain("sampled across replicas");
+    expect(new Set(seen).size).toBe(2);
+    await transport.terminateSession();
+    await client.close();
+  });
+
+  it("accepts legacy SSE messages on the replica that does not hold the stream", async () => {
+    const [sseReplica, otherReplica] = stack.dataPlanes;
+    const headers = { authorization: `Bearer ${api.token}` };
+    const transport = new SSEClientTransport(new URL(`${sseReplica!.url}/servers/${stdioServer}/sse`), {
+      requestInit: { headers },
+      eventSourceInit: {
+        fetch: (url, init) =>
+          fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), ...headers } }),
+      },
+      // Every message POST goes to the other replica.
+      fetch: (url, init) => {
+        const u = new URL(url);
+        if (init?.method === "POST") u.port = String(otherReplica!.port);
+        return fetch(u, init);
+      },
+    });
+    const client = new Client({ name: "sse-cross", version: "1.0.0" });
+    await client.connect(transport);
+    const echo = await client.callTool({ name: "echo", arguments: { message: "posted elsewhere" } });
+    expect(JSON.stringify(echo.content)).toContain("posted elsewhere");
+    await client.close();
+  });
+
+  it("keeps an HTTP-upstream session going after the replica that started it dies", async () => {
+    const headers = {
+      authorization: `Bearer ${api.token}`,
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      "mcp-protocol-version": "2025-11-25",
+    };
+    const [first, second] = stack.dataPlanes;
+    const init = await fetch(`${first!.url}/servers/${httpServer}/mcp`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "initialize",
+        params: {
+          protocolVersion: "2025-11-25",
+          capabilities: {},
+          clientInfo: { name: "survivor", version: "1" },
+        },
+      }),
+    });
+    const session = init.headers.get("mcp-session-id")!;
+    await init.text();
+    await fetch(`${first!.url}/servers/${httpServer}/mcp`, {
+      method: "POST",
+      headers: { ...headers, "mcp-session-id": session },
+      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+    });
+    await first!.proc.kill();
+    const call = await fetch(`${second!.url}/servers/${httpServer}/mcp`, {
+      method: "POST",
+      headers: { ...headers, "mcp-session-id": session },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 2,
+        method: "tools/call",
+        params: { name: "add", arguments: { a: 40, b: 2 } },
+      }),
+    });
+    expect(call.status).toBe(200);
+    expect(await call.text()).toContain('"text":"42"');
+    // Bring the replica back for the rest of the suite's clean shutdown.
+    await first!.restart();
+    await waitForReady(`${first!.url}/ready`, first!.proc);
+  });
+});
