@@ -4,7 +4,7 @@ import type { Duplex } from "node:stream";
 import { getRequestListener } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { allowsEveryTool, evaluatePolicy, type PolicyRequest } from "@mcpgw/policy";
-import { JsonRpcErrorCode } from "@mcpgw/protocol";
+import { JsonRpcErrorCode, STATELESS_PROTOCOL_VERSION } from "@mcpgw/protocol";
 import type { SessionEvent } from "@mcpgw/queue";
 import { Counter, Histogram, type Logger, type Registry, SpanStatusCode, tracer } from "@mcpgw/telemetry";
 import { CredentialError, type UpstreamCredentials } from "@mcpgw/upstream-credentials";
@@ -443,6 +443,17 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       if (!r.ok) return refuse(req, res, r);
       const { server } = r.routed!;
       if (server.transport === "stdio" || server.transport === "sse") {
+        // stdio and legacy-SSE servers speak a session-based revision: a stateless client is
+        // translated (the gateway keeps the upstream session on its behalf).
+        if (
+          req.headers["mcp-protocol-version"] === STATELESS_PROTOCOL_VERSION &&
+          req.method === "POST" &&
+          !req.headers["mcp-session-id"]
+        ) {
+          await deps.rpc.handleStateless(req, res, r.ctx);
+          requests.inc({ server: server.id, status: String(res.statusCode) });
+          return;
+        }
         await deps.sessions.handleStreamableHttp(req, res, r.ctx);
         requests.inc({ server: server.id, status: String(res.statusCode) });
         return;

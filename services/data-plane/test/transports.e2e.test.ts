@@ -243,6 +243,48 @@ describe("every client transport × every upstream transport, against server-eve
     30_000,
   );
 
+  it.each(["stdio", "sse"] as const)(
+    "translates a stateless 2026-07-28 client for a session-based %s upstream",
+    async (upstream) => {
+      const post = async (method: string, params: Record<string, unknown>, id: number) => {
+        const res = await fetch(`${stack.dataPlanes[0]!.url}/servers/${servers[upstream]}/mcp`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${api.token}`,
+            "content-type": "application/json",
+            accept: "application/json, text/event-stream",
+            "mcp-protocol-version": "2026-07-28",
+            "mcp-method": method,
+          },
+          body: JSON.stringify({
+            jsonrpc: "2.0",
+            id,
+            method,
+            params: {
+              ...params,
+              _meta: {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+              },
+            },
+          }),
+        });
+        expect(res.headers.get("mcp-session-id")).toBeNull();
+        return (await res.json()) as { id: number; result?: Record<string, unknown>; error?: unknown };
+      };
+      const discover = await post("server/discover", {}, 1);
+      expect(discover.result).toMatchObject({
+        resultType: "complete",
+        supportedVersions: ["2026-07-28"],
+        capabilities: { tools: expect.any(Object) },
+      });
+      expect(JSON.stringify(discover.result?._meta)).toMatch(/everything/i);
+      const sum = await post("tools/call", { name: "get-sum", arguments: { a: 4, b: 5 } }, 2);
+      expect(sum.result?.resultType).toBe("complete");
+      expect(JSON.stringify(sum.result)).toContain("9");
+    },
+  );
+
   it("answers bad input on every transport with JSON-RPC errors and stays up", async () => {
     const base = `${stack.dataPlanes[0]!.url}/servers/${servers.stdio}`;
     const auth = { authorization: `Bearer ${api.token}` };

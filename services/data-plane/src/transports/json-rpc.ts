@@ -9,6 +9,7 @@ import { sendJsonRpcError } from "./http-errors.ts";
 import type { SessionContext } from "./message-sessions.ts";
 
 const PROTOCOL_VERSION = "2025-11-25";
+const STATELESS_VERSION = "2026-07-28";
 
 /** MCP methods a plain JSON-RPC client can use through `/rpc` (no server-to-client requests). */
 export const RPC_METHODS = [
@@ -171,8 +172,13 @@ export class JsonRpcGateway {
   }
 
   /** Answers one message (undefined for notifications). */
-  private async answer(message: Rpc, ctx: SessionContext): Promise<Record<string, unknown> | undefined> {
+  private async answer(
+    message: Rpc,
+    ctx: SessionContext,
+    stateless = false,
+  ): Promise<Record<string, unknown> | undefined> {
     const id = message.id ?? null;
+    if (stateless) return this.answerStateless(message, ctx);
     const isRequest = message.id !== undefined;
     const method = message.method;
     if (method === undefined) return undefined; // responses have nowhere to go
@@ -220,8 +226,58 @@ export class JsonRpcGateway {
     return "error" in reply ? { jsonrpc: "2.0", id, error: reply.error } : { jsonrpc: "2.0", id, result };
   }
 
+  /**
+   * MCP 2026-07-28 (stateless) for an upstream that speaks a session-based revision: the gateway
+   * keeps the upstream session on the client's behalf; `server/discover` is answered from it,
+   * every other request is relayed and its result marked complete.
+   */
+  private async answerStateless(
+    message: Rpc,
+    ctx: SessionContext,
+  ): Promise<Record<string, unknown> | undefined> {
+    const id = message.id ?? null;
+    if (message.method === undefined || message.id === undefined) return undefined;
+    const pool = await this.pool(ctx);
+    if (message.method === "server/discover") {
+      const init = pool.initializeResult as
+        | { capabilities?: unknown; serverInfo?: unknown; instructions?: unknown }
+        | undefined;
+      return {
+        jsonrpc: "2.0",
+        id,
+        result: {
+          resultType: "complete",
+          supportedVersions: [STATELESS_VERSION],
+          capabilities: init?.capabilities ?? {},
+          ...(init?.instructions ? { instructions: init.instructions } : {}),
+          _meta: { "io.modelcontextprotocol/serverInfo": init?.serverInfo ?? {} },
+        },
+      };
+    }
+    // Per-request negotiation keys mean nothing to a session-based server.
+    const meta = { ...((message.params?._meta as Record<string, unknown> | undefined) ?? {}) };
+    for (const key of Object.keys(meta)) if (key.startsWith("io.modelcontextprotocol/")) delete meta[key];
+    const params = message.params ? { ...message.params, _meta: meta } : undefined;
+    if (params && Object.keys(meta).length === 0) delete params._meta;
+    const answer = await this.answer({ ...message, ...(params ? { params } : {}) }, ctx);
+    const result = answer?.result as Record<string, unknown> | undefined;
+    return result && typeof result === "object"
+      ? { ...answer, result: { resultType: "complete", ...result } }
+      : answer;
+  }
+
+  /** `POST …/mcp` from a 2026-07-28 client to a session-based upstream: one request, a JSON answer. */
+  async handleStateless(req: IncomingMessage, res: ServerResponse, ctx: SessionContext): Promise<void> {
+    return this.handle(req, res, ctx, true);
+  }
+
   /** `POST /servers/{id}/rpc` (and `/rpc/batch`): one message or a batch. */
-  async handle(req: IncomingMessage, res: ServerResponse, ctx: SessionContext): Promise<void> {
+  async handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: SessionContext,
+    stateless = false,
+  ): Promise<void> {
     if (req.method !== "POST") {
       req.resume();
       sendJsonRpcError(res, 405, null, JsonRpcErrorCode.InvalidRequest, "use POST", { allow: "POST" });
@@ -279,7 +335,7 @@ export class JsonRpcGateway {
       answers = await Promise.all(
         messages.map((m) =>
           isJsonRpcMessage(m)
-            ? this.answer(m as unknown as Rpc, ctx)
+            ? this.answer(m as unknown as Rpc, ctx, stateless)
             : Promise.resolve(
                 jsonRpcError(
                   null,
