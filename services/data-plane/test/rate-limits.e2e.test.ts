@@ -140,6 +140,12 @@ describe("rate limits shared by two replicas on Redis", () => {
     const error = JSON.parse(rejected.body) as { error: { code: number; data: { retry_after: number } } };
     expect(error.error.code).toBe(-32029);
     expect(error.error.data.retry_after).toBe(retryAfter);
+    // Rejections are counted in metrics and logged.
+    const metrics = await (await fetch(`${stack.dataPlanes[0]!.url}/metrics`)).text();
+    expect(metrics).toMatch(new RegExp(`mcpgw_dp_rate_limited_total\\{[^}]*rule="${ruleId}"[^}]*\\} [1-9]`));
+    await expect
+      .poll(() => stack.dataPlanes.map((d) => d.proc.output()).join("\n"))
+      .toContain("request rejected by rate limit");
     await new Promise((r) => setTimeout(r, retryAfter * 1000 + 200));
     expect((await call(1, s, "echo", { text: "again" })).status).toBe(200);
   });

@@ -168,6 +168,29 @@ export class RateLimits {
     return limiter;
   }
 
+  private readonly lastLogged = new Map<string, number>();
+
+  /** One log line per rule and second at most: a flood must not flood the logs too. */
+  private logRejection(rule: RateLimitEntry, s: RateLimitSubject) {
+    const now = Date.now();
+    if ((this.lastLogged.get(rule.id) ?? 0) > now - 1000) return;
+    this.lastLogged.set(rule.id, now);
+    if (this.lastLogged.size > 10_000) this.lastLogged.clear();
+    this.o.logger.info(
+      {
+        rule: rule.id,
+        rule_name: rule.name,
+        scope: rule.scope,
+        org: s.routed.org.org_id,
+        server: s.routed.server.id,
+        principal: s.principal.id,
+        method: s.method,
+        tool: s.tool,
+      },
+      "request rejected by rate limit",
+    );
+  }
+
   /** Drops limiters of rules no longer in any snapshot. */
   retain(ruleIds: ReadonlySet<string>): void {
     for (const id of this.limiters.keys()) if (!ruleIds.has(id)) this.limiters.delete(id);
@@ -212,7 +235,10 @@ export class RateLimits {
       ratelimit: `"${decisive.rule.id}";r=${Math.max(0, decisive.res.remainingPoints)};t=${resetS}`,
     };
     if (rejections.length) {
-      for (const r of rejections) this.rejected.inc({ rule: r.rule.id });
+      for (const r of rejections) {
+        this.rejected.inc({ rule: r.rule.id });
+        this.logRejection(r.rule, s);
+      }
       return {
         allowed: false,
         retryAfterS: Math.max(1, resetS),

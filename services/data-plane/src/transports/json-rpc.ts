@@ -257,8 +257,11 @@ export class JsonRpcGateway {
     // Per-request negotiation keys mean nothing to a session-based server.
     const meta = { ...((message.params?._meta as Record<string, unknown> | undefined) ?? {}) };
     for (const key of Object.keys(meta)) if (key.startsWith("io.modelcontextprotocol/")) delete meta[key];
-    const params = message.params ? { ...message.params, _meta: meta } : undefined;
-    if (params && Object.keys(meta).length === 0) delete params._meta;
+    let params: Record<string, unknown> | undefined;
+    if (message.params) {
+      const { _meta: _dropped, ...rest } = message.params;
+      params = Object.keys(meta).length > 0 ? { ...rest, _meta: meta } : rest;
+    }
     const answer = await this.answer({ ...message, ...(params ? { params } : {}) }, ctx);
     const result = answer?.result as Record<string, unknown> | undefined;
     return result && typeof result === "object"
