@@ -246,8 +246,8 @@ export class NamespaceUpstream implements Transport {
             },
           });
         const guards = target.child.member.guards;
-        if (kind === "tools" && guards.authorizeTool) {
-          const decision = guards.authorizeTool(target.name);
+        if (guards.authorizeTool) {
+          const decision = guards.authorizeTool(kind === "tools" ? target.name : `prompt:${target.name}`);
           if (!decision.allowed)
             return this.reply(id, {
               error: {
@@ -279,6 +279,16 @@ export class NamespaceUpstream implements Transport {
       case "resources/unsubscribe": {
         const uri = String(m.params?.uri ?? "");
         const owner = this.resourceOwners.get(uri) ?? (await this.findResourceOwner(uri));
+        const decision = owner?.member.guards.authorizeTool?.(`resource:${uri}`);
+        if (decision && !decision.allowed) {
+          return this.reply(id, {
+            error: {
+              code: JsonRpcErrorCode.Forbidden,
+              message: decision.reason,
+              data: { policy: decision.rule },
+            },
+          });
+        }
         if (!owner)
           return this.reply(id, {
             error: {
@@ -382,14 +392,16 @@ export class NamespaceUpstream implements Transport {
     perChild.forEach((items, i) => {
       const child = this.children[i]!;
       for (const item of items) {
+        const keep = child.member.guards.keepTool;
         if (cap === "resources") {
           const uri = String(item.uri ?? item.uriTemplate ?? "");
+          if (keep && !keep(`resource:${uri}`)) continue;
           if (item.uri) this.resourceOwners.set(uri, child);
           merged.push(item);
           continue;
         }
         const name = String(item.name ?? "");
-        if (cap === "tools" && child.member.guards.keepTool && !child.member.guards.keepTool(name)) continue;
+        if (keep && !keep(cap === "tools" ? name : `prompt:${name}`)) continue;
         if (!this.prefixed) {
           const key = `${cap}:${name}`;
           const owners = seen.get(key) ?? [];

@@ -2,6 +2,7 @@ import { JsonRpcErrorCode } from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage, RequestId } from "@modelcontextprotocol/sdk/types.js";
+import { filterListResult, isFilteredList, policyTarget } from "../policy-targets.ts";
 import type { ProxyHooks } from "../transports/streamable-http.ts";
 
 /** Where messages for the client go, whatever its transport. */
@@ -56,8 +57,9 @@ export class SessionBridge {
       const method = m.method!;
       const tool =
         method === "tools/call" && typeof m.params?.name === "string" ? (m.params.name as string) : undefined;
-      if (method === "tools/call" && this.guards.authorizeTool) {
-        const decision = this.guards.authorizeTool(tool ?? "");
+      const target = policyTarget(method, m.params);
+      if (target !== undefined && this.guards.authorizeTool) {
+        const decision = this.guards.authorizeTool(target);
         if (!decision.allowed)
           return this.reply(m.id!, JsonRpcErrorCode.Forbidden, decision.reason, { policy: decision.rule });
       }
@@ -108,19 +110,8 @@ export class SessionBridge {
       if (sinceProgress < PROGRESS_GAP_MS)
         await new Promise((resolve) => setTimeout(resolve, PROGRESS_GAP_MS - sinceProgress));
       let out: Msg = m;
-      if (
-        request.method === "tools/list" &&
-        this.guards.keepTool &&
-        Array.isArray((m.result as { tools?: unknown })?.tools)
-      ) {
-        const result = m.result as { tools: Array<{ name?: unknown }> };
-        out = {
-          ...m,
-          result: {
-            ...result,
-            tools: result.tools.filter((t) => typeof t.name === "string" && this.guards.keepTool!(t.name)),
-          },
-        };
+      if (this.guards.keepTool && isFilteredList(request.method) && m.result !== undefined) {
+        out = { ...m, result: filterListResult(request.method, m.result, this.guards.keepTool) };
       }
       await this.safeSend(out as JSONRPCMessage, m.id);
       return;

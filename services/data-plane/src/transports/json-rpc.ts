@@ -4,6 +4,7 @@ import { isJsonRpcMessage, JsonRpcErrorCode, type JsonRpcId, jsonRpcError } from
 import type { Logger } from "@mcpgw/telemetry";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import { filterListResult, policyTarget } from "../policy-targets.ts";
 import { StdioUnavailable } from "../upstream/stdio-processes.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
 import type { SessionContext } from "./message-sessions.ts";
@@ -194,13 +195,15 @@ export class JsonRpcGateway {
       method === "tools/call" && typeof message.params?.name === "string"
         ? (message.params.name as string)
         : undefined;
-    if (method === "tools/call" && ctx.guards.authorizeTool) {
-      const decision = ctx.guards.authorizeTool(tool ?? "");
+    const target = policyTarget(method, message.params);
+    if (target !== undefined && ctx.guards.authorizeTool) {
+      const decision = ctx.guards.authorizeTool(target);
       if (!decision.allowed)
         return jsonRpcError(id, JsonRpcErrorCode.Forbidden, decision.reason, {
           policy: decision.rule,
         }) as unknown as Record<string, unknown>;
     }
+
     if (ctx.guards.admit) {
       const admission = await ctx.guards.admit({ method, tool });
       if (admission && !admission.allowed) {
@@ -216,13 +219,9 @@ export class JsonRpcGateway {
       }
     }
     const reply = await this.request(pool, message, ctx.timeoutMs);
-    let result = reply.result as { tools?: Array<{ name?: unknown }> } | undefined;
-    if (method === "tools/list" && ctx.guards.keepTool && Array.isArray(result?.tools)) {
-      result = {
-        ...result,
-        tools: result.tools.filter((t) => typeof t.name === "string" && ctx.guards.keepTool!(t.name)),
-      };
-    }
+    const result = ctx.guards.keepTool
+      ? filterListResult(method, reply.result, ctx.guards.keepTool)
+      : reply.result;
     return "error" in reply ? { jsonrpc: "2.0", id, error: reply.error } : { jsonrpc: "2.0", id, result };
   }
 

@@ -12,6 +12,7 @@ import {
   SUPPORTED_PROTOCOL_VERSIONS,
 } from "@mcpgw/protocol";
 import type { ServerEntry } from "@mcpgw/snapshot";
+import { filterListResult, isFilteredList, policyTarget } from "../policy-targets.ts";
 import type { UpstreamPools } from "../upstream/pools.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
 import { decodeSessionId, encodeSessionId } from "./session-id.ts";
@@ -236,9 +237,9 @@ export async function proxyStreamableHttp(
     }
     if (hooks.authorizeTool) {
       for (const m of messages) {
-        if (m.method !== "tools/call") continue;
-        const tool = (m.params as { name?: unknown } | undefined)?.name;
-        const decision = hooks.authorizeTool(typeof tool === "string" ? tool : "");
+        const target = policyTarget(m.method, m.params as Record<string, unknown> | undefined);
+        if (target === undefined) continue;
+        const decision = hooks.authorizeTool(target);
         if (!decision.allowed) {
           // A JSON-RPC error the client's SDK surfaces as such: denied by policy, not "unknown tool".
           const body = JSON.stringify(
@@ -251,10 +252,11 @@ export async function proxyStreamableHttp(
             "content-length": Buffer.byteLength(body),
           });
           res.end(body);
-          return { status: 403, method: "tools/call", error: "denied by policy" };
+          return { status: 403, method: m.method, error: "denied by policy" };
         }
       }
     }
+
     // 2026-07-28: the routing headers must agree with the body they describe.
     const headerMethod = header(req.headers, MCP_HEADERS.method);
     if (version === STATELESS_PROTOCOL_VERSION && headerMethod !== undefined && headerMethod !== rpcMethod) {
@@ -426,8 +428,8 @@ export async function proxyStreamableHttp(
     session = { event: "end", id: clientSessionId };
   if (limitHeaders) Object.assign(out, limitHeaders);
   const isStream = out["content-type"]?.startsWith("text/event-stream") ?? false;
-  if (hooks.keepTool && rpcMethod === "tools/list" && status === 200) {
-    return relayFilteredToolsList(upstream.body, res, status, out, isStream, rpcId, hooks.keepTool);
+  if (hooks.keepTool && isFilteredList(rpcMethod) && status === 200) {
+    return relayFilteredList(upstream.body, res, status, out, isStream, rpcId, rpcMethod!, hooks.keepTool);
   }
   if (isStream) out["x-accel-buffering"] = "no";
   res.writeHead(status, out);
@@ -468,14 +470,15 @@ function relayBody(body: Readable, res: ServerResponse): Promise<string | undefi
  * Reads one tools/list response whole (JSON or SSE), drops the tools policy hides from this
  * caller, and writes it on. Only this method pays for buffering; everything else streams.
  */
-async function relayFilteredToolsList(
+async function relayFilteredList(
   body: AsyncIterable<Buffer> & { destroy(): void },
   res: ServerResponse,
   status: number,
   headers: Record<string, string>,
   isStream: boolean,
   rpcId: JsonRpcId,
-  keepTool: (tool: string) => boolean,
+  method: string,
+  keepTool: (target: string) => boolean,
 ): Promise<ProxyOutcome> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -490,20 +493,14 @@ async function relayFilteredToolsList(
         JsonRpcErrorCode.UpstreamUnavailable,
         "upstream tools/list response too large to filter",
       );
-      return { status: 502, method: "tools/list", error: "tools/list too large" };
+      return { status: 502, method, error: "list too large to filter" };
     }
     chunks.push(chunk);
   }
   const filter = (message: unknown): unknown => {
-    const m = message as { id?: unknown; result?: { tools?: Array<{ name?: unknown }> } };
-    if (m?.id !== rpcId || !Array.isArray(m.result?.tools)) return message;
-    return {
-      ...m,
-      result: {
-        ...m.result,
-        tools: m.result.tools.filter((t) => typeof t.name === "string" && keepTool(t.name)),
-      },
-    };
+    const m = message as { id?: unknown; result?: unknown };
+    if (m?.id !== rpcId || m.result === undefined) return message;
+    return { ...m, result: filterListResult(method, m.result, keepTool) };
   };
   const text = Buffer.concat(chunks, size).toString("utf8");
   let out: string;
@@ -534,5 +531,5 @@ async function relayFilteredToolsList(
   }
   res.writeHead(status, { ...headers, "content-length": String(Buffer.byteLength(out)) });
   res.end(out);
-  return { status, method: "tools/list" };
+  return { status, method };
 }
