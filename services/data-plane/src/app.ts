@@ -6,6 +6,7 @@ import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { allowsEveryTool, evaluatePolicy, type PolicyRequest } from "@mcpgw/policy";
 import { JsonRpcErrorCode, STATELESS_PROTOCOL_VERSION } from "@mcpgw/protocol";
 import type { SessionEvent } from "@mcpgw/queue";
+import type { OrgSnapshot } from "@mcpgw/snapshot";
 import { Counter, Histogram, type Logger, type Registry, SpanStatusCode, tracer } from "@mcpgw/telemetry";
 import { CredentialError, type UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Hono } from "hono";
@@ -16,11 +17,12 @@ import { AuthError, type Principal } from "./auth/principal.ts";
 import type { DataPlaneEnv } from "./env.ts";
 import { clientIp } from "./rate-limit/client-ip.ts";
 import type { RateLimits } from "./rate-limit/rate-limits.ts";
+import type { SessionQuota } from "./session-quota.ts";
 import type { RoutedServer, SnapshotStore } from "./snapshot/store.ts";
 import { sendJsonRpcError } from "./transports/http-errors.ts";
 import type { JsonRpcGateway } from "./transports/json-rpc.ts";
 import { type MessageSessions, type SessionContext, serverContext } from "./transports/message-sessions.ts";
-import { type ProxyHooks, proxyStreamableHttp } from "./transports/streamable-http.ts";
+import { type ProxyHooks, proxyStreamableHttp, type SessionGate } from "./transports/streamable-http.ts";
 import { type ConnectDeps, connectUpstream } from "./upstream/connect.ts";
 import type { UpstreamPools } from "./upstream/pools.ts";
 
@@ -47,6 +49,8 @@ export interface DataPlaneDeps {
   aggregateMemberTimeoutMs: number;
   /** Session starts and ends, for the worker's session records. */
   report: (event: Omit<SessionEvent, "at" | "replica">) => void;
+  /** Concurrent sessions per org (the plan's `max_sessions`), across replicas. */
+  quota: SessionQuota;
 }
 
 const metadataPath = (serverId?: string) =>
@@ -210,6 +214,19 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     return { ok: true, ctx: serverContext(routed, principal, hooks, deps.connect), hooks, routed };
   }
 
+  /** The org's `max_sessions` quota, for one request. */
+  function sessionGate(org: OrgSnapshot): SessionGate {
+    const orgId = org.org_id;
+    const limit = org.org.max_sessions;
+    return {
+      limit,
+      reserve: () => deps.quota.reserve(orgId, limit),
+      settle: (ticket, sessionId) => deps.quota.settle(orgId, ticket, sessionId),
+      touch: (sessionId) => deps.quota.touch(orgId, sessionId),
+      end: (sessionId) => deps.quota.end(orgId, sessionId),
+    };
+  }
+
   /** Tool policy and rate limits for one server, as hooks for the relays. */
   function guardsFor(
     req: IncomingMessage,
@@ -221,6 +238,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     const hooks: ProxyHooks = {
       admit: ({ method, tool }) =>
         deps.rateLimits.check({ ip: clientIp(req, deps.trustedProxies), principal, routed, method, tool }),
+      sessions: sessionGate(org),
     };
     if (!allowsEveryTool(org.policies, org.org.policy_default, base)) {
       hooks.authorizeTool = (tool) => {
@@ -321,7 +339,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     const ctx: SessionContext = {
       target: `ns:${namespace.id}`,
       principal,
-      guards: {},
+      guards: { sessions: sessionGate(org) },
       open: async (sessionId) => {
         const aggregate = new NamespaceUpstream({
           namespace,

@@ -12,6 +12,7 @@ import { answerOperatorRequest, mountOperatorRoutes } from "./operators.ts";
 import { trustedProxies } from "./rate-limit/client-ip.ts";
 import { RateLimits } from "./rate-limit/rate-limits.ts";
 import { ReplicaDirectory } from "./replicas.ts";
+import { SessionQuota } from "./session-quota.ts";
 import { SnapshotStore } from "./snapshot/store.ts";
 import { JsonRpcGateway } from "./transports/json-rpc.ts";
 import { MessageSessions } from "./transports/message-sessions.ts";
@@ -151,6 +152,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const dataPlane = createDataPlaneApp({
     connect: connectDeps,
     report: usage.session,
+    quota: new SessionQuota(redis, `${o.redisPrefix ?? "mcpgw"}`, sessionIdle, o.logger),
     aggregateMemberTimeoutMs: o.aggregateMemberTimeoutMs ?? 5_000,
     sessions,
     rpc,

@@ -17,6 +17,14 @@ import { StdioProcess, StdioUnavailable } from "../upstream/stdio-processes.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
 import type { ProxyHooks } from "./streamable-http.ts";
 
+/** The org already has as many sessions as its plan allows. */
+export class SessionQuotaExceeded extends Error {
+  override name = "SessionQuotaExceeded";
+  constructor(limit: number) {
+    super(`the organization's plan allows at most ${limit} concurrent MCP sessions`);
+  }
+}
+
 export type ClientTransportKind = "streamable_http" | "sse" | "websocket";
 
 /** What a message-level session is bound to. */
@@ -24,7 +32,7 @@ export interface SessionContext {
   /** What the session serves: a server id, or `ns:<namespace id>` for an aggregate. */
   target: string;
   principal: Principal;
-  guards: Pick<ProxyHooks, "authorizeTool" | "keepTool" | "admit">;
+  guards: Pick<ProxyHooks, "authorizeTool" | "keepTool" | "admit" | "sessions">;
   /** Opens the session's upstream (a server's, or a namespace aggregate). */
   open: (sessionId: string) => Promise<Transport>;
   /** Budget for one upstream answer. */
@@ -142,7 +150,17 @@ export class MessageSessions {
   }
 
   private async open(id: string, kind: ClientTransportKind, ctx: SessionContext, sink: ClientSink) {
-    const upstream = await ctx.open(id);
+    const gate = ctx.guards.sessions;
+    const ticket = gate ? await gate.reserve() : undefined;
+    if (gate && ticket === undefined) throw new SessionQuotaExceeded(gate.limit);
+    let upstream: Transport;
+    try {
+      upstream = await ctx.open(id);
+    } catch (err) {
+      if (ticket !== undefined) gate?.settle(ticket, undefined);
+      throw err;
+    }
+    if (ticket !== undefined) gate?.settle(ticket, id);
     const record = (event: "start" | "end") =>
       this.o.report?.({
         event,
@@ -170,6 +188,7 @@ export class MessageSessions {
     this.sessions.set(id, session);
     bridge.onclose = () => {
       this.sessions.delete(id);
+      gate?.end(id);
       record("end");
       void session.http?.close().catch(() => {});
       void session.sse?.close().catch(() => {});
@@ -183,10 +202,15 @@ export class MessageSessions {
     const s = this.sessions.get(id);
     if (!s || s.serverId !== ctx.target || s.principalId !== ctx.principal.id) return undefined;
     s.lastSeen = Date.now();
+    ctx.guards.sessions?.touch(id);
     return s;
   }
 
   private fail(res: ServerResponse, err: unknown) {
+    if (err instanceof SessionQuotaExceeded) {
+      sendJsonRpcError(res, 429, null, JsonRpcErrorCode.RateLimited, err.message, { "retry-after": "60" });
+      return;
+    }
     if (err instanceof StdioUnavailable) {
       sendJsonRpcError(
         res,
@@ -342,10 +366,12 @@ export class MessageSessions {
         },
       });
     } catch (err) {
-      ws.close(
-        1011,
-        err instanceof StdioUnavailable ? err.message.slice(0, 120) : "upstream MCP server is unavailable",
-      );
+      if (err instanceof SessionQuotaExceeded) ws.close(1008, err.message.slice(0, 120));
+      else
+        ws.close(
+          1011,
+          err instanceof StdioUnavailable ? err.message.slice(0, 120) : "upstream MCP server is unavailable",
+        );
       return;
     }
     session.ws = ws;

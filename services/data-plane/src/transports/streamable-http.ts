@@ -47,6 +47,17 @@ export interface ProxyHooks {
   admit?:
     | ((rpc: { method?: string | undefined; tool?: string | undefined }) => Promise<Admission | undefined>)
     | undefined;
+  /** The plan's `max_sessions`: new sessions need a place; used ones keep theirs. */
+  sessions?: SessionGate | undefined;
+}
+
+/** The org's concurrent-session quota, as seen by one request. */
+export interface SessionGate {
+  limit: number;
+  reserve(): Promise<string | undefined>;
+  settle(ticket: string, sessionId: string | undefined): void;
+  touch(sessionId: string): void;
+  end(sessionId: string): void;
 }
 
 export interface Admission {
@@ -302,11 +313,35 @@ export async function proxyStreamableHttp(
     limitHeaders = admission?.headers;
   }
 
+  let ticket: string | undefined;
+  if (
+    hooks.sessions &&
+    method === "POST" &&
+    rpcMethod === "initialize" &&
+    header(req.headers, MCP_HEADERS.sessionId) === undefined
+  ) {
+    ticket = await hooks.sessions.reserve();
+    if (ticket === undefined) {
+      sendJsonRpcError(
+        res,
+        429,
+        rpcId,
+        JsonRpcErrorCode.RateLimited,
+        `the organization's plan allows at most ${hooks.sessions.limit} concurrent MCP sessions`,
+        {
+          "retry-after": "60",
+        },
+      );
+      return { status: 429, method: rpcMethod, error: "session quota" };
+    }
+  }
+
   // Sessions: the gateway's id routes to the endpoint that holds the upstream session.
   const clientSessionId = header(req.headers, MCP_HEADERS.sessionId);
   let endpointIndex: number;
   let upstreamSessionId: string | undefined;
   if (clientSessionId !== undefined) {
+    hooks.sessions?.touch(clientSessionId);
     const route = decodeSessionId(clientSessionId);
     if (!route || route.endpoint >= server.endpoints.length) {
       // MCP §session-management: an unknown session is a 404, so the client re-initializes.
@@ -366,6 +401,7 @@ export async function proxyStreamableHttp(
   }
 
   if (!upstream) {
+    if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
     if (res.destroyed) return { status: 499, method: rpcMethod, error: "client closed" };
     const code = (lastError as { code?: string }).code ?? "";
     if (code === "UND_ERR_HEADERS_TIMEOUT") {
@@ -390,6 +426,7 @@ export async function proxyStreamableHttp(
 
   const status = upstream.statusCode;
   if (status === 401 || status === 403) {
+    if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
     // The upstream's challenge is about the gateway's credentials, not the client's.
     await upstream.body.dump().catch(() => {});
     sendJsonRpcError(
@@ -424,8 +461,12 @@ export async function proxyStreamableHttp(
       };
     }
   }
-  if (method === "DELETE" && clientSessionId !== undefined && status >= 200 && status < 300)
+  if (method === "DELETE" && clientSessionId !== undefined && status >= 200 && status < 300) {
     session = { event: "end", id: clientSessionId };
+    hooks.sessions?.end(clientSessionId);
+  }
+  if (ticket !== undefined)
+    hooks.sessions?.settle(ticket, session?.event === "start" ? session.id : undefined);
   if (limitHeaders) Object.assign(out, limitHeaders);
   const isStream = out["content-type"]?.startsWith("text/event-stream") ?? false;
   if (hooks.keepTool && isFilteredList(rpcMethod) && status === 200) {
