@@ -1,6 +1,5 @@
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
-import { verbContext } from "../auth/middleware.ts";
-import type { AppEnv, ControlPlaneDeps } from "../env.ts";
+import { z } from "@hono/zod-openapi";
+import type { ControlPlaneDeps } from "../env.ts";
 import {
   createIdentityProvider,
   deleteIdentityProvider,
@@ -8,7 +7,8 @@ import {
   listIdentityProviders,
   updateIdentityProvider,
 } from "../verbs/identity-providers.ts";
-import { DisplayName, errorResponses, IdParam, json, jsonBody, listResponse, PageQuery } from "./schemas.ts";
+import { crudRoutes } from "./crud.ts";
+import { DisplayName } from "./schemas.ts";
 import { RoleEnum } from "./users.ts";
 
 const IdentityProvider = z
@@ -49,70 +49,17 @@ const tags = ["Identity providers"];
 
 /** `/api/v1/identity-providers`: OIDC issuers whose tokens data planes accept for this org. */
 export function identityProviderRoutes(deps: ControlPlaneDeps) {
-  const app = new OpenAPIHono<AppEnv>();
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/",
-      tags,
-      request: { query: PageQuery },
-      responses: { 200: listResponse(IdentityProvider), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(await listIdentityProviders({ ctx: verbContext(c, deps), page: c.req.valid("query") }), 200),
-  );
-  app.openapi(
-    createRoute({
-      method: "post",
-      path: "/",
-      tags,
-      request: { body: jsonBody(IdentityProviderInput) },
-      responses: { 201: json(IdentityProvider, "Created"), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(await createIdentityProvider({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 201),
-  );
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 200: json(IdentityProvider), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(await getIdentityProvider({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
-  );
-  app.openapi(
-    createRoute({
-      method: "patch",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam, body: jsonBody(IdentityProviderInput.partial()) },
-      responses: { 200: json(IdentityProvider), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(
-        await updateIdentityProvider({
-          ctx: verbContext(c, deps),
-          id: c.req.valid("param").id,
-          patch: c.req.valid("json"),
-        }),
-        200,
-      ),
-  );
-  app.openapi(
-    createRoute({
-      method: "delete",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 204: { description: "Deleted" }, ...errorResponses },
-    }),
-    async (c) => {
-      await deleteIdentityProvider({ ctx: verbContext(c, deps), id: c.req.valid("param").id });
-      return c.body(null, 204);
+  return crudRoutes(deps, {
+    tags,
+    item: IdentityProvider,
+    input: IdentityProviderInput,
+    patch: IdentityProviderInput.partial(),
+    verbs: {
+      list: (ctx, page) => listIdentityProviders({ ctx, page }),
+      create: (ctx, input) => createIdentityProvider({ ctx, input }),
+      get: (ctx, id) => getIdentityProvider({ ctx, id }),
+      update: (ctx, id, patch) => updateIdentityProvider({ ctx, id, patch }),
+      remove: (ctx, id) => deleteIdentityProvider({ ctx, id }),
     },
-  );
-  return app;
+  });
 }

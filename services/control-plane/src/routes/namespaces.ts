@@ -1,6 +1,6 @@
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import { verbContext } from "../auth/middleware.ts";
-import type { AppEnv, ControlPlaneDeps } from "../env.ts";
+import type { ControlPlaneDeps } from "../env.ts";
 import {
   createNamespace,
   deleteNamespace,
@@ -10,7 +10,8 @@ import {
 } from "../verbs/namespaces.ts";
 import { listServers } from "../verbs/servers.ts";
 import { listNamespaceSessions } from "../verbs/sessions.ts";
-import { DisplayName, errorResponses, IdParam, json, jsonBody, PageQuery, Slug } from "./schemas.ts";
+import { crudRoutes } from "./crud.ts";
+import { DisplayName, errorResponses, IdParam, json, PageQuery, Slug } from "./schemas.ts";
 
 const Namespace = z
   .object({
@@ -47,77 +48,19 @@ const tags = ["Namespaces"];
 
 /** `/api/v1/namespaces`: org-scoped namespace CRUD. */
 export function namespaceRoutes(deps: ControlPlaneDeps) {
-  const app = new OpenAPIHono<AppEnv>();
-
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/",
-      tags,
-      request: { query: PageQuery },
-      responses: {
-        200: json(z.object({ items: z.array(Namespace), next_cursor: z.string().nullable() })),
-        ...errorResponses,
-      },
-    }),
-    async (c) => c.json(await listNamespaces({ ctx: verbContext(c, deps), page: c.req.valid("query") }), 200),
-  );
-
-  app.openapi(
-    createRoute({
-      method: "post",
-      path: "/",
-      tags,
-      request: { body: jsonBody(NamespaceInput) },
-      responses: { 201: json(Namespace, "Created"), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(await createNamespace({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 201),
-  );
-
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 200: json(Namespace), ...errorResponses },
-    }),
-    async (c) => c.json(await getNamespace({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
-  );
-
-  app.openapi(
-    createRoute({
-      method: "patch",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam, body: jsonBody(NamespaceInput.partial()) },
-      responses: { 200: json(Namespace), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(
-        await updateNamespace({
-          ctx: verbContext(c, deps),
-          id: c.req.valid("param").id,
-          input: c.req.valid("json"),
-        }),
-        200,
-      ),
-  );
-
-  app.openapi(
-    createRoute({
-      method: "delete",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 204: { description: "Deleted" }, ...errorResponses },
-    }),
-    async (c) => {
-      await deleteNamespace({ ctx: verbContext(c, deps), id: c.req.valid("param").id });
-      return c.body(null, 204);
+  const app = crudRoutes(deps, {
+    tags,
+    item: Namespace,
+    input: NamespaceInput,
+    patch: NamespaceInput.partial(),
+    verbs: {
+      list: (ctx, page) => listNamespaces({ ctx, page }),
+      create: (ctx, input) => createNamespace({ ctx, input }),
+      get: (ctx, id) => getNamespace({ ctx, id }),
+      update: (ctx, id, input) => updateNamespace({ ctx, id, input }),
+      remove: (ctx, id) => deleteNamespace({ ctx, id }),
     },
-  );
+  });
 
   app.openapi(
     createRoute({

@@ -1,6 +1,5 @@
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
-import { verbContext } from "../auth/middleware.ts";
-import type { AppEnv, ControlPlaneDeps } from "../env.ts";
+import { z } from "@hono/zod-openapi";
+import type { ControlPlaneDeps } from "../env.ts";
 import {
   createOrganization,
   deleteOrganization,
@@ -8,16 +7,8 @@ import {
   listOrganizations,
   updateOrganization,
 } from "../verbs/organizations.ts";
-import {
-  DisplayName,
-  errorResponses,
-  IdParam,
-  json,
-  jsonBody,
-  listResponse,
-  PageQuery,
-  Slug,
-} from "./schemas.ts";
+import { crudRoutes } from "./crud.ts";
+import { DisplayName, Slug } from "./schemas.ts";
 
 const Organization = z
   .object({
@@ -70,70 +61,17 @@ const tags = ["Organizations"];
 
 /** `/api/v1/organizations`: platform administrators manage tenants. */
 export function organizationRoutes(deps: ControlPlaneDeps) {
-  const app = new OpenAPIHono<AppEnv>();
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/",
-      tags,
-      request: { query: PageQuery },
-      responses: { 200: listResponse(Organization), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(await listOrganizations({ ctx: verbContext(c, deps), page: c.req.valid("query") }), 200),
-  );
-  app.openapi(
-    createRoute({
-      method: "post",
-      path: "/",
-      tags,
-      request: { body: jsonBody(OrganizationInput) },
-      responses: { 201: json(Organization, "Created"), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(await createOrganization({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 201),
-  );
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 200: json(Organization), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(await getOrganization({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
-  );
-  app.openapi(
-    createRoute({
-      method: "patch",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam, body: jsonBody(OrganizationPatch) },
-      responses: { 200: json(Organization), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(
-        await updateOrganization({
-          ctx: verbContext(c, deps),
-          id: c.req.valid("param").id,
-          patch: c.req.valid("json"),
-        }),
-        200,
-      ),
-  );
-  app.openapi(
-    createRoute({
-      method: "delete",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 204: { description: "Deleted" }, ...errorResponses },
-    }),
-    async (c) => {
-      await deleteOrganization({ ctx: verbContext(c, deps), id: c.req.valid("param").id });
-      return c.body(null, 204);
+  return crudRoutes(deps, {
+    tags,
+    item: Organization,
+    input: OrganizationInput,
+    patch: OrganizationPatch,
+    verbs: {
+      list: (ctx, page) => listOrganizations({ ctx, page }),
+      create: (ctx, input) => createOrganization({ ctx, input }),
+      get: (ctx, id) => getOrganization({ ctx, id }),
+      update: (ctx, id, patch) => updateOrganization({ ctx, id, patch }),
+      remove: (ctx, id) => deleteOrganization({ ctx, id }),
     },
-  );
-  return app;
+  });
 }

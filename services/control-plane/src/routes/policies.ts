@@ -1,6 +1,6 @@
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import { verbContext } from "../auth/middleware.ts";
-import type { AppEnv, ControlPlaneDeps } from "../env.ts";
+import type { ControlPlaneDeps } from "../env.ts";
 import {
   createPolicy,
   deletePolicy,
@@ -9,7 +9,8 @@ import {
   listPolicies,
   updatePolicy,
 } from "../verbs/policies.ts";
-import { DisplayName, errorResponses, IdParam, json, jsonBody, listResponse, PageQuery } from "./schemas.ts";
+import { crudRoutes } from "./crud.ts";
+import { DisplayName, errorResponses, json, jsonBody } from "./schemas.ts";
 
 const Pattern = z
   .string()
@@ -78,27 +79,19 @@ const tags = ["Policies"];
 
 /** `/api/v1/policies`: allow/deny rules (deny wins) and a dry-run evaluator. */
 export function policyRoutes(deps: ControlPlaneDeps) {
-  const app = new OpenAPIHono<AppEnv>();
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/",
-      tags,
-      request: { query: PageQuery },
-      responses: { 200: listResponse(Policy), ...errorResponses },
-    }),
-    async (c) => c.json(await listPolicies({ ctx: verbContext(c, deps), page: c.req.valid("query") }), 200),
-  );
-  app.openapi(
-    createRoute({
-      method: "post",
-      path: "/",
-      tags,
-      request: { body: jsonBody(PolicyInput) },
-      responses: { 201: json(Policy, "Created"), ...errorResponses },
-    }),
-    async (c) => c.json(await createPolicy({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 201),
-  );
+  const app = crudRoutes(deps, {
+    tags,
+    item: Policy,
+    input: PolicyInput,
+    patch: PolicyInput.partial(),
+    verbs: {
+      list: (ctx, page) => listPolicies({ ctx, page }),
+      create: (ctx, input) => createPolicy({ ctx, input }),
+      get: (ctx, id) => getPolicy({ ctx, id }),
+      update: (ctx, id, patch) => updatePolicy({ ctx, id, patch }),
+      remove: (ctx, id) => deletePolicy({ ctx, id }),
+    },
+  });
   app.openapi(
     createRoute({
       method: "post",
@@ -111,47 +104,6 @@ export function policyRoutes(deps: ControlPlaneDeps) {
     }),
     async (c) =>
       c.json(await evaluatePolicies({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 200),
-  );
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 200: json(Policy), ...errorResponses },
-    }),
-    async (c) => c.json(await getPolicy({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
-  );
-  app.openapi(
-    createRoute({
-      method: "patch",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam, body: jsonBody(PolicyInput.partial()) },
-      responses: { 200: json(Policy), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(
-        await updatePolicy({
-          ctx: verbContext(c, deps),
-          id: c.req.valid("param").id,
-          patch: c.req.valid("json"),
-        }),
-        200,
-      ),
-  );
-  app.openapi(
-    createRoute({
-      method: "delete",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 204: { description: "Deleted" }, ...errorResponses },
-    }),
-    async (c) => {
-      await deletePolicy({ ctx: verbContext(c, deps), id: c.req.valid("param").id });
-      return c.body(null, 204);
-    },
   );
   return app;
 }

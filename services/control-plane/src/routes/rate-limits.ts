@@ -1,6 +1,5 @@
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
-import { verbContext } from "../auth/middleware.ts";
-import type { AppEnv, ControlPlaneDeps } from "../env.ts";
+import { z } from "@hono/zod-openapi";
+import type { ControlPlaneDeps } from "../env.ts";
 import {
   createRateLimit,
   deleteRateLimit,
@@ -8,7 +7,8 @@ import {
   listRateLimits,
   updateRateLimit,
 } from "../verbs/rate-limits.ts";
-import { DisplayName, errorResponses, IdParam, json, jsonBody, listResponse, PageQuery } from "./schemas.ts";
+import { crudRoutes } from "./crud.ts";
+import { DisplayName } from "./schemas.ts";
 
 const Scope = z.enum(["ip", "user", "api_key", "org", "namespace", "server", "tool", "method"]);
 const Glob = z
@@ -85,74 +85,19 @@ const tags = ["Rate limits"];
 
 /** `/api/v1/rate-limits`: rules enforced by every data-plane replica against shared counters. */
 export function rateLimitRoutes(deps: ControlPlaneDeps) {
-  const app = new OpenAPIHono<AppEnv>();
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/",
-      tags,
-      request: { query: PageQuery },
-      responses: { 200: listResponse(RateLimit), ...errorResponses },
-    }),
-    async (c) => c.json(await listRateLimits({ ctx: verbContext(c, deps), page: c.req.valid("query") }), 200),
-  );
-  app.openapi(
-    createRoute({
-      method: "post",
-      path: "/",
-      tags,
-      request: { body: jsonBody(RateLimitInput) },
-      responses: { 201: json(RateLimit, "Created"), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(
-        await createRateLimit({
-          ctx: verbContext(c, deps),
-          input: c.req.valid("json") as Parameters<typeof createRateLimit>[0]["input"],
-        }),
-        201,
-      ),
-  );
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 200: json(RateLimit), ...errorResponses },
-    }),
-    async (c) => c.json(await getRateLimit({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
-  );
-  app.openapi(
-    createRoute({
-      method: "patch",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam, body: jsonBody(RateLimitInput.partial()) },
-      responses: { 200: json(RateLimit), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(
-        await updateRateLimit({
-          ctx: verbContext(c, deps),
-          id: c.req.valid("param").id,
-          patch: c.req.valid("json") as Parameters<typeof updateRateLimit>[0]["patch"],
-        }),
-        200,
-      ),
-  );
-  app.openapi(
-    createRoute({
-      method: "delete",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 204: { description: "Deleted" }, ...errorResponses },
-    }),
-    async (c) => {
-      await deleteRateLimit({ ctx: verbContext(c, deps), id: c.req.valid("param").id });
-      return c.body(null, 204);
+  return crudRoutes(deps, {
+    tags,
+    item: RateLimit,
+    input: RateLimitInput,
+    patch: RateLimitInput.partial(),
+    verbs: {
+      list: (ctx, page) => listRateLimits({ ctx, page }),
+      create: (ctx, input) =>
+        createRateLimit({ ctx, input: input as Parameters<typeof createRateLimit>[0]["input"] }),
+      get: (ctx, id) => getRateLimit({ ctx, id }),
+      update: (ctx, id, patch) =>
+        updateRateLimit({ ctx, id, patch: patch as Parameters<typeof updateRateLimit>[0]["patch"] }),
+      remove: (ctx, id) => deleteRateLimit({ ctx, id }),
     },
-  );
-  return app;
+  });
 }

@@ -1,8 +1,8 @@
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
-import { verbContext } from "../auth/middleware.ts";
-import type { AppEnv, ControlPlaneDeps } from "../env.ts";
+import { z } from "@hono/zod-openapi";
+import type { ControlPlaneDeps } from "../env.ts";
 import { createServer, deleteServer, getServer, listServers, updateServer } from "../verbs/servers.ts";
-import { DisplayName, errorResponses, IdParam, json, jsonBody, PageQuery } from "./schemas.ts";
+import { crudRoutes } from "./crud.ts";
+import { DisplayName, PageQuery } from "./schemas.ts";
 
 const Endpoint = z.strictObject({
   url: z.string().max(2048),
@@ -98,80 +98,21 @@ const tags = ["Servers"];
 
 /** `/api/v1/servers`: register, list, change, enable/disable and remove upstream MCP servers. */
 export function serverRoutes(deps: ControlPlaneDeps) {
-  const app = new OpenAPIHono<AppEnv>();
-
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/",
-      tags,
-      request: { query: PageQuery.extend({ namespace_id: z.uuid().optional() }) },
-      responses: {
-        200: json(z.object({ items: z.array(Server), next_cursor: z.string().nullable() })),
-        ...errorResponses,
-      },
-    }),
-    async (c) => {
-      const { namespace_id, ...page } = c.req.valid("query");
-      return c.json(await listServers({ ctx: verbContext(c, deps), page, namespaceId: namespace_id }), 200);
+  return crudRoutes(deps, {
+    tags,
+    item: Server,
+    input: ServerInput,
+    patch: ServerPatch,
+    listQuery: PageQuery.extend({ namespace_id: z.uuid().optional() }),
+    descriptions: {
+      update: 'Changes fields of a server; `{"enabled": false}` disables it on every data plane.',
     },
-  );
-
-  app.openapi(
-    createRoute({
-      method: "post",
-      path: "/",
-      tags,
-      request: { body: jsonBody(ServerInput) },
-      responses: { 201: json(Server, "Created"), ...errorResponses },
-    }),
-    async (c) => c.json(await createServer({ ctx: verbContext(c, deps), input: c.req.valid("json") }), 201),
-  );
-
-  app.openapi(
-    createRoute({
-      method: "get",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 200: json(Server), ...errorResponses },
-    }),
-    async (c) => c.json(await getServer({ ctx: verbContext(c, deps), id: c.req.valid("param").id }), 200),
-  );
-
-  app.openapi(
-    createRoute({
-      method: "patch",
-      path: "/{id}",
-      tags,
-      description: 'Changes fields of a server; `{"enabled": false}` disables it on every data plane.',
-      request: { params: IdParam, body: jsonBody(ServerPatch) },
-      responses: { 200: json(Server), ...errorResponses },
-    }),
-    async (c) =>
-      c.json(
-        await updateServer({
-          ctx: verbContext(c, deps),
-          id: c.req.valid("param").id,
-          patch: c.req.valid("json"),
-        }),
-        200,
-      ),
-  );
-
-  app.openapi(
-    createRoute({
-      method: "delete",
-      path: "/{id}",
-      tags,
-      request: { params: IdParam },
-      responses: { 204: { description: "Deleted" }, ...errorResponses },
-    }),
-    async (c) => {
-      await deleteServer({ ctx: verbContext(c, deps), id: c.req.valid("param").id });
-      return c.body(null, 204);
+    verbs: {
+      list: (ctx, { namespace_id, ...page }) => listServers({ ctx, page, namespaceId: namespace_id }),
+      create: (ctx, input) => createServer({ ctx, input }),
+      get: (ctx, id) => getServer({ ctx, id }),
+      update: (ctx, id, patch) => updateServer({ ctx, id, patch }),
+      remove: (ctx, id) => deleteServer({ ctx, id }),
     },
-  );
-
-  return app;
+  });
 }
