@@ -1,11 +1,10 @@
 import { schema } from "@mcpgw/db";
 import { and, eq } from "drizzle-orm";
-import { recordAudit } from "../audit.ts";
 import { authorize } from "../auth/permissions.ts";
 import type { VerbContext } from "../context.ts";
-import { assertChanges, conflict, notFound } from "../errors.ts";
-import { bumpOrgVersion } from "./config-version.ts";
-import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
+import { conflict } from "../errors.ts";
+import { orgResource } from "./org-resource.ts";
+import type { Page, PageRequest } from "./pagination.ts";
 
 type NamespaceRow = typeof schema.namespaces.$inferSelect;
 
@@ -47,35 +46,28 @@ export interface NamespaceInput {
   metadata?: Record<string, unknown> | undefined;
 }
 
-const inOrg = (ctx: VerbContext, id: string) =>
-  and(eq(schema.namespaces.id, id), eq(schema.namespaces.org_id, ctx.actor.org_id));
+const namespaces = orgResource({
+  table: schema.namespaces,
+  resource: "namespace",
+  label: "namespace",
+  read: "namespaces:read",
+  write: "namespaces:write",
+  toDto: toNamespaceDto,
+  inSnapshot: true,
+});
 
 /** Lists the namespaces of the actor's org. */
-export async function listNamespaces({
+export const listNamespaces = ({
   ctx,
   page,
 }: {
   ctx: VerbContext;
   page: PageRequest;
-}): Promise<Page<NamespaceDto>> {
-  authorize(ctx.actor, "namespaces:read");
-  const q = pageQuery(schema.namespaces, page);
-  const rows = await ctx.db
-    .select()
-    .from(schema.namespaces)
-    .where(and(eq(schema.namespaces.org_id, ctx.actor.org_id), q.where))
-    .orderBy(...q.orderBy)
-    .limit(q.limit);
-  return toPage(rows, page.limit, toNamespaceDto);
-}
+}): Promise<Page<NamespaceDto>> => namespaces.list(ctx, page);
 
 /** One namespace of the actor's org. */
-export async function getNamespace({ ctx, id }: { ctx: VerbContext; id: string }): Promise<NamespaceDto> {
-  authorize(ctx.actor, "namespaces:read");
-  const [row] = await ctx.db.select().from(schema.namespaces).where(inOrg(ctx, id));
-  if (!row) throw notFound("namespace");
-  return toNamespaceDto(row);
-}
+export const getNamespace = ({ ctx, id }: { ctx: VerbContext; id: string }): Promise<NamespaceDto> =>
+  namespaces.get(ctx, id);
 
 async function assertSlugFree(ctx: VerbContext, slug: string, exceptId?: string) {
   const [existing] = await ctx.db
@@ -95,22 +87,7 @@ export async function createNamespace({
 }): Promise<NamespaceDto> {
   authorize(ctx.actor, "namespaces:write");
   await assertSlugFree(ctx, input.slug);
-  const row = await ctx.db.transaction(async (tx) => {
-    const [created] = await tx
-      .insert(schema.namespaces)
-      .values({ ...input, org_id: ctx.actor.org_id })
-      .returning();
-    await recordAudit(tx, ctx, {
-      action: "namespace.create",
-      resource_type: "namespace",
-      resource_id: created!.id,
-      after: created,
-    });
-    await bumpOrgVersion(tx, ctx.actor.org_id);
-    return created!;
-  });
-  ctx.publisher.notify(ctx.actor.org_id);
-  return toNamespaceDto(row);
+  return namespaces.create(ctx, { ...input });
 }
 
 /** Updates a namespace's fields. */
@@ -124,39 +101,10 @@ export async function updateNamespace({
   input: Partial<NamespaceInput>;
 }): Promise<NamespaceDto> {
   authorize(ctx.actor, "namespaces:write");
-  assertChanges(input);
   if (input.slug) await assertSlugFree(ctx, input.slug, id);
-  const row = await ctx.db.transaction(async (tx) => {
-    const [before] = await tx.select().from(schema.namespaces).where(inOrg(ctx, id)).for("update");
-    if (!before) throw notFound("namespace");
-    const [after] = await tx.update(schema.namespaces).set(input).where(inOrg(ctx, id)).returning();
-    await recordAudit(tx, ctx, {
-      action: "namespace.update",
-      resource_type: "namespace",
-      resource_id: id,
-      before,
-      after,
-    });
-    await bumpOrgVersion(tx, ctx.actor.org_id);
-    return after!;
-  });
-  ctx.publisher.notify(ctx.actor.org_id);
-  return toNamespaceDto(row);
+  return namespaces.update(ctx, id, { ...input });
 }
 
 /** Deletes a namespace and, by cascade, its servers. */
-export async function deleteNamespace({ ctx, id }: { ctx: VerbContext; id: string }): Promise<void> {
-  authorize(ctx.actor, "namespaces:write");
-  await ctx.db.transaction(async (tx) => {
-    const [before] = await tx.delete(schema.namespaces).where(inOrg(ctx, id)).returning();
-    if (!before) throw notFound("namespace");
-    await recordAudit(tx, ctx, {
-      action: "namespace.delete",
-      resource_type: "namespace",
-      resource_id: id,
-      before,
-    });
-    await bumpOrgVersion(tx, ctx.actor.org_id);
-  });
-  ctx.publisher.notify(ctx.actor.org_id);
-}
+export const deleteNamespace = ({ ctx, id }: { ctx: VerbContext; id: string }): Promise<void> =>
+  namespaces.remove(ctx, id);

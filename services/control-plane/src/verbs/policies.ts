@@ -1,12 +1,11 @@
 import { schema } from "@mcpgw/db";
 import { evaluatePolicy, type PolicyDecision, type PolicyRule } from "@mcpgw/policy";
 import { and, eq } from "drizzle-orm";
-import { recordAudit } from "../audit.ts";
 import { authorize } from "../auth/permissions.ts";
 import type { VerbContext } from "../context.ts";
-import { assertChanges, conflict, notFound } from "../errors.ts";
-import { bumpOrgVersion } from "./config-version.ts";
-import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
+import { notFound } from "../errors.ts";
+import { orgResource } from "./org-resource.ts";
+import type { Page, PageRequest } from "./pagination.ts";
 
 type PolicyRow = typeof schema.policies.$inferSelect;
 
@@ -45,35 +44,28 @@ export interface PolicyInput {
   enabled?: boolean | undefined;
 }
 
-const inOrg = (ctx: VerbContext, id: string) =>
-  and(eq(schema.policies.id, id), eq(schema.policies.org_id, ctx.actor.org_id));
+const policies = orgResource({
+  table: schema.policies,
+  resource: "policy",
+  label: "policy",
+  read: "policies:read",
+  write: "policies:write",
+  toDto,
+  inSnapshot: true,
+});
 
 /** Lists the org's policy rules. */
-export async function listPolicies({
+export const listPolicies = ({
   ctx,
   page,
 }: {
   ctx: VerbContext;
   page: PageRequest;
-}): Promise<Page<PolicyDto>> {
-  authorize(ctx.actor, "policies:read");
-  const q = pageQuery(schema.policies, page);
-  const rows = await ctx.db
-    .select()
-    .from(schema.policies)
-    .where(and(eq(schema.policies.org_id, ctx.actor.org_id), q.where))
-    .orderBy(...q.orderBy)
-    .limit(q.limit);
-  return toPage(rows, page.limit, toDto);
-}
+}): Promise<Page<PolicyDto>> => policies.list(ctx, page);
 
 /** One policy rule. */
-export async function getPolicy({ ctx, id }: { ctx: VerbContext; id: string }): Promise<PolicyDto> {
-  authorize(ctx.actor, "policies:read");
-  const [row] = await ctx.db.select().from(schema.policies).where(inOrg(ctx, id));
-  if (!row) throw notFound("policy");
-  return toDto(row);
-}
+export const getPolicy = ({ ctx, id }: { ctx: VerbContext; id: string }): Promise<PolicyDto> =>
+  policies.get(ctx, id);
 
 /** Creates a policy rule. */
 export async function createPolicy({
@@ -84,27 +76,8 @@ export async function createPolicy({
   input: PolicyInput;
 }): Promise<PolicyDto> {
   authorize(ctx.actor, "policies:write");
-  const [dup] = await ctx.db
-    .select({ id: schema.policies.id })
-    .from(schema.policies)
-    .where(and(eq(schema.policies.org_id, ctx.actor.org_id), eq(schema.policies.name, input.name)));
-  if (dup) throw conflict(`a policy named '${input.name}' already exists`);
-  const row = await ctx.db.transaction(async (tx) => {
-    const [created] = await tx
-      .insert(schema.policies)
-      .values({ ...input, org_id: ctx.actor.org_id })
-      .returning();
-    await recordAudit(tx, ctx, {
-      action: "policy.create",
-      resource_type: "policy",
-      resource_id: created!.id,
-      after: created,
-    });
-    await bumpOrgVersion(tx, ctx.actor.org_id);
-    return created!;
-  });
-  ctx.publisher.notify(ctx.actor.org_id);
-  return toDto(row);
+  await policies.assertNameFree(ctx, input.name);
+  return policies.create(ctx, { ...input });
 }
 
 /** Changes a policy rule. */
@@ -117,37 +90,13 @@ export async function updatePolicy({
   id: string;
   patch: Partial<PolicyInput>;
 }): Promise<PolicyDto> {
-  authorize(ctx.actor, "policies:write");
-  assertChanges(patch);
-  const row = await ctx.db.transaction(async (tx) => {
-    const [before] = await tx.select().from(schema.policies).where(inOrg(ctx, id)).for("update");
-    if (!before) throw notFound("policy");
-    const [after] = await tx.update(schema.policies).set(patch).where(inOrg(ctx, id)).returning();
-    await recordAudit(tx, ctx, {
-      action: "policy.update",
-      resource_type: "policy",
-      resource_id: id,
-      before,
-      after,
-    });
-    await bumpOrgVersion(tx, ctx.actor.org_id);
-    return after!;
-  });
-  ctx.publisher.notify(ctx.actor.org_id);
-  return toDto(row);
+  if (patch.name) await policies.assertNameFree(ctx, patch.name, id);
+  return policies.update(ctx, id, { ...patch });
 }
 
 /** Deletes a policy rule. */
-export async function deletePolicy({ ctx, id }: { ctx: VerbContext; id: string }): Promise<void> {
-  authorize(ctx.actor, "policies:write");
-  await ctx.db.transaction(async (tx) => {
-    const [before] = await tx.delete(schema.policies).where(inOrg(ctx, id)).returning();
-    if (!before) throw notFound("policy");
-    await recordAudit(tx, ctx, { action: "policy.delete", resource_type: "policy", resource_id: id, before });
-    await bumpOrgVersion(tx, ctx.actor.org_id);
-  });
-  ctx.publisher.notify(ctx.actor.org_id);
-}
+export const deletePolicy = ({ ctx, id }: { ctx: VerbContext; id: string }): Promise<void> =>
+  policies.remove(ctx, id);
 
 export interface EvaluateInput {
   principal: {

@@ -1,11 +1,9 @@
 import { schema } from "@mcpgw/db";
-import { and, eq } from "drizzle-orm";
-import { recordAudit } from "../audit.ts";
 import { authorize } from "../auth/permissions.ts";
 import type { VerbContext } from "../context.ts";
-import { assertChanges, conflict, notFound, validation } from "../errors.ts";
-import { bumpOrgVersion } from "./config-version.ts";
-import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
+import { validation } from "../errors.ts";
+import { orgResource } from "./org-resource.ts";
+import type { Page, PageRequest } from "./pagination.ts";
 
 type RateLimitRow = typeof schema.rateLimits.$inferSelect;
 export type RateLimitScope = RateLimitRow["scope"];
@@ -52,35 +50,28 @@ function checkMatch(match: Record<string, string> | undefined) {
   }
 }
 
-const inOrg = (ctx: VerbContext, id: string) =>
-  and(eq(schema.rateLimits.id, id), eq(schema.rateLimits.org_id, ctx.actor.org_id));
+const rules = orgResource({
+  table: schema.rateLimits,
+  resource: "rate_limit",
+  label: "rate limit",
+  read: "rate_limits:read",
+  write: "rate_limits:write",
+  toDto,
+  inSnapshot: true,
+});
 
 /** Lists the org's rate-limit rules (plan defaults are not rows; see the org's plan). */
-export async function listRateLimits({
+export const listRateLimits = ({
   ctx,
   page,
 }: {
   ctx: VerbContext;
   page: PageRequest;
-}): Promise<Page<RateLimitDto>> {
-  authorize(ctx.actor, "rate_limits:read");
-  const q = pageQuery(schema.rateLimits, page);
-  const rows = await ctx.db
-    .select()
-    .from(schema.rateLimits)
-    .where(and(eq(schema.rateLimits.org_id, ctx.actor.org_id), q.where))
-    .orderBy(...q.orderBy)
-    .limit(q.limit);
-  return toPage(rows, page.limit, toDto);
-}
+}): Promise<Page<RateLimitDto>> => rules.list(ctx, page);
 
 /** One rule. */
-export async function getRateLimit({ ctx, id }: { ctx: VerbContext; id: string }): Promise<RateLimitDto> {
-  authorize(ctx.actor, "rate_limits:read");
-  const [row] = await ctx.db.select().from(schema.rateLimits).where(inOrg(ctx, id));
-  if (!row) throw notFound("rate limit");
-  return toDto(row);
-}
+export const getRateLimit = ({ ctx, id }: { ctx: VerbContext; id: string }): Promise<RateLimitDto> =>
+  rules.get(ctx, id);
 
 /** Creates a rule; data planes enforce it with the next snapshot. */
 export async function createRateLimit({
@@ -92,27 +83,8 @@ export async function createRateLimit({
 }): Promise<RateLimitDto> {
   authorize(ctx.actor, "rate_limits:write");
   checkMatch(input.match);
-  const [dup] = await ctx.db
-    .select({ id: schema.rateLimits.id })
-    .from(schema.rateLimits)
-    .where(and(eq(schema.rateLimits.org_id, ctx.actor.org_id), eq(schema.rateLimits.name, input.name)));
-  if (dup) throw conflict(`a rate limit named '${input.name}' already exists`);
-  const row = await ctx.db.transaction(async (tx) => {
-    const [created] = await tx
-      .insert(schema.rateLimits)
-      .values({ ...input, org_id: ctx.actor.org_id })
-      .returning();
-    await recordAudit(tx, ctx, {
-      action: "rate_limit.create",
-      resource_type: "rate_limit",
-      resource_id: created!.id,
-      after: created,
-    });
-    await bumpOrgVersion(tx, ctx.actor.org_id);
-    return created!;
-  });
-  ctx.publisher.notify(ctx.actor.org_id);
-  return toDto(row);
+  await rules.assertNameFree(ctx, input.name);
+  return rules.create(ctx, { ...input });
 }
 
 /** Changes a rule. */
@@ -125,40 +97,11 @@ export async function updateRateLimit({
   id: string;
   patch: Partial<RateLimitInput>;
 }): Promise<RateLimitDto> {
-  authorize(ctx.actor, "rate_limits:write");
-  assertChanges(patch);
   checkMatch(patch.match);
-  const row = await ctx.db.transaction(async (tx) => {
-    const [before] = await tx.select().from(schema.rateLimits).where(inOrg(ctx, id)).for("update");
-    if (!before) throw notFound("rate limit");
-    const [after] = await tx.update(schema.rateLimits).set(patch).where(inOrg(ctx, id)).returning();
-    await recordAudit(tx, ctx, {
-      action: "rate_limit.update",
-      resource_type: "rate_limit",
-      resource_id: id,
-      before,
-      after,
-    });
-    await bumpOrgVersion(tx, ctx.actor.org_id);
-    return after!;
-  });
-  ctx.publisher.notify(ctx.actor.org_id);
-  return toDto(row);
+  if (patch.name) await rules.assertNameFree(ctx, patch.name, id);
+  return rules.update(ctx, id, { ...patch });
 }
 
 /** Deletes a rule. */
-export async function deleteRateLimit({ ctx, id }: { ctx: VerbContext; id: string }): Promise<void> {
-  authorize(ctx.actor, "rate_limits:write");
-  await ctx.db.transaction(async (tx) => {
-    const [before] = await tx.delete(schema.rateLimits).where(inOrg(ctx, id)).returning();
-    if (!before) throw notFound("rate limit");
-    await recordAudit(tx, ctx, {
-      action: "rate_limit.delete",
-      resource_type: "rate_limit",
-      resource_id: id,
-      before,
-    });
-    await bumpOrgVersion(tx, ctx.actor.org_id);
-  });
-  ctx.publisher.notify(ctx.actor.org_id);
-}
+export const deleteRateLimit = ({ ctx, id }: { ctx: VerbContext; id: string }): Promise<void> =>
+  rules.remove(ctx, id);
