@@ -284,13 +284,14 @@ export class StdioProcessManager {
         { server: server.id, pid: proc.pid, code, signal, crashes: state.crashes, restart_in_ms: delay },
         "stdio server exited",
       );
-      setTimeout(() => this.refill(state), delay).unref();
+      // The timer is the backoff: when it fires, refill regardless of clock jitter around notBefore.
+      setTimeout(() => this.refill(state, true), delay).unref();
     });
     return proc;
   }
 
-  private refill(state: ServerState) {
-    if (this.stopping || Date.now() < state.notBefore) return;
+  private refill(state: ServerState, backoffElapsed = false) {
+    if (this.stopping || (!backoffElapsed && Date.now() < state.notBefore)) return;
     while (state.warm.length < this.o.poolSize && this.live.size < this.o.maxProcesses) {
       try {
         state.warm.push(this.spawn(state));
