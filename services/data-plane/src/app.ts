@@ -407,6 +407,21 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
           res.end(body);
           return;
         }
+        case "conflicts": {
+          req.resume();
+          const aggregate = (await r.ctx.open(`inspect-${Date.now()}`)) as NamespaceUpstream;
+          try {
+            const body = JSON.stringify({ namespace: slug, ...(await aggregate.inspect()) });
+            res.writeHead(200, {
+              "content-type": "application/json",
+              "content-length": Buffer.byteLength(body),
+            });
+            res.end(body);
+          } finally {
+            await aggregate.close();
+          }
+          return;
+        }
       }
     } catch (err) {
       deps.logger.error({ err, namespace: slug }, "data-plane request failed");
@@ -678,7 +693,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
 const SERVER_MCP_PATH = /^\/servers\/([^/?#]+)\/mcp(?:\?|$)/;
 /** `/ns/{slug}/<transport>` and, for the caller's default namespace, `/<transport>`. */
 const NAMESPACE_PATH =
-  /^(?:\/ns\/([^/?#]+))?\/(mcp|sse|message|rpc|rpc\/batch|rpc\/introspection|ws)(?:\?(.*))?$/;
+  /^(?:\/ns\/([^/?#]+))?\/(mcp|sse|message|rpc|rpc\/batch|rpc\/introspection|ws|conflicts)(?:\?(.*))?$/;
 const SERVER_TRANSPORT_PATH = /^\/servers\/([^/?#]+)\/(sse|message|rpc|rpc\/introspection|ws)(?:\?(.*))?$/;
 
 function decodeId(raw: string): string {

@@ -128,6 +128,19 @@ describe("namespace endpoints aggregate every server of a namespace", () => {
       { type: "text", text: "3" },
     ]);
     await client.close();
+    // The names hidden by the conflict are reported.
+    const report = await fetch(`${stack.dataPlanes[0]!.url}/ns/flat/conflicts`, {
+      headers: { authorization: `Bearer ${api.token}` },
+    });
+    const body = (await report.json()) as {
+      conflicts: Array<{ kind: string; name: string; servers: string[] }>;
+    };
+    expect(body.conflicts).toContainEqual({
+      kind: "tools",
+      name: "echo",
+      servers: expect.arrayContaining(["alpha", "beta"]),
+    });
+    expect(body.conflicts.every((c) => c.servers.length === 2)).toBe(true);
   });
 
   it("serves the caller's default namespace at /mcp for a key scoped to it, and JSON-RPC at /ns/{slug}/rpc", async () => {

@@ -337,6 +337,11 @@ export class NamespaceUpstream implements Transport {
   }
 
   private async initialize(id: RequestId, params: Record<string, unknown>) {
+    this.reply(id, { result: await this.initializeMembers(params) });
+  }
+
+  /** Initializes every member; the merged result is the aggregate's own. */
+  private async initializeMembers(params: Record<string, unknown>) {
     const answers = await Promise.all(this.children.map((c) => this.ask(c, "initialize", params)));
     let protocolVersion = String(params.protocolVersion ?? "2025-11-25");
     const caps: Record<string, unknown> = {};
@@ -360,14 +365,31 @@ export class NamespaceUpstream implements Transport {
       if (result.capabilities?.logging) caps.logging = {};
       if (result.capabilities?.completions) caps.completions = {};
     });
-    this.reply(id, {
-      result: {
-        protocolVersion,
-        capabilities: caps,
-        serverInfo: { name: `mcpgw/${this.o.namespace.slug}`, version: "1.0.0" },
-        instructions: `Tools, prompts and resources of the servers in namespace '${this.o.namespace.name}'.`,
-      },
+    return {
+      protocolVersion,
+      capabilities: caps,
+      serverInfo: { name: `mcpgw/${this.o.namespace.slug}`, version: "1.0.0" },
+      instructions: `Tools, prompts and resources of the servers in namespace '${this.o.namespace.name}'.`,
+    };
+  }
+
+  /**
+   * For the namespace's operators: which names more than one member offers (unprefixed
+   * namespaces keep the first and hide the others) and which members could not be reached.
+   */
+  async inspect(): Promise<{
+    conflicts: NamespaceUpstream["conflicts"];
+    unavailable: Array<{ server: string; reason: string }>;
+  }> {
+    await this.initializeMembers({
+      protocolVersion: "2025-11-25",
+      capabilities: {},
+      clientInfo: { name: "mcpgw-inspect", version: "1.0.0" },
     });
+    await this.notify({ jsonrpc: "2.0", method: "notifications/initialized" });
+    await this.list("tools", "tools/list", "tools");
+    await this.list("prompts", "prompts/list", "prompts");
+    return { conflicts: this.conflicts, unavailable: this.unavailable() };
   }
 
   /** Fans a list out to every member (all pages), merges under qualified names. */
@@ -414,13 +436,16 @@ export class NamespaceUpstream implements Transport {
       }
     });
     if (!this.prefixed) {
-      this.conflicts = [...seen]
-        .filter(([, s]) => s.length > 1)
-        .map(([key, servers]) => ({
-          kind: key.split(":")[0]!,
-          name: key.slice(key.indexOf(":") + 1),
-          servers,
-        }));
+      this.conflicts = [
+        ...this.conflicts.filter((c) => c.kind !== cap),
+        ...[...seen]
+          .filter(([, s]) => s.length > 1)
+          .map(([key, servers]) => ({
+            kind: key.split(":")[0]!,
+            name: key.slice(key.indexOf(":") + 1),
+            servers,
+          })),
+      ];
     }
     return merged;
   }
