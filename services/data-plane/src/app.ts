@@ -10,6 +10,7 @@ import type { OrgSnapshot } from "@mcpgw/snapshot";
 import { Counter, Histogram, type Logger, type Registry, SpanStatusCode, tracer } from "@mcpgw/telemetry";
 import { CredentialError, type UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Hono } from "hono";
+import { LRUCache } from "lru-cache";
 import { WebSocketServer } from "ws";
 import { type Member, NamespaceUpstream } from "./aggregate/namespace-upstream.ts";
 import { Authenticator, bearerIssuer } from "./auth/authenticator.ts";
@@ -213,6 +214,9 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     const hooks = guardsFor(req, principal, routed, base);
     return { ok: true, ctx: serverContext(routed, principal, hooks, deps.connect), hooks, routed };
   }
+
+  /** Streamable-HTTP upstreams that refused a stateless request: translated from then on (for a while). */
+  const sessionBasedUpstreams = new LRUCache<string, true>({ max: 10_000, ttl: 10 * 60_000 });
 
   /** The org's `max_sessions` quota, for one request. */
   function sessionGate(org: OrgSnapshot): SessionGate {
@@ -510,6 +514,23 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
           code: JsonRpcErrorCode.UpstreamUnavailable,
           message: "the gateway cannot authenticate to this upstream",
         });
+      }
+      // Stateless (2026-07-28) clients of an upstream known to speak a session-based revision
+      // are translated right away; otherwise the upstream is asked first and a refusal translated.
+      const stateless =
+        req.headers["mcp-protocol-version"] === STATELESS_PROTOCOL_VERSION &&
+        req.method === "POST" &&
+        !req.headers["mcp-session-id"];
+      if (stateless && sessionBasedUpstreams.get(server.id)) {
+        await deps.rpc.handleStateless(req, res, r.ctx);
+        requests.inc({ server: server.id, status: String(res.statusCode) });
+        return;
+      }
+      if (stateless) {
+        r.hooks.translateStateless = (body, out) => {
+          sessionBasedUpstreams.set(server.id, true);
+          return deps.rpc.respond(body, out, r.ctx, true);
+        };
       }
       const outcome = await proxyStreamableHttp(
         req,

@@ -243,7 +243,7 @@ describe("every client transport × every upstream transport, against server-eve
     30_000,
   );
 
-  it.each(["stdio", "sse"] as const)(
+  it.each(["stdio", "sse", "streamable_http"] as const)(
     "translates a stateless 2026-07-28 client for a session-based %s upstream",
     async (upstream) => {
       const post = async (method: string, params: Record<string, unknown>, id: number) => {
@@ -282,6 +282,9 @@ describe("every client transport × every upstream transport, against server-eve
       const sum = await post("tools/call", { name: "get-sum", arguments: { a: 4, b: 5 } }, 2);
       expect(sum.result?.resultType).toBe("complete");
       expect(JSON.stringify(sum.result)).toContain("9");
+      // Again (for Streamable HTTP upstreams the gateway now knows to translate straight away).
+      const again = await post("tools/call", { name: "get-sum", arguments: { a: 1, b: 1 } }, 3);
+      expect(JSON.stringify(again.result)).toContain("2");
     },
   );
 

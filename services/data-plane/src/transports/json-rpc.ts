@@ -326,6 +326,11 @@ export class JsonRpcGateway {
       );
       return;
     }
+    await this.respond(body, res, ctx, stateless);
+  }
+
+  /** Answers an already-parsed body (one message or a batch) with JSON. */
+  async respond(body: unknown, res: ServerResponse, ctx: SessionContext, stateless = false): Promise<void> {
     const batch = Array.isArray(body);
     const messages = batch ? (body as unknown[]) : [body];
     if (messages.length === 0) {

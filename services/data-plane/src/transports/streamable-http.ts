@@ -21,6 +21,8 @@ export interface ProxyOutcome {
   status: number;
   method: string | undefined;
   error?: string;
+  /** Answered by translating a stateless request for a session-based upstream. */
+  translated?: boolean;
   /** A session the upstream opened (initialize) or that the client ended (DELETE). */
   session?: {
     event: "start" | "end";
@@ -49,6 +51,11 @@ export interface ProxyHooks {
     | undefined;
   /** The plan's `max_sessions`: new sessions need a place; used ones keep theirs. */
   sessions?: SessionGate | undefined;
+  /**
+   * A stateless (2026-07-28) request the upstream refused because it speaks a session-based
+   * revision: answer it by translation instead (the gateway keeps a session on the client's behalf).
+   */
+  translateStateless?: ((body: unknown, res: ServerResponse) => Promise<void>) | undefined;
 }
 
 /** The org's concurrent-session quota, as seen by one request. */
@@ -182,6 +189,7 @@ export async function proxyStreamableHttp(
   let rpcMethod: string | undefined;
   let rpcId: JsonRpcId = null;
   let toolName: string | undefined;
+  let parsedBody: unknown;
   let initializeParams: { protocolVersion?: string; clientInfo?: Record<string, unknown> } | undefined;
   if (method === "POST") {
     const contentType = header(req.headers, "content-type") ?? "";
@@ -217,6 +225,7 @@ export async function proxyStreamableHttp(
     let parsed: unknown;
     try {
       parsed = JSON.parse(body.toString("utf8"));
+      parsedBody = parsed;
     } catch {
       sendJsonRpcError(
         res,
@@ -425,6 +434,18 @@ export async function proxyStreamableHttp(
   }
 
   const status = upstream.statusCode;
+  if (
+    hooks.translateStateless &&
+    version === STATELESS_PROTOCOL_VERSION &&
+    method === "POST" &&
+    clientSessionId === undefined &&
+    (status === 400 || status === 404) &&
+    parsedBody !== undefined
+  ) {
+    await upstream.body.dump().catch(() => {});
+    await hooks.translateStateless(parsedBody, res);
+    return { status: res.statusCode, method: rpcMethod, translated: true };
+  }
   if (status === 401 || status === 403) {
     if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
     // The upstream's challenge is about the gateway's credentials, not the client's.
