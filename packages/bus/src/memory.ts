@@ -68,7 +68,7 @@ export class MemoryBus implements Bus {
     };
   }
 
-  async gather(subject: string, request: unknown, waitMs: number): Promise<unknown[]> {
+  async gather(subject: string, request: unknown, waitMs: number, _expected?: number): Promise<unknown[]> {
     const handlers = [...(this.handlers.get(subject) ?? [])];
     // Same contract as NATS: answers that do not arrive in time are left out.
     const answers = await Promise.all(

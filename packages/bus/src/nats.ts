@@ -114,13 +114,16 @@ export class NatsBus implements Bus {
     };
   }
 
-  async gather(subject: string, request: unknown, waitMs: number): Promise<unknown[]> {
+  async gather(subject: string, request: unknown, waitMs: number, expected?: number): Promise<unknown[]> {
     const answers: unknown[] = [];
     try {
-      const replies = await this.nc.requestMany(subject, JSON.stringify(request), {
-        strategy: "timer",
-        maxWait: waitMs,
-      });
+      const replies = await this.nc.requestMany(
+        subject,
+        JSON.stringify(request),
+        expected
+          ? { strategy: "count", maxMessages: expected, maxWait: waitMs }
+          : { strategy: "timer", maxWait: waitMs },
+      );
       for await (const reply of replies) {
         try {
           answers.push(reply.json());

@@ -29,8 +29,11 @@ export interface Bus {
   bucket(name: string): Promise<KvBucket>;
   /** Answers requests on `subject`; every process serving it answers each request. */
   serve(subject: string, handler: (request: unknown) => Promise<unknown>): Promise<() => Promise<void>>;
-  /** Sends a request to every process serving `subject`; the answers that arrive within `waitMs`. */
-  gather(subject: string, request: unknown, waitMs: number): Promise<unknown[]>;
+  /**
+   * Sends a request to every process serving `subject`; the answers that arrive within `waitMs`
+   * (or as soon as `expected` answers are in).
+   */
+  gather(subject: string, request: unknown, waitMs: number, expected?: number): Promise<unknown[]>;
   close(): Promise<void>;
 }
 

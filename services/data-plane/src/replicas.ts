@@ -51,6 +51,14 @@ export class ReplicaDirectory {
     this.timer.unref();
   }
 
+  /** Replicas with a recent heartbeat, this one included. */
+  liveCount(): number {
+    let n = 1;
+    for (const [id, r] of this.replicas)
+      if (id !== this.replicaId && Date.now() - r.seen < HEARTBEAT_MS * 3) n++;
+    return n;
+  }
+
   /** The internal URL of a live replica other than this one. */
   urlOf(replicaId: string): string | undefined {
     if (replicaId === this.replicaId) return undefined;

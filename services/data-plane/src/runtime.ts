@@ -188,8 +188,11 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     stdio,
     authenticator,
     logger: o.logger,
+    // Every live replica answers; waiting longer only helps replicas not yet announced.
     gather: async (request) =>
-      connectedBus ? connectedBus.gather(opsSubject, request, 500) : [await answer(request)],
+      connectedBus
+        ? connectedBus.gather(opsSubject, request, 500, replicas.liveCount())
+        : [await answer(request)],
   });
 
   let stopWatch: (() => Promise<void>) | undefined;

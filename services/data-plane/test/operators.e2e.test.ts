@@ -126,6 +126,42 @@ describe("operator endpoints, answered by every replica and scoped to the caller
     ).toBe(404);
   });
 
+  it("drops a WebSocket client that stops reading instead of buffering for it without bound", async () => {
+    const slow = new WebSocket(
+      `${stack.dataPlanes[1]!.url.replace(/^http/, "ws")}/servers/${serverId}/ws`,
+      "mcp",
+      {
+        headers: { authorization: `Bearer ${api.token}` },
+      },
+    );
+    await new Promise((resolve, reject) => {
+      slow.once("open", resolve);
+      slow.once("error", reject);
+    });
+    const closed = new Promise<number>((resolve) => slow.once("close", (code) => resolve(code)));
+    // The client stops reading its socket.
+    (slow as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+    const rss = () =>
+      Number(
+        /VmRSS:\s+(\d+)/.exec(
+          require("node:fs").readFileSync(`/proc/${stack.dataPlanes[1]!.proc.child.pid}/status`, "utf8"),
+        )?.[1] ?? 0,
+      );
+    const before = rss();
+    const data = "x".repeat(256 * 1024);
+    for (let i = 0; i < 80; i++) {
+      await op(0, "POST", "/ws/broadcast", api.token, {
+        message: { jsonrpc: "2.0", method: "notifications/message", params: { level: "info", data } },
+      });
+    }
+    // 20 MiB were sent to a client that reads nothing: the replica kept at most its backlog limit.
+    expect(rss() - before).toBeLessThan(64 * 1024);
+    (slow as unknown as { _socket: { resume(): void } })._socket.resume();
+    expect([1013, 1006]).toContain(await closed);
+    const status = await op(0, "GET", "/ws/status", api.token);
+    expect(status.body.connections).toBe(1);
+  }, 60_000);
+
   it("lists, restarts and stops stdio processes across replicas, and never another org's", async () => {
     const list = await op(0, "GET", "/stdio/process", api.token);
     const processes = (

@@ -140,7 +140,7 @@ export class MessageSessions {
       try {
         if (s.http) await s.http.send(message);
         else if (s.sse) await s.sse.send(message);
-        else if (s.ws) s.ws.send(JSON.stringify(message));
+        else if (s.ws) sendBounded(s.ws, message);
         sent++;
       } catch {
         // a client that went away
@@ -361,9 +361,7 @@ export class MessageSessions {
     ws.on("error", () => session?.bridge.close());
     try {
       session = await this.open(id, "websocket", ctx, {
-        send: async (m) => {
-          if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(m));
-        },
+        send: async (m) => sendBounded(ws, m),
       });
     } catch (err) {
       if (err instanceof SessionQuotaExceeded) ws.close(1008, err.message.slice(0, 120));
@@ -397,6 +395,24 @@ export class MessageSessions {
     clearInterval(this.reaper);
     for (const s of this.sessions.values()) s.bridge.close();
   }
+}
+
+/** Most bytes queued for one WebSocket client before it counts as too slow and is dropped. */
+const MAX_WS_BACKLOG = 8 * 1024 * 1024;
+
+/**
+ * Sends to a WebSocket client without letting a slow reader grow this process's memory: past
+ * MAX_WS_BACKLOG unsent bytes the connection is closed (1013, try again later) and its session ends.
+ */
+function sendBounded(ws: WebSocket, message: JSONRPCMessage): void {
+  if (ws.readyState !== ws.OPEN) return;
+  if (ws.bufferedAmount > MAX_WS_BACKLOG) {
+    ws.close(1013, "client too slow: too many unread messages");
+    // A peer that does not read will not read the close frame either.
+    setTimeout(() => ws.terminate(), 1000).unref();
+    return;
+  }
+  ws.send(JSON.stringify(message));
 }
 
 function isJsonRpc(m: unknown): boolean {
