@@ -9,7 +9,10 @@
  *   gw-rl1  user JWT, a server with one rate-limit rule (huge limit, nothing is rejected)
  *   gw-rl3  user JWT, a server with three rules (scopes server, user, method)
  *
- *   pnpm bench
+ *   pnpm bench                      this suite ("gateway")
+ *   BENCH_SUITE=stdio pnpm bench    the stdio suite of stdio.ts only (stdio upstream through the
+ *                                   gateway vs supergateway vs mcp-proxy; memory per idle session)
+ *   BENCH_SUITE=all pnpm bench      both, one after the other (~5-6 min)
  *
  * Environment: BENCH_DURATION_S (measured seconds per phase, 5), BENCH_WARMUP_S (warm-up
  * before each phase, 0.5), BENCH_ROUNDS (rounds of every target per load level, 4),
@@ -20,35 +23,54 @@
  * profiles, their summaries and the figures of that run go to results/profiles/<time>/, not to
  * results/latest.json).
  */
-import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 import autocannon from "autocannon";
-import {
-  type ManagedProcess,
-  startProcess,
-  startTsService,
-  waitForReady,
-} from "../packages/testing/src/processes.ts";
+import { type ManagedProcess, startProcess, waitForReady } from "../packages/testing/src/processes.ts";
 import { type Stack, startStack } from "../packages/testing/src/stack.ts";
+import {
+  envNumber,
+  gitRevision,
+  machineBusyMs,
+  mcpHeaders,
+  median,
+  metricSum,
+  openSession,
+  PROTOCOL_VERSION,
+  percentile,
+  percentileOf,
+  post,
+  processCpuMs,
+  repoRoot,
+  resultsDir,
+  round1,
+  round2,
+  round3,
+  selfCpuMs,
+  startBenchUpstream,
+  table,
+  waitForQuiet,
+} from "./common.ts";
 import { formatSummary, summarizeProfileFile } from "./profile-summary.ts";
+import { runStdioSuite, stdioSuiteTimeoutS, stopStdioSuite } from "./stdio.ts";
 
-const benchDir = fileURLToPath(new URL(".", import.meta.url));
-const repoRoot = join(benchDir, "..");
-const resultsDir = join(benchDir, "results");
-
-function envNumber(name: string, fallback: number, allowZero = false): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < 0 || (n === 0 && !allowZero))
-    throw new Error(`${name} must be a positive number, got ${JSON.stringify(raw)}`);
-  return n;
-}
+/**
+ * Which suites run: `gateway` (the default: this file's gateway-overhead suite), `stdio`
+ * (`stdio.ts`: stdio upstream through the gateway vs supergateway vs mcp-proxy, and memory per
+ * idle session), or `all` (both, one after the other).
+ */
+const SUITE = (() => {
+  const v = process.env.BENCH_SUITE || "gateway";
+  if (v !== "gateway" && v !== "stdio" && v !== "all")
+    throw new Error(`BENCH_SUITE must be gateway, stdio or all, got ${JSON.stringify(v)}`);
+  return v;
+})();
+const RUN_GATEWAY = SUITE !== "stdio";
+const RUN_STDIO = SUITE !== "gateway";
 
 const DURATION_S = envNumber("BENCH_DURATION_S", 5);
 const WARMUP_S = envNumber("BENCH_WARMUP_S", 0.5);
@@ -81,7 +103,12 @@ const ORDER: TargetName[] = ["direct", "gw-key", "gw-jwt", "gw-rl1", "gw-rl3"];
 const PHASES = LEVELS.length * ROUNDS * ORDER.length;
 const TIMEOUT_S = envNumber(
   "BENCH_TIMEOUT_S",
-  120 + RETRY_BUDGET_S * 1.5 + ORDER.length * (INITIAL_WARMUP_S + 2) + PHASES * (DURATION_S + WARMUP_S + 2),
+  (RUN_GATEWAY
+    ? 120 +
+      RETRY_BUDGET_S * 1.5 +
+      ORDER.length * (INITIAL_WARMUP_S + 2) +
+      PHASES * (DURATION_S + WARMUP_S + 2)
+    : 0) + (RUN_STDIO ? stdioSuiteTimeoutS() : 0),
 );
 
 /** What is compared: `b` relative to `a` (throughput b/a, latency b − a). */
@@ -98,7 +125,6 @@ const PAIRS: Array<{ id: string; b: TargetName; a: TargetName; what: string }> =
 /** The design goal at moderate load (the first level), for the JWT variant without rules. */
 const GOAL = { throughputRatio: 0.9, p50DeltaMs: 0.25 };
 
-const PROTOCOL_VERSION = "2025-11-25";
 /** Every request gets its own JSON-RPC id: concurrent calls share one session. */
 let nextId = 0;
 const callBody = () =>
@@ -140,46 +166,6 @@ interface PhaseResult {
   latencies: number[];
   /** CPU milliseconds spent by each process during the phase. */
   cpuMs: CpuSample;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Process CPU accounting (Linux /proc; undefined elsewhere).
-
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-function processCpuMs(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
-  } catch {
-    return undefined;
-  }
-}
-
-function machineBusyMs(): number | undefined {
-  try {
-    const line = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "";
-    const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
-    return (
-      (((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) * 1000) /
-      CLK_TCK
-    );
-  } catch {
-    return undefined;
-  }
-}
-
-function selfCpuMs(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
 }
 
 /** The pid of the local `redis-server` listening on the port of `url`, if it runs here. */
@@ -260,75 +246,6 @@ async function ruleCounters(
     redis.disconnect();
   }
   return out;
-}
-
-/** Sum of a Prometheus metric's samples in the data plane's /metrics (0 when absent). */
-async function metricSum(dpUrl: string, name: string): Promise<number> {
-  const res = await fetch(`${dpUrl}/metrics`, { signal: AbortSignal.timeout(5000) });
-  if (!res.ok) throw new Error(`${dpUrl}/metrics: HTTP ${res.status}`);
-  let sum = 0;
-  for (const line of (await res.text()).split("\n")) {
-    const m = /^(\w+)(?:\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (m && m[1] === name) sum += Number(m[2]) || 0;
-  }
-  return sum;
-}
-
-// ---------------------------------------------------------------------------------------------
-// MCP session setup with plain fetch.
-
-function mcpHeaders(extra: Record<string, string>): Record<string, string> {
-  return {
-    "content-type": "application/json",
-    accept: "application/json, text/event-stream",
-    "mcp-protocol-version": PROTOCOL_VERSION,
-    ...extra,
-  };
-}
-
-async function post(url: string, headers: Record<string, string>, body: unknown) {
-  const res = await fetch(url, {
-    method: "POST",
-    headers,
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(5000),
-  });
-  return {
-    status: res.status,
-    sessionId: res.headers.get("mcp-session-id"),
-    rateLimitPolicy: res.headers.get("ratelimit-policy"),
-    text: await res.text(),
-  };
-}
-
-/** Initializes a session (retrying while the gateway has not yet received the server or key). */
-async function openSession(url: string, extra: Record<string, string>, waitMs: number): Promise<string> {
-  const deadline = Date.now() + waitMs;
-  let last = "";
-  while (true) {
-    const init = await post(url, mcpHeaders(extra), {
-      jsonrpc: "2.0",
-      id: 1,
-      method: "initialize",
-      params: {
-        protocolVersion: PROTOCOL_VERSION,
-        capabilities: {},
-        clientInfo: { name: "mcpgw-bench", version: "1" },
-      },
-    }).catch((err: unknown) => ({ status: 0, sessionId: null, text: String(err) }));
-    if (init.status === 200 && init.sessionId) {
-      const ack = await post(url, mcpHeaders({ ...extra, "mcp-session-id": init.sessionId }), {
-        jsonrpc: "2.0",
-        method: "notifications/initialized",
-      });
-      if (ack.status !== 202)
-        throw new Error(`notifications/initialized at ${url}: HTTP ${ack.status} ${ack.text.slice(0, 300)}`);
-      return init.sessionId;
-    }
-    last = `HTTP ${init.status} ${init.text.slice(0, 300)}`;
-    if (Date.now() > deadline) throw new Error(`initialize at ${url} failed: ${last}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /**
@@ -439,12 +356,6 @@ function runLoad(
 // ---------------------------------------------------------------------------------------------
 // Statistics and output.
 
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[idx]!;
-}
-
 interface Aggregate {
   target: TargetName;
   connections: number;
@@ -533,23 +444,8 @@ function aggregate(phases: PhaseResult[]): Aggregate {
   };
 }
 
-const round1 = (n: number) => Math.round(n * 10) / 10;
-const round2 = (n: number) => Math.round(n * 100) / 100;
-const round3 = (n: number) => Math.round(n * 1000) / 1000;
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows
-    .map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  "))
-    .join("\n");
-}
-
 function errorCount(a: Aggregate): number {
   return a.non2xx + a.errors + a.mismatches;
-}
-
-function percentileOf(values: number[], p: number): number {
-  return percentile(Float64Array.from(values).sort(), p);
 }
 
 /** Cores kept busy during a phase by processes other than the measured ones. */
@@ -563,26 +459,7 @@ function isNoisy(r: PhaseResult): boolean {
   return (otherCores(r) ?? 0) > NOISY_CORES;
 }
 
-function median(values: number[]): number {
-  const v = [...values].sort((a, b) => a - b);
-  if (v.length === 0) return Number.NaN;
-  const mid = Math.floor(v.length / 2);
-  return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
-}
-
 const rate = (p: PhaseResult) => p.ok / p.durationS;
-
-/** Waits (at most `maxMs`) until other processes keep fewer than NOISY_CORES busy; our processes are idle then. */
-async function waitForQuiet(maxMs: number): Promise<void> {
-  const deadline = Date.now() + maxMs;
-  while (Date.now() < deadline) {
-    const before = machineBusyMs();
-    await new Promise((r) => setTimeout(r, 500));
-    const after = machineBusyMs();
-    if (before === undefined || after === undefined) return;
-    if ((after - before) / 500 < NOISY_CORES) return;
-  }
-}
 
 /** `b` relative to `a` at one load level: pooled figures, and per round (phases of one round ran close together). */
 function compare(
@@ -645,12 +522,21 @@ function compare(
 
 let stack: Stack | undefined;
 let upstreamProc: ManagedProcess | undefined;
+let gatewayStopping: Promise<void> | undefined;
 let cleaning: Promise<void> | undefined;
+
+/** Stops the gateway suite's processes (once; also between the suites of `BENCH_SUITE=all`). */
+function stopGatewaySuite(): Promise<void> {
+  gatewayStopping ??= (async () => {
+    const results = await Promise.allSettled([stack?.stop(), upstreamProc?.stop()]);
+    for (const r of results) if (r.status === "rejected") console.error("cleanup:", r.reason);
+  })();
+  return gatewayStopping;
+}
 
 function cleanup(): Promise<void> {
   cleaning ??= (async () => {
-    const results = await Promise.allSettled([stack?.stop(), upstreamProc?.stop()]);
-    for (const r of results) if (r.status === "rejected") console.error("cleanup:", r.reason);
+    await Promise.allSettled([stopGatewaySuite(), stopStdioSuite()]);
   })();
   return cleaning;
 }
@@ -673,39 +559,10 @@ const watchdog = setTimeout(
 );
 watchdog.unref();
 
-async function startUpstream(): Promise<{ url: string; pid: number | undefined }> {
-  const proc = startTsService("bench/upstream.ts", { BENCH_UPSTREAM_PORT: "0" });
-  upstreamProc = proc;
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    if (proc.child.exitCode !== null)
-      throw new Error(`upstream exited (${proc.child.exitCode}):\n${proc.output()}`);
-    const line = proc
-      .output()
-      .split("\n")
-      .find((l) => l.startsWith('{"url"'));
-    if (line) return { url: (JSON.parse(line) as { url: string }).url, pid: proc.child.pid };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`upstream did not start:\n${proc.output()}`);
-}
-
-function gitRevision(): string {
-  try {
-    const rev = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
-    const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], {
-      encoding: "utf8",
-    }).trim();
-    return dirty ? `${rev} (with uncommitted changes)` : rev;
-  } catch {
-    return "unknown";
-  }
-}
-
 const RATE_LIMITED_METRIC = "mcpgw_dp_rate_limited_total";
 const STORE_FALLBACK_METRIC = "mcpgw_dp_rate_limit_store_errors_total";
 
-async function main(): Promise<number> {
+async function gatewaySuite(): Promise<number> {
   const startedAt = new Date();
   console.log(
     `mcpgw bench: levels ${LEVELS.join(",")} connections, ${ROUNDS} round(s) of ${ORDER.join(", ")} each, ` +
@@ -713,7 +570,12 @@ async function main(): Promise<number> {
   );
   const profileDir = join(resultsDir, "profiles", startedAt.toISOString().replace(/[:.]/g, "-"));
 
-  const [up, s] = await Promise.all([startUpstream(), startStack({ replicas: 1 })]);
+  const [up, s] = await Promise.all([
+    startBenchUpstream((proc) => {
+      upstreamProc = proc;
+    }),
+    startStack({ replicas: 1 }),
+  ]);
   stack = s;
   const dp = s.dataPlanes[0]!;
   const redisUrl = s.env.REDIS_URL;
@@ -890,7 +752,7 @@ async function main(): Promise<number> {
           // A discarded phase had no failed request (else it is kept, and fails the run).
           discarded.push(r);
           const started = Date.now();
-          await waitForQuiet(5000);
+          await waitForQuiet(5000, NOISY_CORES);
           retryBudgetMs -= Date.now() - started + (WARMUP_S + DURATION_S) * 1000;
         }
       }
@@ -1121,7 +983,7 @@ async function main(): Promise<number> {
   console.log(`\nresults written to ${out}`);
 
   if (PROFILE) {
-    await cleanup(); // the data plane writes its profile when it exits
+    await stopGatewaySuite(); // the data plane writes its profile when it exits
     const files = (await readdir(profileDir).catch(() => [])).filter((f) => f.endsWith(".cpuprofile"));
     for (const f of files) {
       const summary = await summarizeProfileFile(join(profileDir, f), 25, loadStartUs);
@@ -1133,6 +995,17 @@ async function main(): Promise<number> {
     if (files.length === 0) console.log(`no .cpuprofile written to ${profileDir}`);
   }
   return valid ? 0 : 1;
+}
+
+async function main(): Promise<number> {
+  let code = 0;
+  if (RUN_GATEWAY) {
+    code = Math.max(code, await gatewaySuite());
+    // Not measured alongside: the stdio suite starts a stack of its own on a quiet machine.
+    if (RUN_STDIO) await stopGatewaySuite();
+  }
+  if (RUN_STDIO) code = Math.max(code, await runStdioSuite());
+  return code;
 }
 
 let code = 1;

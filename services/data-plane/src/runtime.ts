@@ -22,13 +22,13 @@ import { UsageReporter } from "./usage-reporter.ts";
 
 /**
  * The rate limiter's Redis connection: commands fail fast while Redis is down (no offline
- * queue, short timeout) so the in-memory insurance answers instead of requests waiting, and
- * concurrent commands share round trips (auto-pipelining).
+ * queue, short timeout) so the in-memory insurance answers instead of requests waiting.
  */
 function connectRateLimitRedis(url: string, logger: Logger): Redis {
   const redis = new Redis(url, {
     enableOfflineQueue: false,
-    enableAutoPipelining: true,
+    // Not auto-pipelining: with scripts and MULTI on the same connection it crashed the process
+    // inside ioredis ("results[i] is not iterable"). Concurrent checks still share the connection.
     commandTimeout: 200,
     maxRetriesPerRequest: 0,
     retryStrategy: () => 500,

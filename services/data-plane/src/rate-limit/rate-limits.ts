@@ -102,8 +102,8 @@ const shape = (r: RateLimitEntry) => `${r.limit}/${r.window_s}/${r.burst ?? 0}/$
 
 /**
  * Enforces an org's rate-limit rules with rate-limiter-flexible on Redis, shared by every
- * replica. All rules that apply are checked (concurrently; ioredis auto-pipelining sends them in
- * one round trip) and the most restrictive answer wins. When Redis is unreachable each rule
+ * replica. All rules that apply are checked concurrently (their commands are in flight together
+ * on one connection) and the most restrictive answer wins. When Redis is unreachable each rule
  * falls back to an in-memory insurance limiter enforcing this replica's share; keys already over
  * their limit are blocked in memory so a flood does not reach Redis at all.
  */
