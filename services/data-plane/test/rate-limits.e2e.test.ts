@@ -240,6 +240,29 @@ describe("rate limits shared by two replicas on Redis", () => {
     expect(viaProxy).toEqual([200, 200, 429, 200]);
   });
 
+  it("stays up under concurrent sessions and calls checked against several rules at once", async () => {
+    const s = await serverWithSession("concurrent");
+    await rule({ name: "c1", scope: "server", match: { server_id: s.id }, limit: 1_000_000, window_s: 60 });
+    await rule({ name: "c2", scope: "user", match: { server_id: s.id }, limit: 1_000_000, window_s: 60 });
+    await rule({ name: "c3", scope: "method", match: { server_id: s.id }, limit: 1_000_000, window_s: 60 });
+    // New sessions (quota scripts and transactions) and calls (limiter scripts) at the same time.
+    const inits = Array.from({ length: 40 }, (_, i) =>
+      post(i % 2, s.id, {
+        jsonrpc: "2.0",
+        id: i,
+        method: "initialize",
+        params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "c", version: "1" } },
+      }),
+    );
+    const calls = Array.from({ length: 120 }, (_, i) => call(i % 2, s, "echo", { text: `c${i}` }));
+    const statuses = (await Promise.all([...inits, ...calls])).map((r) => r.status);
+    expect(statuses.filter((st) => st !== 200)).toEqual([]);
+    for (const dp of stack.dataPlanes) {
+      expect(dp.proc.child.exitCode).toBeNull();
+      expect((await fetch(`${dp.url}/health`)).status).toBe(200);
+    }
+  }, 60_000);
+
   it("keeps serving under per-replica insurance limits while Redis is down, and resumes shared limits when it is back", async () => {
     const s = await serverWithSession("outage");
     await rule({
