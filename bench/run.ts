@@ -9,10 +9,10 @@
  *   gw-rl1  user JWT, a server with one rate-limit rule (huge limit, nothing is rejected)
  *   gw-rl3  user JWT, a server with three rules (scopes server, user, method)
  *
- *   pnpm bench                      this suite ("gateway")
+ *   BENCH_SUITE=gateway pnpm bench  this suite only
  *   BENCH_SUITE=stdio pnpm bench    the stdio suite of stdio.ts only (stdio upstream through the
  *                                   gateway vs supergateway vs mcp-proxy; memory per idle session)
- *   BENCH_SUITE=all pnpm bench      both, one after the other (~5-6 min)
+ *   BENCH_SUITE=all pnpm bench      both, one after the other (~7 min; the default)
  *
  * Environment: BENCH_DURATION_S (measured seconds per phase, 5), BENCH_WARMUP_S (warm-up
  * before each phase, 0.5), BENCH_ROUNDS (rounds of every target per load level, 4),
@@ -64,7 +64,7 @@ import { runStdioSuite, stdioSuiteTimeoutS, stopStdioSuite } from "./stdio.ts";
  * idle session), or `all` (both, one after the other).
  */
 const SUITE = (() => {
-  const v = process.env.BENCH_SUITE || "gateway";
+  const v = process.env.BENCH_SUITE || "all";
   if (v !== "gateway" && v !== "stdio" && v !== "all")
     throw new Error(`BENCH_SUITE must be gateway, stdio or all, got ${JSON.stringify(v)}`);
   return v;
