@@ -44,20 +44,24 @@ export class Authenticator {
     if (!token) throw new AuthError("missing credentials: send Authorization: Bearer <token> or X-API-Key");
     if (token.startsWith(API_KEY_PREFIX)) return this.apiKey(token);
 
+    // A control-plane token seen before is in the verifier's cache: no need to read its issuer.
+    const known = this.controlPlane.cached(token);
+    if (known) return this.checkA2a(known);
     const issuer = peekIssuer(token);
     if (issuer === undefined) throw new AuthError("invalid token");
-    if (issuer === this.controlPlane.controlPlaneIssuer) {
-      const principal = await this.controlPlane.verify(token);
-      if (principal.a2a_key_id) {
-        // An a2a token dies with the key it was exchanged for.
-        const key = this.store.current.apiKeysById.get(principal.a2a_key_id);
-        if (!key) throw new AuthError("the API key behind this token was revoked");
-      }
-      return principal;
-    }
+    if (issuer === this.controlPlane.controlPlaneIssuer)
+      return this.checkA2a(await this.controlPlane.verify(token));
     const provider = org?.identity_providers.find((p) => p.issuer === issuer);
     if (!org || !provider) throw new AuthError("token issuer is not trusted");
     return this.external.verify(token, org.org_id, provider);
+  }
+
+  /** An a2a token dies with the key it was exchanged for. */
+  private checkA2a(principal: Principal): Principal {
+    if (principal.a2a_key_id && !this.store.current.apiKeysById.get(principal.a2a_key_id)) {
+      throw new AuthError("the API key behind this token was revoked");
+    }
+    return principal;
   }
 
   private apiKey(secret: string): Principal {

@@ -520,11 +520,29 @@ function relayBody(body: Readable, res: ServerResponse): Promise<string | undefi
       res.destroy();
       resolve(err.message);
     });
+    // Chunks arriving in one tick (typically a whole small response and its end) leave in one
+    // write: corked until the next tick. Backpressure as with pipe: pause until the client drains.
+    let corked = false;
+    const uncork = () => {
+      corked = false;
+      res.uncork();
+    };
+    body.on("data", (chunk: Buffer) => {
+      if (!corked) {
+        corked = true;
+        res.cork();
+        process.nextTick(uncork);
+      }
+      if (!res.write(chunk)) {
+        body.pause();
+        res.once("drain", () => body.resume());
+      }
+    });
     body.once("end", () => {
       res.off("close", onClientClose);
+      res.end();
       resolve(undefined);
     });
-    body.pipe(res);
   });
 }
 
