@@ -188,6 +188,86 @@ describe("gateway end to end: control plane → NATS → two data-plane replicas
     await client.close();
   });
 
+  it("resumes a broken SSE stream with Last-Event-ID through the other replica", async () => {
+    const list = await api.call<{ items: Array<{ id: string; name: string }> }>(
+      "GET",
+      `/api/v1/servers?namespace_id=${namespaceId}`,
+    );
+    const everythingId = list.body.items.find((s) => s.name === "everything")!.id;
+    const [dp0, dp1] = stack.dataPlanes;
+    const base = {
+      authorization: `Bearer ${api.token}`,
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      "mcp-protocol-version": "2025-11-25",
+    };
+    const init = await fetch(`${dp0!.url}/servers/${everythingId}/mcp`, {
+      method: "POST",
+      headers: base,
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "initialize",
+        params: {
+          protocolVersion: "2025-11-25",
+          capabilities: {},
+          clientInfo: { name: "resume", version: "1" },
+        },
+      }),
+    });
+    const session = init.headers.get("mcp-session-id")!;
+    await init.text();
+    await fetch(`${dp0!.url}/servers/${everythingId}/mcp`, {
+      method: "POST",
+      headers: { ...base, "mcp-session-id": session },
+      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+    });
+    // A long call whose stream breaks after its first event.
+    const abort = new AbortController();
+    const call = await fetch(`${dp0!.url}/servers/${everythingId}/mcp`, {
+      method: "POST",
+      headers: { ...base, "mcp-session-id": session },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 2,
+        method: "tools/call",
+        params: {
+          name: "trigger-long-running-operation",
+          arguments: { duration: 1, steps: 4 },
+          _meta: { progressToken: "t" },
+        },
+      }),
+      signal: abort.signal,
+    });
+    const reader = call.body!.getReader();
+    let text = "";
+    while (!/^id: ?(\S+)$/m.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    const lastEventId = /^id: ?(\S+)$/m.exec(text)![1]!;
+    abort.abort();
+    await new Promise((r) => setTimeout(r, 1300));
+    // The client reconnects through another replica and gets what it missed.
+    const resumed = await fetch(`${dp1!.url}/servers/${everythingId}/mcp`, {
+      headers: { ...base, "mcp-session-id": session, "last-event-id": lastEventId },
+    });
+    expect(resumed.status).toBe(200);
+    const r = resumed.body!.getReader();
+    let replay = "";
+    const deadline = Date.now() + 5000;
+    while (!replay.includes('"id":2') && Date.now() < deadline) {
+      const { value, done } = await r.read();
+      if (done) break;
+      replay += new TextDecoder().decode(value);
+    }
+    await r.cancel();
+    expect(replay).toContain("notifications/progress");
+    expect(replay).toContain('"id":2');
+    expect(replay).toContain("Long running operation completed");
+  });
+
   it("stops serving a disabled server on both replicas and serves it again once enabled", async () => {
     const server = await api.call<ServerDto>("POST", "/api/v1/servers", {
       namespace_id: namespaceId,
