@@ -127,6 +127,8 @@ export const globalSnapshotSchema = z.object({
     keys: z.array(z.record(z.string(), z.unknown())),
   }),
   revoked_jti: z.array(z.string()),
+  /** Users whose tokens issued before a time (epoch ms) are void: deactivated, deleted, new password. */
+  revoked_subjects: z.record(z.string(), z.number()).default({}),
 });
 export type GlobalSnapshot = z.infer<typeof globalSnapshotSchema>;
 
@@ -140,3 +142,11 @@ export function snapshotKey(snapshot: Pick<Snapshot, "kind"> & { org_id?: string
 
 export const GLOBAL_KEY = "global";
 export const orgKey = (orgId: string) => `org.${orgId}`;
+
+/**
+ * Variables that would let a server's configuration run code of its own choosing inside an
+ * allowed command (loader hooks, preload libraries, interpreter options) or pick another
+ * executable. Checked by the control plane at registration and by data planes before spawning.
+ */
+export const UNSAFE_STDIO_ENV =
+  /^(PATH|NODE_OPTIONS|NODE_PATH|LD_\w*|DYLD_\w*|PYTHON\w*|PERL5\w*|PERLLIB|RUBY\w*|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|PS4|GCONV_PATH|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS|DENO_\w*|BUN_\w*|NPM_CONFIG_\w*|npm_config_\w*|UV_\w*)$/i;

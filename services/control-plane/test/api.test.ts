@@ -206,6 +206,15 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       .where(eq(schema.auditLogs.resource_id, server.body.id));
     expect(audit.map((a) => a.action).sort()).toEqual(["server.create", "server.disable"]);
     expect(JSON.stringify(audit)).not.toContain("super-secret-value");
+    const unsafe = await call("POST", "/api/v1/servers", {
+      namespace_id: ns.body.id,
+      name: "preloaded",
+      transport: "stdio",
+      command: "node",
+      env: { NODE_OPTIONS: "--require /tmp/evil.js" },
+    });
+    expect(unsafe.status).toBe(400);
+    expect(unsafe.body.detail).toContain("NODE_OPTIONS");
   });
 
   it("bumps the org's config version per change and publishes it (outbox drained)", async () => {

@@ -520,7 +520,13 @@ describe("control-plane auth, users, organizations and API keys (in-process, rea
       expect(changed.status).toBe(200);
       expect(changed.text).not.toContain(newPassword);
       expect((await call("POST", "/auth/login", { email, password: oldPassword }, null)).status).toBe(401);
-      await login(email, newPassword);
+      const fresh = await login(email, newPassword);
+      // Access tokens issued before the change are void; one issued right after works.
+      expect((await call("GET", "/auth/profile", undefined, session.access_token)).status).toBe(401);
+      expect(
+        (await call("GET", "/auth/profile", undefined, (fresh as { access_token: string }).access_token))
+          .status,
+      ).toBe(200);
       // Every refresh-token family of the user ended with the change.
       for (const s of [session, otherSession]) {
         const r = await call("POST", "/auth/refresh", { refresh_token: s.refresh_token }, null);

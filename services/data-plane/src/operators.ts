@@ -102,6 +102,17 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
     });
     try {
       const principal = await deps.authenticator.authenticate(plain, undefined);
+      // Operator endpoints act on the whole org: a credential scoped to one namespace (or of a
+      // disabled org) may not use them.
+      if (principal.namespace_id || deps.store.current.orgs.get(principal.org_id)?.org.active !== true) {
+        return {
+          ok: false,
+          response: Response.json(
+            rpcError(JsonRpcErrorCode.Forbidden, "operator endpoints need an org-wide admin credential"),
+            { status: 403 },
+          ),
+        };
+      }
       if (principal.role !== "admin") {
         return {
           ok: false,

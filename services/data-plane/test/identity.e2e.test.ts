@@ -254,6 +254,24 @@ describe("identity through the data plane: JWT, API keys, a2a, external IdP, rev
     expect((await session.call("GET", "/auth/profile")).status).toBe(401);
   });
 
+  it("rejects the tokens of a deactivated user on both replicas within one second, not only at the control plane", async () => {
+    const password = "soon deactivated password";
+    const created = await api.call<{ id: string }>("POST", "/api/v1/users", {
+      email: "leaver@identity.test",
+      password,
+      role: "user",
+    });
+    const leaver = await login(stack.cpUrl, "leaver@identity.test", password);
+    await eventually(
+      async () => (await initializeStatus({ authorization: `Bearer ${leaver.token}` }, 0)) === 200,
+      3000,
+    );
+    expect(await initializeStatus({ authorization: `Bearer ${leaver.token}` }, 1)).toBe(200);
+    expect((await api.call("PATCH", `/api/v1/users/${created.body.id}`, { active: false })).status).toBe(200);
+    expect(await msUntilRejectedEverywhere({ authorization: `Bearer ${leaver.token}` })).toBeLessThan(1000);
+    expect((await leaver.call("GET", "/auth/profile")).status).toBe(401);
+  });
+
   describe("policies", () => {
     let viewerToken: string;
 

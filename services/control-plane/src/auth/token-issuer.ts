@@ -31,6 +31,7 @@ export interface AccessClaims {
 export interface VerifiedAccess extends AccessClaims {
   jti: string;
   exp: number;
+  iat: number;
 }
 
 /**
@@ -104,7 +105,9 @@ export class TokenIssuer {
     if (!this.signing) throw new Error("token issuer not initialised");
     const jti = randomUUID();
     const { sub, ...custom } = claims;
-    const token = await new SignJWT(custom)
+    // Millisecond issue time: revoking a user's tokens "before now" must neither spare a token of
+    // the same second nor void a login made just after.
+    const token = await new SignJWT({ ...custom, iat_ms: Date.now() })
       .setProtectedHeader({ alg: ALG, kid: this.signing.kid, typ: "at+jwt" })
       .setIssuer(this.issuer)
       .setAudience(this.audience)
@@ -150,6 +153,7 @@ export class TokenIssuer {
       key_id: typeof payload.key_id === "string" ? payload.key_id : undefined,
       jti: String(payload.jti),
       exp: Number(payload.exp),
+      iat: typeof payload.iat_ms === "number" ? payload.iat_ms : Number(payload.iat) * 1000,
     };
   }
 }

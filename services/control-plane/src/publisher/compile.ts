@@ -2,6 +2,7 @@ import { type Db, schema } from "@mcpgw/db";
 import type { GlobalSnapshot, OrgSnapshot } from "@mcpgw/snapshot";
 import { and, eq, gt } from "drizzle-orm";
 import type { TokenIssuer } from "../auth/token-issuer.ts";
+import { SUBJECT_PREFIX } from "../verbs/auth.ts";
 import { planRateLimits } from "../verbs/plans.ts";
 
 /**
@@ -124,7 +125,7 @@ export async function compileOrgSnapshot(db: Db, orgId: string): Promise<OrgSnap
 export async function compileGlobalSnapshot(db: Db, tokens: TokenIssuer): Promise<GlobalSnapshot> {
   const [global] = await db.select().from(schema.globalConfig).where(eq(schema.globalConfig.id, 1));
   const revoked = await db
-    .select({ jti: schema.revokedTokens.jti })
+    .select({ jti: schema.revokedTokens.jti, created_at: schema.revokedTokens.created_at })
     .from(schema.revokedTokens)
     .where(gt(schema.revokedTokens.expires_at, new Date()));
   return {
@@ -136,6 +137,11 @@ export async function compileGlobalSnapshot(db: Db, tokens: TokenIssuer): Promis
       audience: tokens.audience,
       keys: (await tokens.publicKeys()) as Record<string, unknown>[],
     },
-    revoked_jti: revoked.map((r) => r.jti),
+    revoked_jti: revoked.filter((r) => !r.jti.startsWith(SUBJECT_PREFIX)).map((r) => r.jti),
+    revoked_subjects: Object.fromEntries(
+      revoked
+        .filter((r) => r.jti.startsWith(SUBJECT_PREFIX))
+        .map((r) => [r.jti.slice(SUBJECT_PREFIX.length), r.created_at.getTime()]),
+    ),
   };
 }

@@ -159,7 +159,10 @@ export function authRoutes(deps: ControlPlaneDeps) {
     }),
     async (c) => {
       const ctx = verbContext(c, deps);
-      return c.json(await updateProfile(deps.db, ctx.actor, ctx.meta, c.req.valid("json")), 200);
+      return c.json(
+        await updateProfile(deps.db, ctx.actor, ctx.meta, c.req.valid("json"), deps.publisher),
+        200,
+      );
     },
   );
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { type Db, schema } from "@mcpgw/db";
-import { and, eq, gt, sql } from "drizzle-orm";
+import { type Db, schema, type Tx } from "@mcpgw/db";
+import { and, eq, gt, inArray, sql } from "drizzle-orm";
 import { recordAudit } from "../audit.ts";
 import { type LoginThrottle, lockSeconds, tooManyAttempts } from "../auth/login-throttle.ts";
 import { hashPassword, verifyPassword } from "../auth/passwords.ts";
@@ -134,13 +134,37 @@ export async function logout(
   deps.publisher.notify("global");
 }
 
-/** True when the access token id was revoked (logout) and has not expired yet. */
-export async function isRevoked(db: Db, jti: string): Promise<boolean> {
-  const [row] = await db
-    .select({ jti: schema.revokedTokens.jti })
+/** Revocation rows of a whole subject use this prefix: `sub:<user id>` (see `revokeSubject`). */
+export const SUBJECT_PREFIX = "sub:";
+
+/** Longest a revocation of a subject must be remembered: past any access token's lifetime. */
+const SUBJECT_REVOCATION_S = 24 * 3600;
+
+/**
+ * Voids every access token of a user issued until now (deactivated, deleted, new password):
+ * data planes learn it through the global snapshot within a second.
+ */
+export async function revokeSubject(tx: Tx, userId: string): Promise<void> {
+  const now = new Date();
+  const until = new Date(now.getTime() + SUBJECT_REVOCATION_S * 1000);
+  await tx
+    .insert(schema.revokedTokens)
+    .values({ jti: `${SUBJECT_PREFIX}${userId}`, expires_at: until, created_at: now })
+    .onConflictDoUpdate({ target: schema.revokedTokens.jti, set: { expires_at: until, created_at: now } });
+  await tx
+    .update(schema.globalConfig)
+    .set({ config_version: sql`${schema.globalConfig.config_version} + 1` });
+}
+
+/** True when the token was revoked (logout), or its subject's tokens issued before now were. */
+export async function isRevoked(db: Db, jti: string, sub?: string, issuedAt?: number): Promise<boolean> {
+  const ids = sub ? [jti, `${SUBJECT_PREFIX}${sub}`] : [jti];
+  const rows = await db
+    .select({ jti: schema.revokedTokens.jti, at: schema.revokedTokens.created_at })
     .from(schema.revokedTokens)
-    .where(and(eq(schema.revokedTokens.jti, jti), gt(schema.revokedTokens.expires_at, new Date())));
-  return row !== undefined;
+    .where(and(inArray(schema.revokedTokens.jti, ids), gt(schema.revokedTokens.expires_at, new Date())));
+  // `issuedAt` in ms (the `iat_ms` claim): a login right after a password change keeps working.
+  return rows.some((r) => r.jti === jti || (issuedAt !== undefined && r.at.getTime() > issuedAt));
 }
 
 /** True while the token's user (or, for a2a tokens, its key) exists and is active. */
@@ -196,6 +220,7 @@ export async function updateProfile(
   actor: Actor,
   meta: RequestMeta,
   input: { name?: string | undefined; password?: string | undefined; current_password?: string | undefined },
+  publisher?: PublishTrigger,
 ): Promise<Profile> {
   assertChanges(input);
   if (actor.user_id.startsWith("a2a:")) throw forbidden("app-to-app tokens have no user profile");
@@ -216,11 +241,12 @@ export async function updateProfile(
       .where(eq(schema.users.id, user.id))
       .returning();
     if (changes.password_hash) {
-      // A password change ends every refresh-token family of the user.
+      // A password change ends every refresh-token family and access token of the user.
       await tx
         .update(schema.refreshTokens)
         .set({ revoked_at: new Date() })
         .where(eq(schema.refreshTokens.user_id, user.id));
+      await revokeSubject(tx, user.id);
     }
     await recordAudit(
       tx,
@@ -229,6 +255,7 @@ export async function updateProfile(
     );
     return after!;
   });
+  if (changes.password_hash) publisher?.notify("global");
   return toProfile(updated);
 }
 

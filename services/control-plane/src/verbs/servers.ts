@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { schema, type UpstreamEndpoint } from "@mcpgw/db";
+import { UNSAFE_STDIO_ENV } from "@mcpgw/snapshot";
 import { and, count, eq } from "drizzle-orm";
 import { recordAudit } from "../audit.ts";
 import { authorize } from "../auth/permissions.ts";
@@ -117,6 +118,11 @@ async function normalise(
   } else if (transport === "stdio") {
     if (input.url != null || input.endpoints?.length)
       throw validation("a stdio server takes a command, not a url");
+    const unsafe = Object.keys(input.env ?? {}).find((name) => UNSAFE_STDIO_ENV.test(name));
+    if (unsafe)
+      throw validation(
+        `environment variable ${unsafe} may not be set for a stdio server (it could change what runs)`,
+      );
     // stdio commands run on data-plane hosts: only admins may register or change them.
     if (
       input.command !== undefined ||

@@ -5,6 +5,7 @@ import { hashPassword } from "../auth/passwords.ts";
 import { authorize } from "../auth/permissions.ts";
 import type { Role, VerbContext } from "../context.ts";
 import { assertChanges, conflict, notFound, validation } from "../errors.ts";
+import { revokeSubject } from "./auth.ts";
 import { bumpOrgVersion } from "./config-version.ts";
 import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
 
@@ -129,6 +130,7 @@ export async function updateUser({
     const [before] = await tx.select().from(schema.users).where(inOrg(ctx, id)).for("update");
     if (!before) throw notFound("user");
     const [after] = await tx.update(schema.users).set(changes).where(inOrg(ctx, id)).returning();
+    if (patch.active === false || password) await revokeSubject(tx, id);
     if (patch.active === false || password) {
       await tx
         .update(schema.refreshTokens)
@@ -147,6 +149,7 @@ export async function updateUser({
     return after!;
   });
   ctx.publisher.notify(ctx.actor.org_id);
+  if (patch.active === false || password) ctx.publisher.notify("global");
   return toUserDto(row);
 }
 
@@ -157,9 +160,11 @@ export async function deleteUser({ ctx, id }: { ctx: VerbContext; id: string }):
   await ctx.db.transaction(async (tx) => {
     const [before] = await tx.delete(schema.users).where(inOrg(ctx, id)).returning();
     if (!before) throw notFound("user");
+    await revokeSubject(tx, id);
     await recordAudit(tx, ctx, { action: "user.delete", resource_type: "user", resource_id: id, before });
     // Their API keys leave the snapshot.
     await bumpOrgVersion(tx, ctx.actor.org_id);
   });
   ctx.publisher.notify(ctx.actor.org_id);
+  ctx.publisher.notify("global");
 }

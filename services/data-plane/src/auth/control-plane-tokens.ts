@@ -14,8 +14,17 @@ export class ControlPlaneTokens {
   private issuer = "";
   private audience = "";
   private revoked: ReadonlySet<string> = new Set();
+  /** User id → tokens issued before this time (epoch ms) are void. */
+  private revokedSubjects: ReadonlyMap<string, number> = new Map();
   private keysVersion = -1;
-  private readonly cache = new LRUCache<string, Principal & { jti: string }>({ max: 50_000 });
+  private readonly cache = new LRUCache<string, Principal & { jti: string; iat: number }>({ max: 50_000 });
+
+  /** Revoked token, or a token of a user whose tokens were all voided after it was issued. */
+  private isRevoked(p: Principal & { jti: string; iat: number }): boolean {
+    if (this.revoked.has(p.jti)) return true;
+    const before = p.user_id ? this.revokedSubjects.get(p.user_id) : undefined;
+    return before !== undefined && before > p.iat;
+  }
 
   constructor(store: SnapshotStore) {
     this.refresh(store.current);
@@ -37,6 +46,7 @@ export class ControlPlaneTokens {
     const keysChanged = JSON.stringify(global.jwt.keys) !== this.lastKeys;
     this.lastKeys = JSON.stringify(global.jwt.keys);
     this.revoked = new Set(global.revoked_jti);
+    this.revokedSubjects = new Map(Object.entries(global.revoked_subjects));
     // A retired key invalidates what it signed; a new revocation is checked on each hit anyway.
     if (keysChanged) this.cache.clear();
   }
@@ -46,7 +56,7 @@ export class ControlPlaneTokens {
   /** The principal of a token verified before and still valid, without verifying again. */
   cached(token: string): Principal | undefined {
     const p = this.cache.get(token);
-    if (!p || (p.exp ?? 0) <= Date.now() / 1000 || this.revoked.has(p.jti)) return undefined;
+    if (!p || (p.exp ?? 0) <= Date.now() / 1000 || this.isRevoked(p)) return undefined;
     return p;
   }
 
@@ -58,7 +68,7 @@ export class ControlPlaneTokens {
         this.cache.delete(token);
         throw new AuthError("token expired");
       }
-      if (this.revoked.has(cached.jti)) throw new AuthError("token revoked");
+      if (this.isRevoked(cached)) throw new AuthError("token revoked");
       return cached;
     }
     if (!this.jwks) throw new AuthError("no token keys loaded yet");
@@ -86,9 +96,14 @@ export class ControlPlaneTokens {
     ) {
       throw new AuthError("token lacks required claims");
     }
-    if (this.revoked.has(payload.jti)) throw new AuthError("token revoked");
     const keyId = typeof payload.key_id === "string" ? payload.key_id : undefined;
-    const principal: Principal & { jti: string } = keyId
+    const iat =
+      typeof payload.iat_ms === "number"
+        ? payload.iat_ms
+        : typeof payload.iat === "number"
+          ? payload.iat * 1000
+          : 0;
+    const principal: Principal & { jti: string; iat: number } = keyId
       ? {
           kind: "a2a",
           id: `a2a:${keyId}`,
@@ -98,6 +113,7 @@ export class ControlPlaneTokens {
           namespace_id: typeof payload.namespace_id === "string" ? payload.namespace_id : undefined,
           exp: Number(payload.exp),
           jti: payload.jti,
+          iat,
         }
       : {
           kind: "user",
@@ -107,7 +123,9 @@ export class ControlPlaneTokens {
           user_id: payload.sub,
           exp: Number(payload.exp),
           jti: payload.jti,
+          iat,
         };
+    if (this.isRevoked(principal)) throw new AuthError("token revoked");
     this.cache.set(token, principal, { ttl: Math.max(1, ((principal.exp ?? now) - now) * 1000) });
     return principal;
   }

@@ -106,6 +106,13 @@ describe("SnapshotStore", () => {
     expect(await second.loadCache()).toBe(1);
     expect(second.current.servers.get("srv1")?.server.name).toBe("cached");
 
+    // A deleted org leaves the cache too: it must not come back at the next start.
+    second.remove("org.o1");
+    await second.flush();
+    expect(await readdir(dir)).toEqual([]);
+    await first.apply("org.o1", await signSnapshot(orgSnapshot(5, "cached"), priv));
+    await first.flush();
+
     await writeFile(join(dir, "org.o1.jws"), "tampered.value.here");
     const third = new SnapshotStore(pub, dir, logger);
     expect(await third.loadCache()).toBe(0);

@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
   type ApiKeyEntry,
@@ -119,6 +119,15 @@ export class SnapshotStore {
     const orgs = new Map(this.state.orgs);
     orgs.delete(orgId);
     this.publish({ global: this.state.global, ...index(orgs) });
+    // A deleted org must not come back from the disk cache at the next start.
+    const dir = this.cacheDir;
+    if (dir) {
+      const previous = this.writes.get(key) ?? Promise.resolve();
+      this.writes.set(
+        key,
+        previous.then(() => unlink(join(dir, `${key}.jws`)).catch(() => {})),
+      );
+    }
   }
 
   private swap(snapshot: GlobalSnapshot | OrgSnapshot) {

@@ -134,9 +134,24 @@ describe("StdioProcessManager", () => {
     await expect.poll(orphans, { timeout: 3000 }).toEqual([]);
   });
 
-  it("refuses commands that are not on the allowlist", async () => {
+  it("refuses commands that are not on the allowlist, by name or exact path, and environments that change what runs", async () => {
     const m = make({ allowedCommands: new Set(["python3"]) });
     await expect(m.acquire(server("s3", echoServer), "x")).rejects.toThrow(/not allowed/);
+    const byName = make({ allowedCommands: new Set(["node"]) });
+    // A path ending in an allowed name is not that command.
+    await expect(
+      byName.acquire(server("s3b", echoServer, { command: "/tmp/evil/node" }), "x"),
+    ).rejects.toThrow(/not allowed/);
+    const exact = make();
+    await expect(
+      exact.acquire(
+        server("s3c", echoServer, { env: { NODE_OPTIONS: "--import=data:text/javascript,process.exit(9)" } }),
+        "x",
+      ),
+    ).rejects.toThrow(/NODE_OPTIONS/);
+    await expect(
+      exact.acquire(server("s3d", echoServer, { env: { LD_PRELOAD: "/tmp/x.so" } }), "x"),
+    ).rejects.toThrow(/LD_PRELOAD/);
     expect(m.count).toBe(0);
   });
 

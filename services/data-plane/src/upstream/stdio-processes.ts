@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { basename } from "node:path";
-import type { ServerEntry } from "@mcpgw/snapshot";
+import { type ServerEntry, UNSAFE_STDIO_ENV } from "@mcpgw/snapshot";
 import { Counter, Gauge, type Logger, type Registry } from "@mcpgw/telemetry";
 import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
@@ -51,6 +51,7 @@ interface ServerState {
 }
 
 const BASE_ENV = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT"];
+
 /** A process that exits within this long of starting counts as a crash for backoff. */
 const EARLY_EXIT_MS = 5_000;
 
@@ -199,14 +200,20 @@ export class StdioProcessManager {
     this.reaper.unref();
   }
 
-  /** Whether `command` may run here: its name or full path must be on the allowlist. */
+  /**
+   * Whether `command` may run here: a bare name must be on the allowlist (and is found through
+   * this replica's PATH, which a server cannot change); a path must be on it as that exact path.
+   */
   isAllowed(command: string): boolean {
-    return this.o.allowedCommands.has(command) || this.o.allowedCommands.has(basename(command));
+    return this.o.allowedCommands.has(command) && (!command.includes("/") || command.startsWith("/"));
   }
 
   /** A process for a new client session: a warm one if any, else a fresh one. */
   async acquire(server: ServerEntry, sessionId: string): Promise<StdioProcess> {
     if (!server.command) throw new StdioUnavailable("server has no command");
+    const unsafe = Object.keys(server.env).find((name) => UNSAFE_STDIO_ENV.test(name));
+    if (unsafe)
+      throw new StdioUnavailable(`environment variable ${unsafe} may not be set for a stdio server`);
     if (!this.isAllowed(server.command)) {
       throw new StdioUnavailable(
         `command '${basename(server.command)}' is not allowed on this data plane (MCPGW_STDIO_ALLOWED_COMMANDS)`,
