@@ -52,6 +52,8 @@ export interface DataPlaneDeps {
   report: (event: Omit<SessionEvent, "at" | "replica">) => void;
   /** Concurrent sessions per org (the plan's `max_sessions`), across replicas. */
   quota: SessionQuota;
+  /** Binds session ids to their principal; the same on every replica (derived from the master key). */
+  sessionKey: Buffer | undefined;
 }
 
 const metadataPath = (serverId?: string) =>
@@ -536,7 +538,13 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
         req,
         res,
         server,
-        { pools: deps.pools, maxBodyBytes: deps.maxBodyBytes },
+        {
+          pools: deps.pools,
+          maxBodyBytes: deps.maxBodyBytes,
+          binding: deps.sessionKey
+            ? { key: deps.sessionKey, principalId: r.ctx.principal.id, serverId: server.id }
+            : undefined,
+        },
         r.hooks,
       );
       requests.inc({ server: server.id, status: String(outcome.status) });

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { type Bus, bucketNames } from "@mcpgw/bus";
 import type { JobProducer } from "@mcpgw/queue";
@@ -152,6 +153,10 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const dataPlane = createDataPlaneApp({
     connect: connectDeps,
     report: usage.session,
+    // Every replica derives the same key, so any of them can check any session id.
+    sessionKey: o.masterKey
+      ? createHash("sha256").update(`mcpgw session binding\n${o.masterKey}`).digest()
+      : undefined,
     quota: new SessionQuota(redis, `${o.redisPrefix ?? "mcpgw"}`, sessionIdle, o.logger),
     aggregateMemberTimeoutMs: o.aggregateMemberTimeoutMs ?? 5_000,
     sessions,

@@ -183,6 +183,34 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
     expect(badEndpoint.status).toBe(404);
   });
 
+  it("answers 404 to a session id presented by another principal (ids are bound to who opened them)", async () => {
+    const init = await fetch(mcpUrl("ok"), {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${api.token}`,
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+      },
+      body: initialize,
+    });
+    const session = init.headers.get("mcp-session-id")!;
+    await init.text();
+    const ping = JSON.stringify({ jsonrpc: "2.0", id: 5, method: "ping" });
+    expect((await post(mcpUrl("ok"), ping, { "mcp-session-id": session })).status).toBe(200);
+    // The same user through an API key is another principal.
+    const key = await api.call<{ key: string }>("POST", "/auth/api-keys", { name: "other-principal" });
+    await eventually(
+      async () =>
+        (await post(mcpUrl("ok"), initialize, { authorization: `Bearer ${key.body.key}` })).status === 200,
+      3000,
+    );
+    const stolen = await post(mcpUrl("ok"), ping, {
+      authorization: `Bearer ${key.body.key}`,
+      "mcp-session-id": session,
+    });
+    expect(stolen.status).toBe(404);
+  });
+
   it("answers an unsupported protocol version with 400", async () => {
     const res = await post(mcpUrl("ok"), JSON.stringify({ jsonrpc: "2.0", id: 3, method: "ping" }), {
       "mcp-protocol-version": "1999-01-01",

@@ -121,7 +121,8 @@ describe("gateway end to end: control plane → NATS → two data-plane replicas
     const { client, transport } = roundRobinClient(stack, server.body.id, api.token, ports);
     await client.connect(transport);
     expect(client.getServerVersion()?.name).toBe("mcpgw-test-upstream");
-    expect(transport.sessionId).toMatch(/^g1\.0\./);
+    // Sealed routing, bound to this caller and server.
+    expect(transport.sessionId).toMatch(/^g2\.0\.[A-Za-z0-9_-]{22}\./);
     const { tools } = await client.listTools();
     expect(tools.map((t) => t.name).sort()).toEqual(["add", "count_with_progress", "echo", "hold", "sleep"]);
     const sum = await client.callTool({ name: "add", arguments: { a: 2, b: 40 } });

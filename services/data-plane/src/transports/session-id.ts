@@ -1,23 +1,55 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+
 /**
  * Gateway session ids seal the routing decision into the id itself: which upstream endpoint
  * of the server holds the session, and the upstream's own session id. Any replica can route a
  * session's next request from the id alone, and a replica that dies loses nothing.
- * Format (visible ASCII only, per MCP §session management): `g1.<endpoint index>.<upstream id>`.
+ *
+ * With a binding key (every replica derives the same one from the master key) the id also
+ * carries a MAC over the principal and server it was issued to, so a session id seen by someone
+ * else (a session list, a log) is useless to them:
+ * `g2.<endpoint>.<mac>.<upstream id>`; without one, `g1.<endpoint>.<upstream id>`.
+ * Visible ASCII only, per MCP §session management.
  */
 export interface SessionRoute {
   endpoint: number;
   upstreamSessionId: string;
 }
 
-const PATTERN = /^g1\.(\d{1,2})\.([\x21-\x7e]{1,512})$/;
-
-export function encodeSessionId(route: SessionRoute): string {
-  return `g1.${route.endpoint}.${route.upstreamSessionId}`;
+/** Who a session id is issued to. */
+export interface SessionBinding {
+  key: Buffer;
+  principalId: string;
+  serverId: string;
 }
 
-/** Decodes a client's session id; undefined for anything the gateway did not issue. */
-export function decodeSessionId(id: string): SessionRoute | undefined {
-  const m = PATTERN.exec(id);
+const UNBOUND = /^g1\.(\d{1,2})\.([\x21-\x7e]{1,512})$/;
+const BOUND = /^g2\.(\d{1,2})\.([A-Za-z0-9_-]{22})\.([\x21-\x7e]{1,512})$/;
+
+function mac(b: SessionBinding, route: SessionRoute): string {
+  return createHmac("sha256", b.key)
+    .update(`${b.principalId}\n${b.serverId}\n${route.endpoint}\n${route.upstreamSessionId}`)
+    .digest("base64url")
+    .slice(0, 22);
+}
+
+/** The id a client gets for a session. */
+export function encodeSessionId(route: SessionRoute, binding?: SessionBinding): string {
+  return binding
+    ? `g2.${route.endpoint}.${mac(binding, route)}.${route.upstreamSessionId}`
+    : `g1.${route.endpoint}.${route.upstreamSessionId}`;
+}
+
+/** Decodes a client's session id; undefined for anything not issued by the gateway to this caller. */
+export function decodeSessionId(id: string, binding?: SessionBinding): SessionRoute | undefined {
+  if (!binding) {
+    const m = UNBOUND.exec(id);
+    return m ? { endpoint: Number(m[1]), upstreamSessionId: m[2]! } : undefined;
+  }
+  const m = BOUND.exec(id);
   if (!m) return undefined;
-  return { endpoint: Number(m[1]), upstreamSessionId: m[2]! };
+  const route = { endpoint: Number(m[1]), upstreamSessionId: m[3]! };
+  const expected = Buffer.from(mac(binding, route));
+  const given = Buffer.from(m[2]!);
+  return expected.length === given.length && timingSafeEqual(expected, given) ? route : undefined;
 }

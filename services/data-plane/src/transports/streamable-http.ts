@@ -15,7 +15,7 @@ import type { ServerEntry } from "@mcpgw/snapshot";
 import { filterListResult, isFilteredList, policyTarget } from "../policy-targets.ts";
 import type { UpstreamPools } from "../upstream/pools.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
-import { decodeSessionId, encodeSessionId } from "./session-id.ts";
+import { decodeSessionId, encodeSessionId, type SessionBinding } from "./session-id.ts";
 
 export interface ProxyOutcome {
   status: number;
@@ -35,6 +35,8 @@ export interface ProxyOutcome {
 export interface StreamableHttpOptions {
   pools: UpstreamPools;
   maxBodyBytes: number;
+  /** Binds issued session ids to the caller and server (see session-id.ts). */
+  binding?: SessionBinding | undefined;
 }
 
 /** Per-request decisions the caller (auth, policy, credentials) plugs into the relay. */
@@ -351,7 +353,7 @@ export async function proxyStreamableHttp(
   let upstreamSessionId: string | undefined;
   if (clientSessionId !== undefined) {
     hooks.sessions?.touch(clientSessionId);
-    const route = decodeSessionId(clientSessionId);
+    const route = decodeSessionId(clientSessionId, options.binding);
     if (!route || route.endpoint >= server.endpoints.length) {
       // MCP §session-management: an unknown session is a 404, so the client re-initializes.
       sendJsonRpcError(res, 404, rpcId, JsonRpcErrorCode.NotFound, "Session not found");
@@ -468,7 +470,10 @@ export async function proxyStreamableHttp(
   const upstreamSid = upstream.headers[MCP_HEADERS.sessionId];
   let session: ProxyOutcome["session"];
   if (typeof upstreamSid === "string") {
-    const gatewaySid = encodeSessionId({ endpoint: endpointIndex, upstreamSessionId: upstreamSid });
+    const gatewaySid = encodeSessionId(
+      { endpoint: endpointIndex, upstreamSessionId: upstreamSid },
+      options.binding,
+    );
     out[MCP_HEADERS.sessionId] = gatewaySid;
     if (rpcMethod === "initialize" && status === 200) {
       session = {
