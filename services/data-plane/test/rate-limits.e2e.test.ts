@@ -44,6 +44,30 @@ describe("rate limits shared by two replicas on Redis", () => {
   }
 
   /** A server of its own, with an initialized session. */
+  /** An initialized session with a server, for the given credential. */
+  async function openSession(serverId: string, auth: Record<string, string>): Promise<string> {
+    const init = await post(
+      0,
+      serverId,
+      {
+        jsonrpc: "2.0",
+        id: 0,
+        method: "initialize",
+        params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "rl", version: "1" } },
+      },
+      auth,
+    );
+    expect(init.status).toBe(200);
+    const session = init.headers.get("mcp-session-id")!;
+    await post(
+      0,
+      serverId,
+      { jsonrpc: "2.0", method: "notifications/initialized" },
+      { ...auth, "mcp-session-id": session },
+    );
+    return session;
+  }
+
   async function serverWithSession(name: string): Promise<{ id: string; session: string }> {
     const created = await api.call<{ id: string }>("POST", "/api/v1/servers", {
       namespace_id: namespaceId,
@@ -169,18 +193,21 @@ describe("rate limits shared by two replicas on Redis", () => {
       window_s: 60,
     });
     const as = (key: string) => ({ authorization: `Bearer ${key}` });
-    expect((await call(0, s, "add", { a: 1, b: 1 }, as(k1))).status).toBe(200);
-    expect((await call(1, s, "add", { a: 1, b: 1 }, as(k1))).status).toBe(200);
-    const toolLimited = await call(0, s, "add", { a: 1, b: 1 }, as(k1));
+    // Session ids are bound to the principal that opened them: each key opens its own.
+    const s1 = { id: s.id, session: await openSession(s.id, as(k1)) };
+    const s2 = { id: s.id, session: await openSession(s.id, as(k2)) };
+    expect((await call(0, s1, "add", { a: 1, b: 1 }, as(k1))).status).toBe(200);
+    expect((await call(1, s1, "add", { a: 1, b: 1 }, as(k1))).status).toBe(200);
+    const toolLimited = await call(0, s1, "add", { a: 1, b: 1 }, as(k1));
     expect(toolLimited.status).toBe(429);
     expect(toolLimited.headers.get("ratelimit-policy")).toContain(perTool);
     // k1 used its three calls (the rejected one counted against the key rule too).
-    const keyLimited = await call(1, s, "echo", { text: "x" }, as(k1));
+    const keyLimited = await call(1, s1, "echo", { text: "x" }, as(k1));
     expect(keyLimited.status).toBe(429);
     expect(keyLimited.headers.get("ratelimit-policy")).toContain(perKey);
     // Another key has its own budget, but the tool budget is shared by everyone.
-    expect((await call(0, s, "echo", { text: "x" }, as(k2))).status).toBe(200);
-    expect((await call(1, s, "add", { a: 1, b: 1 }, as(k2))).status).toBe(429);
+    expect((await call(0, s2, "echo", { text: "x" }, as(k2))).status).toBe(200);
+    expect((await call(1, s2, "add", { a: 1, b: 1 }, as(k2))).status).toBe(429);
   });
 
   it("weighs tool calls by their configured cost", async () => {
