@@ -29,6 +29,10 @@ const schema = z.object({
     .default("mcpgw"),
   MCPGW_RATE_LIMIT_REPLICAS: z.coerce.number().int().positive().default(1),
   MCPGW_TRUSTED_PROXIES: z.string().optional(),
+  MCPGW_ALLOW_PRIVATE_UPSTREAMS: z
+    .enum(["true", "false", "1", "0"])
+    .transform((v) => v === "true" || v === "1")
+    .default(false),
   MCPGW_STDIO_ALLOWED_COMMANDS: z.string().default(""),
   MCPGW_STDIO_MAX_PROCESSES: z.coerce.number().int().positive().default(32),
   MCPGW_STDIO_POOL_SIZE: z.coerce.number().int().min(0).default(1),

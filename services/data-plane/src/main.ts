@@ -30,6 +30,7 @@ const dp = await startDataPlane({
   redisPrefix: config.MCPGW_QUEUE_PREFIX,
   rateLimitReplicas: config.MCPGW_RATE_LIMIT_REPLICAS,
   trustedProxies: config.MCPGW_TRUSTED_PROXIES,
+  allowPrivateUpstreams: config.MCPGW_ALLOW_PRIVATE_UPSTREAMS,
   stdio: {
     allowedCommands: config.MCPGW_STDIO_ALLOWED_COMMANDS.split(",")
       .map((s) => s.trim())

@@ -83,6 +83,8 @@ export interface DataPlaneRuntimeOptions {
   };
   /** Message-level sessions idle this long are closed. */
   sessionIdleTimeoutMs?: number | undefined;
+  /** Upstreams on private addresses may be reached (checked again at each connection otherwise). */
+  allowPrivateUpstreams?: boolean | undefined;
   /** Where other replicas reach this one (forwarded session requests); default: publicUrl. */
   internalUrl?: string | undefined;
   /** Answer budget per member server when a namespace endpoint fans out. */
@@ -100,7 +102,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     o.logger,
   );
   await store.loadCache();
-  const pools = new UpstreamPools();
+  const pools = new UpstreamPools(128, o.allowPrivateUpstreams ?? false);
   store.onChange((state) => {
     const origins = new Set<string>();
     for (const { server } of state.servers.values())

@@ -47,6 +47,7 @@ const runner = new InProcessJobRunner((err, job) => logger.warn({ err, job }, "j
 const dp = await startDataPlane({
   masterKey: keys.master_key,
   jobs: runner,
+  allowPrivateUpstreams: config.MCPGW_ALLOW_PRIVATE_UPSTREAMS,
   stdio: {
     allowedCommands: config.MCPGW_STDIO_ALLOWED_COMMANDS.split(",")
       .map((c) => c.trim())

@@ -1,3 +1,4 @@
+import { publicOnlyLookup } from "@mcpgw/egress";
 import { Pool } from "undici";
 
 /**
@@ -8,7 +9,11 @@ import { Pool } from "undici";
 export class UpstreamPools {
   private readonly pools = new Map<string, Pool>();
 
-  constructor(private readonly connections = 128) {}
+  constructor(
+    private readonly connections = 128,
+    /** Unless private upstreams are allowed, every connection's address is checked when made. */
+    private readonly allowPrivate = false,
+  ) {}
 
   get(origin: string, connectTimeoutMs: number): Pool {
     let pool = this.pools.get(origin);
@@ -16,7 +21,7 @@ export class UpstreamPools {
       pool = new Pool(origin, {
         connections: this.connections,
         pipelining: 1,
-        connect: { timeout: connectTimeoutMs },
+        connect: { timeout: connectTimeoutMs, ...(this.allowPrivate ? {} : { lookup: publicOnlyLookup }) },
         keepAliveTimeout: 30_000,
       });
       this.pools.set(origin, pool);
