@@ -47,4 +47,24 @@ describe.each([
     for (const stop of stops) await stop();
     expect(await bus.gather(subject, { q: 1 }, 100)).toEqual([]);
   });
+
+  it("carries raw messages with headers in order to listeners, until they stop", async () => {
+    const subject = `${prefix}.raw`;
+    const seen: Array<{ n: string; kind: string; bytes: number }> = [];
+    const stop = bus.listen(subject, (m) =>
+      seen.push({ n: m.headers.n!, kind: m.headers["x-kind"]!, bytes: m.data.byteLength }),
+    );
+    // Subscriptions reach the server asynchronously; a round trip makes sure this one has.
+    await bus.gather(`${prefix}.none`, {}, 50);
+    const big = new Uint8Array(256 * 1024).fill(7);
+    for (let i = 0; i < 50; i++)
+      bus.publish(subject, { headers: { n: String(i), "x-kind": "chunk" }, data: big });
+    await expect.poll(() => seen.length).toBe(50);
+    expect(seen.map((s) => Number(s.n))).toEqual([...Array(50).keys()]);
+    expect(seen.every((s) => s.kind === "chunk" && s.bytes === big.byteLength)).toBe(true);
+    stop();
+    bus.publish(subject, { headers: { n: "late" }, data: new Uint8Array() });
+    await bus.gather(`${prefix}.none`, {}, 50);
+    expect(seen).toHaveLength(50);
+  });
 });

@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import { type Bus, type KvBucket, KvConflict, type KvEntry } from "./types.ts";
+import { type Bus, type BusMessage, type KvBucket, KvConflict, type KvEntry } from "./types.ts";
 
 class MemoryBucket implements KvBucket {
   private readonly values = new Map<string, { value: string; revision: number }>();
@@ -80,6 +80,19 @@ export class MemoryBus implements Bus {
       ),
     );
     return answers.filter((x): x is { a: unknown } => x !== undefined).map((x) => x.a);
+  }
+
+  private readonly subjects = new EventEmitter().setMaxListeners(0);
+
+  publish(subject: string, message: BusMessage): void {
+    // Delivered after the caller returns, in order, as a network bus would.
+    const copy = { headers: { ...message.headers }, data: message.data.slice() };
+    queueMicrotask(() => this.subjects.emit(subject, copy));
+  }
+
+  listen(subject: string, onMessage: (message: BusMessage) => void): () => void {
+    this.subjects.on(subject, onMessage);
+    return () => this.subjects.off(subject, onMessage);
   }
 
   async close(): Promise<void> {}

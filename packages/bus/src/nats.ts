@@ -1,6 +1,6 @@
 import { type KV, Kvm } from "@nats-io/kv";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { type Bus, type KvBucket, KvConflict, type KvEntry } from "./types.ts";
+import { connect, type NatsConnection, headers as natsHeaders } from "@nats-io/transport-node";
+import { type Bus, type BusMessage, type KvBucket, KvConflict, type KvEntry } from "./types.ts";
 
 const decoder = new TextDecoder();
 
@@ -135,6 +135,28 @@ export class NatsBus implements Bus {
       // no responders, or NATS unreachable: whatever arrived is the answer
     }
     return answers;
+  }
+
+  publish(subject: string, message: BusMessage): void {
+    const h = natsHeaders();
+    for (const [k, v] of Object.entries(message.headers)) h.set(k, v);
+    try {
+      this.nc.publish(subject, message.data, { headers: h });
+    } catch {
+      // closed connection: the message is lost, as it would be on the wire
+    }
+  }
+
+  listen(subject: string, onMessage: (message: BusMessage) => void): () => void {
+    const sub = this.nc.subscribe(subject, {
+      callback: (err, msg) => {
+        if (err) return;
+        const headers: Record<string, string> = {};
+        for (const k of msg.headers?.keys() ?? []) headers[k] = msg.headers?.get(k) ?? "";
+        onMessage({ headers, data: msg.data });
+      },
+    });
+    return () => sub.unsubscribe();
   }
 
   async close(): Promise<void> {

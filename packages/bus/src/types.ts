@@ -24,6 +24,12 @@ export interface KvBucket {
   watch(onEntry: (entry: KvEntry) => void): Promise<() => Promise<void>>;
 }
 
+/** One message of a raw stream between processes: small string headers and a byte payload. */
+export interface BusMessage {
+  headers: Record<string, string>;
+  data: Uint8Array;
+}
+
 /** Opens buckets by name, and carries requests to every replica (operator fan-out). */
 export interface Bus {
   bucket(name: string): Promise<KvBucket>;
@@ -34,6 +40,13 @@ export interface Bus {
    * (or as soon as `expected` answers are in).
    */
   gather(subject: string, request: unknown, waitMs: number, expected?: number): Promise<unknown[]>;
+  /**
+   * Sends one message on `subject` (fire and forget). Messages from one process to one listener
+   * arrive in the order they were sent.
+   */
+  publish(subject: string, message: BusMessage): void;
+  /** Calls `onMessage` for every message published on `subject`, until the returned stop. */
+  listen(subject: string, onMessage: (message: BusMessage) => void): () => void;
   close(): Promise<void>;
 }
 

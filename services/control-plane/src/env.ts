@@ -4,6 +4,7 @@ import type { Logger, Registry } from "@mcpgw/telemetry";
 import type { LoginThrottle } from "./auth/login-throttle.ts";
 import type { TokenIssuer } from "./auth/token-issuer.ts";
 import type { Actor, PublishTrigger } from "./context.ts";
+import type { DataPlanes } from "./data-planes.ts";
 
 /** Everything the control-plane app is built from; tests pass real backends. */
 export interface ControlPlaneDeps {
@@ -17,6 +18,8 @@ export interface ControlPlaneDeps {
   allowPrivateUpstreams: boolean;
   keyring: Keyring;
   throttle: LoginThrottle;
+  /** Asks the data planes what only they know (e.g. the tools of a namespace's servers). */
+  dataPlanes: DataPlanes;
   /** Largest accepted request body. */
   maxBodyBytes?: number;
 }

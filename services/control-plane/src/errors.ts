@@ -25,6 +25,7 @@ export const STATUS_BY_CODE = {
   UnsupportedMediaType: 415,
   RateLimited: 429,
   UpstreamUnavailable: 502,
+  Unavailable: 503,
 } as const;
 
 export const notFound = (what: string) => new AppError("NotFound", `${what} not found`);
@@ -52,6 +53,7 @@ const TITLES: Record<number, string> = {
   429: "Too Many Requests",
   500: "Internal Server Error",
   502: "Bad Gateway",
+  503: "Service Unavailable",
 };
 
 /** An RFC 9457 problem+json response. */

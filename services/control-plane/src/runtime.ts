@@ -8,6 +8,7 @@ import { sql } from "drizzle-orm";
 import { createControlPlaneApp } from "./app.ts";
 import { LoginThrottle } from "./auth/login-throttle.ts";
 import { TokenIssuer } from "./auth/token-issuer.ts";
+import { dataPlanesOnBus } from "./data-planes.ts";
 import { SnapshotPublisher } from "./publisher/publisher.ts";
 import { bootstrapAdmin } from "./verbs/auth.ts";
 
@@ -65,6 +66,7 @@ export async function startControlPlane(o: ControlPlaneRuntimeOptions) {
     allowPrivateUpstreams: o.allowPrivateUpstreams,
     keyring,
     throttle: new LoginThrottle(),
+    dataPlanes: dataPlanesOnBus({ bus: o.bus, busPrefix: o.busPrefix, logger: o.logger }),
     ready: async () => {
       await db.execute(sql`select 1`);
       return true;

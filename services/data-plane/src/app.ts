@@ -709,6 +709,53 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       500,
     );
   });
+
+  /**
+   * The conflicts report of one namespace for the control plane (asked over the bus): the same
+   * aggregate and `inspect()` as `/ns/{slug}/conflicts`, but for no caller. It is an admin view
+   * of the configuration, so every enabled member takes part and no policy hides servers or
+   * tools: a name that collides for some callers is reported even if the asker's policy would
+   * hide one side. Rate limits do not apply either (one connection per member, then closed).
+   */
+  async function inspectNamespace(
+    orgId: string,
+    namespaceId: string,
+    options: { memberTimeoutMs?: number | undefined } = {},
+  ): Promise<NamespaceInspection> {
+    const org = deps.store.current.orgs.get(orgId);
+    const namespace = org?.namespaces.find((n) => n.id === namespaceId);
+    if (!org || !namespace) return { status: "unknown_namespace", snapshot_version: org?.version ?? null };
+    // A disabled org's namespaces are not served; its upstreams are not contacted either.
+    if (!org.org.active) return { status: "org_disabled", snapshot_version: org.version };
+    const members: Member[] = org.servers
+      .filter((s) => s.namespace_id === namespace.id && s.enabled && s.transport !== "virtual")
+      .map((server) => ({ server, guards: {} }));
+    const sessionId = `inspect-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+    const aggregate = new NamespaceUpstream({
+      namespace,
+      members,
+      connect: (server) => connectUpstream(server, `${sessionId}.${server.id}`, deps.connect),
+      memberTimeoutMs: Math.min(deps.aggregateMemberTimeoutMs, options.memberTimeoutMs ?? Infinity),
+      logger: deps.logger,
+    });
+    try {
+      await aggregate.start();
+      return {
+        status: "ok",
+        snapshot_version: org.version,
+        namespace: {
+          id: namespace.id,
+          slug: namespace.slug,
+          tool_naming: namespace.tool_naming,
+          tool_separator: namespace.tool_separator,
+        },
+        ...(await aggregate.inspect()),
+      };
+    } finally {
+      await aggregate.close();
+    }
+  }
+
   return {
     app,
     handleServerMcp,
@@ -716,8 +763,21 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     handleUpgrade,
     handleNamespace,
     handleNamespaceUpgrade,
+    inspectNamespace,
   };
 }
+
+/** What a data plane reports about one namespace to the control plane (`inspectNamespace`). */
+export type NamespaceInspection =
+  | { status: "unknown_namespace" | "org_disabled"; snapshot_version: number | null }
+  | {
+      status: "ok";
+      /** The org's snapshot version the report was made from. */
+      snapshot_version: number;
+      namespace: { id: string; slug: string; tool_naming: string; tool_separator: string };
+      conflicts: Array<{ kind: string; name: string; servers: string[] }>;
+      unavailable: Array<{ server: string; reason: string }>;
+    };
 
 const SERVER_MCP_PATH = /^\/servers\/([^/?#]+)\/mcp(?:\?|$)/;
 /** `/ns/{slug}/<transport>` and, for the caller's default namespace, `/<transport>`. */

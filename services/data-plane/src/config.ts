@@ -18,8 +18,6 @@ const schema = z.object({
     .default(4 * 1024 * 1024),
   MCPGW_REPLICA_ID: z.string().default(hostname()),
   MCPGW_PUBLIC_URL: z.string().url().optional(),
-  /** Where other replicas reach this one (forwarded requests of sessions living here). */
-  MCPGW_INTERNAL_URL: z.string().url().optional(),
   MCPGW_MASTER_KEY: z.string().optional(),
   MCPGW_MASTER_KEY_PREVIOUS: z.string().optional(),
   REDIS_URL: z.string().optional(),
@@ -52,4 +50,10 @@ export function loadDataPlaneConfig(env: NodeJS.ProcessEnv = process.env): DataP
     throw new Error(`invalid data-plane configuration:\n${lines.join("\n")}`);
   }
   return parsed.data;
+}
+
+/** The URL this process reaches its own listener at (a wildcard bind answers on loopback). */
+export function loopbackUrl(host: string, port: number): string {
+  const h = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return `http://${h.includes(":") ? `[${h}]` : h}:${port}`;
 }

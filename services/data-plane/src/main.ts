@@ -1,9 +1,8 @@
 import { createServer } from "node:http";
-import { hostname } from "node:os";
 import { NatsBus } from "@mcpgw/bus";
 import { BullMqJobRunner } from "@mcpgw/queue";
 import { createLogger, createMetricsRegistry, startTracing } from "@mcpgw/telemetry";
-import { loadDataPlaneConfig } from "./config.ts";
+import { loadDataPlaneConfig, loopbackUrl } from "./config.ts";
 import { startDataPlane } from "./runtime.ts";
 
 const logger = createLogger("data-plane");
@@ -42,9 +41,7 @@ const dp = await startDataPlane({
   sessionIdleTimeoutMs: config.MCPGW_SESSION_IDLE_TIMEOUT_MS,
   aggregateMemberTimeoutMs: config.MCPGW_AGGREGATE_MEMBER_TIMEOUT_MS,
   publicUrl: config.MCPGW_PUBLIC_URL ?? `http://localhost:${config.DP_PORT}`,
-  internalUrl:
-    config.MCPGW_INTERNAL_URL ??
-    `http://${config.DP_HOST === "0.0.0.0" ? hostname() : config.DP_HOST}:${config.DP_PORT}`,
+  loopbackUrl: loopbackUrl(config.DP_HOST, config.DP_PORT),
   bus,
   busPrefix: config.MCPGW_BUS_PREFIX,
   snapshotPublicKey: config.MCPGW_SNAPSHOT_PUBLIC_KEY,

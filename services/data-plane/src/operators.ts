@@ -2,6 +2,7 @@ import { JsonRpcErrorCode, SUPPORTED_PROTOCOL_VERSIONS } from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import type { Hono } from "hono";
+import type { NamespaceInspection } from "./app.ts";
 import type { Authenticator } from "./auth/authenticator.ts";
 import { AuthError, type Principal } from "./auth/principal.ts";
 import type { DataPlaneEnv } from "./env.ts";
@@ -20,7 +21,17 @@ type OpRequest =
       message: JSONRPCMessage;
     }
   | { action: "stdio_list"; org_id: string }
-  | { action: "stdio_control"; org_id: string; server_id: string; operation: "restart" | "stop" };
+  | { action: "stdio_control"; org_id: string; server_id: string; operation: "restart" | "stop" }
+  | {
+      // The control plane's `GET /api/v1/namespaces/{id}/conflicts`: it takes the first answer.
+      action: "namespace_conflicts";
+      org_id: string;
+      namespace_id: string;
+      /** The org's config version when asked: a replica behind it waits a little for the snapshot. */
+      min_version?: number | undefined;
+      /** How long the asker waits; the inspection is sized to answer within it. */
+      budget_ms?: number | undefined;
+    };
 
 export interface OperatorDeps {
   replicaId: string;
@@ -34,8 +45,34 @@ export interface OperatorDeps {
   gather: (request: OpRequest) => Promise<unknown[]>;
 }
 
+/** Resolves once the store holds `orgId` at `minVersion` or later, or after `waitMs`. */
+function snapshotReached(store: SnapshotStore, orgId: string, minVersion: number, waitMs: number) {
+  const reached = () => (store.current.orgs.get(orgId)?.version ?? 0) >= minVersion;
+  if (reached() || waitMs <= 0) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      stop();
+      resolve();
+    };
+    const timer = setTimeout(done, waitMs);
+    const stop = store.onChange(() => {
+      if (reached()) done();
+    });
+  });
+}
+
 /** The answer of this replica to an operator request. */
-export function answerOperatorRequest(deps: Omit<OperatorDeps, "gather" | "authenticator" | "logger">) {
+export function answerOperatorRequest(
+  deps: Omit<OperatorDeps, "gather" | "authenticator"> & {
+    /** The data plane's admin report on a namespace (`createDataPlaneApp().inspectNamespace`). */
+    inspectNamespace: (
+      orgId: string,
+      namespaceId: string,
+      options: { memberTimeoutMs?: number | undefined },
+    ) => Promise<NamespaceInspection>;
+  },
+) {
   const serversOf = (orgId: string) =>
     new Set(deps.store.current.orgs.get(orgId)?.servers.map((s) => s.id) ?? []);
   return async (raw: unknown): Promise<unknown> => {
@@ -77,6 +114,26 @@ export function answerOperatorRequest(deps: Omit<OperatorDeps, "gather" | "authe
         if (!serversOf(req.org_id).has(req.server_id)) return { replica: deps.replicaId, affected: 0 };
         const affected = await deps.stdio.stopServer(req.server_id, { refill: req.operation === "restart" });
         return { replica: deps.replicaId, affected };
+      }
+      case "namespace_conflicts": {
+        const started = Date.now();
+        const budget = Math.min(Math.max(Number(req.budget_ms) || 2_500, 500), 30_000);
+        // Right after a change the snapshot may still be on its way: a replica that first answers
+        // "unknown namespace" from an old snapshot would win the asker's race for the first answer.
+        await snapshotReached(deps.store, req.org_id, Number(req.min_version) || 0, budget / 4);
+        // A member that does not answer fails at one step and is skipped after it; the worst
+        // case, one that initializes and then hangs on both lists, costs three steps: a third of
+        // what is left keeps the answer within the budget.
+        const memberTimeoutMs = Math.max(200, Math.floor((budget - (Date.now() - started)) / 3));
+        try {
+          return {
+            replica: deps.replicaId,
+            ...(await deps.inspectNamespace(req.org_id, req.namespace_id, { memberTimeoutMs })),
+          };
+        } catch (err) {
+          deps.logger.error({ err, namespace: req.namespace_id }, "namespace inspection failed");
+          return { replica: deps.replicaId, status: "failed" };
+        }
       }
       default:
         return { replica: deps.replicaId, error: "unknown action" };

@@ -1,51 +1,121 @@
+import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { KvBucket } from "@mcpgw/bus";
-import type { Logger } from "@mcpgw/telemetry";
+import type { Readable } from "node:stream";
+import type { Bus, BusMessage, KvBucket } from "@mcpgw/bus";
+import { Counter, type Logger, type Registry } from "@mcpgw/telemetry";
 import { request } from "undici";
+import {
+  FORWARDED_PEER_HEADER,
+  FORWARDED_PEER_PROOF_HEADER,
+  forwardedPeerProof,
+} from "./rate-limit/client-ip.ts";
 
 /** Header marking a request one replica forwarded to another (never forwarded again). */
 export const FORWARDED_HEADER = "x-mcpgw-forwarded-by";
 
 const HEARTBEAT_MS = 10_000;
+/** NATS refuses payloads over its max_payload (1 MiB by default): bodies travel in chunks. */
+const CHUNK_BYTES = 256 * 1024;
+/** How long the owner has to answer with a status line. */
+const HEAD_TIMEOUT_MS = 30_000;
+/** A forwarded stream whose client does not read is dropped past this backlog. */
+const MAX_BACKLOG_BYTES = 8 * 1024 * 1024;
+const NO_BYTES = new Uint8Array();
+
+/** Frames of the forwarding exchange (header `t`). */
+type Frame = "req" | "body" | "cancel" | "head" | "data" | "end" | "fail";
+
+/** A request this replica forwarded and whose answer it relays to its client. */
+interface Outbound {
+  res: ServerResponse;
+  owner: string;
+  onHead: (ok: boolean) => void;
+  headSent: boolean;
+  liveness: NodeJS.Timeout;
+}
+
+/** A request another replica forwarded here, while its body arrives and its answer streams back. */
+interface Inbound {
+  from: string;
+  meta: { method: string; url: string; headers: Record<string, string>; peer?: string };
+  chunks: Buffer[];
+  body?: Readable;
+  cancelled: boolean;
+}
+
+export interface ReplicaDirectoryOptions {
+  replicaId: string;
+  /** Where this replica's own listener answers (forwarded requests are replayed there). */
+  loopbackUrl: string;
+  /** Subject prefix shared by the replicas of one deployment. */
+  busPrefix: string;
+  /** Request bodies larger than this are cut (the owner then refuses them as too large). */
+  maxBodyBytes: number;
+  logger: Logger;
+  metrics?: Registry | undefined;
+}
 
 /**
- * Which data-plane replicas exist and where they answer, kept in a NATS KV bucket (each replica
- * writes its own entry and a heartbeat; entries of replicas gone silent are ignored). Sessions
- * that live in one replica (a stdio process, a legacy SSE stream) are reached from any other
- * through it: requests for them are forwarded to the owner's internal address.
+ * Which data-plane replicas exist, kept in a NATS KV bucket (each replica writes its own entry
+ * and a heartbeat; entries of replicas gone silent are ignored), and the forwarding of requests
+ * between them. Sessions that live in one replica (a stdio process, a legacy SSE stream) are
+ * reached from any other: a request for one is carried over NATS to the owner, which replays it
+ * on its own listener and streams the answer back over NATS. Replicas need no route to each
+ * other, only to NATS, and the load balancer needs no stickiness.
  */
 export class ReplicaDirectory {
-  private readonly replicas = new Map<string, { url: string; seen: number }>();
+  private readonly replicas = new Map<string, { seen: number }>();
+  private readonly outbound = new Map<string, Outbound>();
+  private readonly inbound = new Map<string, Inbound>();
+  private readonly forwarded: Counter<"direction" | "outcome"> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopWatch: (() => Promise<void>) | undefined;
+  private stopListening: Array<() => void> = [];
   private bucket: KvBucket | undefined;
+  private bus: Bus | undefined;
 
-  constructor(
-    readonly replicaId: string,
-    private readonly internalUrl: string,
-    private readonly logger: Logger,
-  ) {}
+  readonly replicaId: string;
 
-  async attach(bucket: KvBucket): Promise<void> {
+  constructor(private readonly o: ReplicaDirectoryOptions) {
+    this.replicaId = o.replicaId;
+    this.forwarded = o.metrics
+      ? new Counter({
+          name: "mcpgw_forwarded_requests_total",
+          help: "Session requests carried between replicas over NATS, by direction and outcome",
+          labelNames: ["direction", "outcome"],
+          registers: [o.metrics],
+        })
+      : undefined;
+  }
+
+  /** The subject a replica receives forwarded requests on, and the one it receives answers on. */
+  private subject(replicaId: string, kind: "in" | "out"): string {
+    return `${this.o.busPrefix}.dataplane.fwd.${replicaId.replace(/[^A-Za-z0-9_-]/g, "_")}.${kind}`;
+  }
+
+  async attach(bus: Bus, bucket: KvBucket): Promise<void> {
+    this.bus = bus;
     this.bucket = bucket;
+    this.stopListening = [
+      bus.listen(this.subject(this.replicaId, "in"), (m) => this.onRequestFrame(m)),
+      bus.listen(this.subject(this.replicaId, "out"), (m) => this.onAnswerFrame(m)),
+    ];
     this.stopWatch = await bucket.watch((e) => {
       if (e.value === null) {
         this.replicas.delete(e.key);
         return;
       }
       try {
-        const v = JSON.parse(e.value) as { url: string; at: number };
-        this.replicas.set(e.key, { url: v.url, seen: v.at });
+        const v = JSON.parse(e.value) as { at: number };
+        this.replicas.set(e.key, { seen: v.at });
       } catch {
         // not ours
       }
     });
     const beat = () =>
-      void bucket
-        .put(this.replicaId, JSON.stringify({ url: this.internalUrl, at: Date.now() }))
-        .catch((err) => {
-          this.logger.debug({ err: (err as Error).message }, "replica heartbeat failed");
-        });
+      void bucket.put(this.replicaId, JSON.stringify({ at: Date.now() })).catch((err) => {
+        this.o.logger.debug({ err: (err as Error).message }, "replica heartbeat failed");
+      });
     beat();
     this.timer = setInterval(beat, HEARTBEAT_MS);
     this.timer.unref();
@@ -54,26 +124,27 @@ export class ReplicaDirectory {
   /** Replicas with a recent heartbeat, this one included. */
   liveCount(): number {
     let n = 1;
-    for (const [id, r] of this.replicas)
-      if (id !== this.replicaId && Date.now() - r.seen < HEARTBEAT_MS * 3) n++;
+    for (const id of this.replicas.keys()) if (id !== this.replicaId && this.isLive(id)) n++;
     return n;
   }
 
-  /** The internal URL of a live replica other than this one. */
-  urlOf(replicaId: string): string | undefined {
-    if (replicaId === this.replicaId) return undefined;
+  /** Whether another replica has sent a heartbeat recently. */
+  isLive(replicaId: string): boolean {
+    if (replicaId === this.replicaId) return false;
     const r = this.replicas.get(replicaId);
-    return r && Date.now() - r.seen < HEARTBEAT_MS * 3 ? r.url : undefined;
+    return r !== undefined && Date.now() - r.seen < HEARTBEAT_MS * 3;
   }
 
   /**
    * Relays a request to the replica that owns its session and streams the answer back.
-   * False when that replica is unknown or unreachable (the caller answers "session not found").
+   * False when that replica is unknown or does not answer (the caller answers "session not
+   * found", so the client re-initializes).
    */
   async forward(req: IncomingMessage, res: ServerResponse, ownerId: string, body?: Buffer): Promise<boolean> {
-    if (req.headers[FORWARDED_HEADER]) return false;
-    const base = this.urlOf(ownerId);
-    if (!base) return false;
+    const bus = this.bus;
+    if (!bus || req.headers[FORWARDED_HEADER] || !this.isLive(ownerId)) return false;
+    const payload =
+      body ?? (req.method === "POST" ? await readAtMost(req, this.o.maxBodyBytes + 1) : Buffer.alloc(0));
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) {
       if (
@@ -82,37 +153,219 @@ export class ReplicaDirectory {
       )
         headers[k] = v;
     }
-    headers[FORWARDED_HEADER] = this.replicaId;
+    const id = randomUUID();
+    const to = this.subject(ownerId, "in");
+    const headReceived = new Promise<boolean>((resolve) => {
+      const liveness = setInterval(() => {
+        if (this.isLive(ownerId)) return;
+        // The owner died mid-stream: its session is gone, end the client's stream.
+        this.o.logger.warn({ owner: ownerId }, "replica owning a forwarded stream went silent");
+        this.finishOutbound(id, false);
+      }, HEARTBEAT_MS / 2);
+      liveness.unref();
+      this.outbound.set(id, { res, owner: ownerId, onHead: resolve, headSent: false, liveness });
+    });
+    res.once("close", () => {
+      if (!this.outbound.has(id)) return;
+      bus.publish(to, frame("cancel", id));
+      this.finishOutbound(id, false);
+    });
+    const meta = JSON.stringify({
+      method: req.method ?? "GET",
+      url: req.url ?? "/",
+      headers,
+      // The client's socket peer: per-IP rate limits apply on the owner as if it were reached directly.
+      peer: req.socket.remoteAddress,
+    });
+    let offset = 0;
+    do {
+      const chunk = payload.subarray(offset, offset + CHUNK_BYTES);
+      offset += chunk.byteLength;
+      const more = offset < payload.byteLength ? "1" : "0";
+      bus.publish(
+        to,
+        offset <= CHUNK_BYTES
+          ? frame("req", id, chunk, { from: this.replicaId, meta, more })
+          : frame("body", id, chunk, { more }),
+      );
+    } while (offset < payload.byteLength);
+    const timeout = setTimeout(() => this.finishOutbound(id, false), HEAD_TIMEOUT_MS);
+    const ok = await headReceived;
+    clearTimeout(timeout);
+    this.forwarded?.inc({ direction: "out", outcome: ok ? "answered" : "unanswered" });
+    if (!ok) this.o.logger.warn({ owner: ownerId }, "could not forward a session request to its replica");
+    return ok;
+  }
+
+  /** Answer frames (from owners of sessions this replica forwarded requests to). */
+  private onAnswerFrame(m: BusMessage): void {
+    const id = m.headers.id ?? "";
+    const out = this.outbound.get(id);
+    if (!out) return;
+    switch (m.headers.t as Frame) {
+      case "head": {
+        const { status, headers } = JSON.parse(m.headers.meta ?? "{}") as {
+          status: number;
+          headers: Record<string, string>;
+        };
+        out.res.writeHead(status, headers);
+        if (headers["content-type"]?.startsWith("text/event-stream")) out.res.flushHeaders();
+        out.headSent = true;
+        out.onHead(true);
+        return;
+      }
+      case "data":
+        out.res.write(m.data);
+        if (out.res.writableLength > MAX_BACKLOG_BYTES) {
+          this.o.logger.warn({ owner: out.owner }, "dropping a forwarded stream whose client does not read");
+          out.res.destroy();
+        }
+        return;
+      case "end":
+        this.finishOutbound(id, true);
+        return;
+      case "fail":
+        this.finishOutbound(id, false);
+        return;
+    }
+  }
+
+  private finishOutbound(id: string, ended: boolean): void {
+    const out = this.outbound.get(id);
+    if (!out) return;
+    this.outbound.delete(id);
+    clearInterval(out.liveness);
+    if (!out.headSent) {
+      out.onHead(false);
+      return;
+    }
+    if (ended) out.res.end();
+    else out.res.destroy();
+  }
+
+  /** Request frames (from replicas forwarding requests of sessions that live here). */
+  private onRequestFrame(m: BusMessage): void {
+    const id = m.headers.id ?? "";
+    switch (m.headers.t as Frame) {
+      case "req": {
+        let meta: Inbound["meta"];
+        try {
+          meta = JSON.parse(m.headers.meta ?? "") as Inbound["meta"];
+        } catch {
+          return;
+        }
+        const from = m.headers.from ?? "";
+        this.inbound.set(id, { from, meta, chunks: [Buffer.from(m.data)], cancelled: false });
+        if (m.headers.more !== "1") void this.replay(id);
+        return;
+      }
+      case "body": {
+        const inb = this.inbound.get(id);
+        if (!inb) return;
+        inb.chunks.push(Buffer.from(m.data));
+        if (m.headers.more !== "1") void this.replay(id);
+        return;
+      }
+      case "cancel": {
+        const inb = this.inbound.get(id);
+        if (!inb) return;
+        inb.cancelled = true;
+        inb.body?.destroy();
+        this.inbound.delete(id);
+        return;
+      }
+    }
+  }
+
+  /** Replays a forwarded request on this replica's listener and streams its answer back. */
+  private async replay(id: string): Promise<void> {
+    const inb = this.inbound.get(id);
+    const bus = this.bus;
+    if (!inb || !bus) return;
+    const to = this.subject(inb.from, "out");
+    const body = Buffer.concat(inb.chunks);
+    inb.chunks = [];
     try {
-      const upstream = await request(`${base}${req.url ?? "/"}`, {
-        method: (req.method ?? "GET") as "GET",
-        headers,
-        body: body ?? (req.method === "POST" ? req : undefined),
-        headersTimeout: 30_000,
+      const answer = await request(`${this.o.loopbackUrl}${inb.meta.url}`, {
+        method: inb.meta.method as "GET",
+        headers: {
+          ...withoutInternal(inb.meta.headers),
+          [FORWARDED_HEADER]: inb.from,
+          ...(inb.meta.peer
+            ? { [FORWARDED_PEER_HEADER]: inb.meta.peer, [FORWARDED_PEER_PROOF_HEADER]: forwardedPeerProof }
+            : {}),
+        },
+        body: inb.meta.method === "GET" || inb.meta.method === "HEAD" ? undefined : body,
+        headersTimeout: HEAD_TIMEOUT_MS,
         bodyTimeout: 0,
       });
-      const out: Record<string, string> = {};
-      for (const [k, v] of Object.entries(upstream.headers))
-        if (typeof v === "string" && k !== "transfer-encoding" && k !== "connection") out[k] = v;
-      res.writeHead(upstream.statusCode, out);
-      if (out["content-type"]?.startsWith("text/event-stream")) res.flushHeaders();
-      res.once("close", () => upstream.body.destroy());
-      upstream.body.pipe(res);
-      return true;
-    } catch (err) {
-      this.logger.warn(
-        { owner: ownerId, err: (err as Error).message },
-        "could not forward a session request to its replica",
+      if (inb.cancelled) {
+        answer.body.destroy();
+        return;
+      }
+      inb.body = answer.body;
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(answer.headers))
+        if (typeof v === "string" && !["transfer-encoding", "connection", "keep-alive"].includes(k))
+          headers[k] = v;
+      bus.publish(
+        to,
+        frame("head", id, NO_BYTES, { meta: JSON.stringify({ status: answer.statusCode, headers }) }),
       );
-      return false;
+      for await (const chunk of answer.body as AsyncIterable<Buffer>) {
+        for (let i = 0; i < chunk.byteLength; i += CHUNK_BYTES)
+          bus.publish(to, frame("data", id, chunk.subarray(i, i + CHUNK_BYTES)));
+      }
+      bus.publish(to, frame("end", id));
+      this.forwarded?.inc({ direction: "in", outcome: "answered" });
+    } catch (err) {
+      if (!inb.cancelled) {
+        bus.publish(to, frame(inb.body ? "end" : "fail", id));
+        this.o.logger.warn({ from: inb.from, err: (err as Error).message }, "forwarded request failed here");
+      }
+      this.forwarded?.inc({ direction: "in", outcome: inb.cancelled ? "cancelled" : "failed" });
+    } finally {
+      this.inbound.delete(id);
     }
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    for (const stop of this.stopListening) stop();
+    for (const id of [...this.outbound.keys()]) this.finishOutbound(id, false);
+    for (const inb of this.inbound.values()) inb.body?.destroy();
     await this.stopWatch?.();
     await this.bucket?.delete(this.replicaId).catch(() => {});
   }
+}
+
+/** Request headers without the ones only a replica may set. */
+function withoutInternal(headers: Record<string, string>): Record<string, string> {
+  const out = { ...headers };
+  delete out[FORWARDED_PEER_HEADER];
+  delete out[FORWARDED_PEER_PROOF_HEADER];
+  return out;
+}
+
+function frame(
+  t: Frame,
+  id: string,
+  data: Uint8Array = NO_BYTES,
+  extra: Record<string, string> = {},
+): BusMessage {
+  return { headers: { t, id, ...extra }, data };
+}
+
+/** The first `limit` bytes of a request body (the rest is drained, unread). */
+async function readAtMost(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    if (size >= limit) continue;
+    chunks.push(chunk);
+    size += chunk.byteLength;
+  }
+  return Buffer.concat(chunks).subarray(0, limit);
 }
 
 /** The replica a message-level session id names (`s1.<replica>.<uuid>`). */

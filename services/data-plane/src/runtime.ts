@@ -85,8 +85,8 @@ export interface DataPlaneRuntimeOptions {
   sessionIdleTimeoutMs?: number | undefined;
   /** Upstreams on private addresses may be reached (checked again at each connection otherwise). */
   allowPrivateUpstreams?: boolean | undefined;
-  /** Where other replicas reach this one (forwarded session requests); default: publicUrl. */
-  internalUrl?: string | undefined;
+  /** Where this process's own listener answers (requests other replicas forward here); default: publicUrl. */
+  loopbackUrl?: string | undefined;
   /** Answer budget per member server when a namespace endpoint fans out. */
   aggregateMemberTimeoutMs?: number | undefined;
 }
@@ -137,7 +137,14 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   });
   const connectDeps = { stdio, credentials };
   const sessionIdle = o.sessionIdleTimeoutMs ?? 15 * 60_000;
-  const replicas = new ReplicaDirectory(o.replicaId, o.internalUrl ?? o.publicUrl, o.logger);
+  const replicas = new ReplicaDirectory({
+    replicaId: o.replicaId,
+    loopbackUrl: o.loopbackUrl ?? o.publicUrl,
+    busPrefix: o.busPrefix,
+    maxBodyBytes: o.maxBodyBytes,
+    logger: o.logger,
+    metrics: o.metrics,
+  });
   const sessions = new MessageSessions({
     replicas,
     report: usage.session,
@@ -145,12 +152,14 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     logger: o.logger,
     idleTimeoutMs: sessionIdle,
     maxMessageBytes: o.maxBodyBytes,
+    metrics: o.metrics,
   });
   const rpc = new JsonRpcGateway({
     replicaId: o.replicaId,
     logger: o.logger,
     idleTimeoutMs: sessionIdle,
     maxBodyBytes: o.maxBodyBytes,
+    replicas,
   });
   const dataPlane = createDataPlaneApp({
     connect: connectDeps,
@@ -183,6 +192,8 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     store,
     sessions,
     stdio,
+    logger: o.logger,
+    inspectNamespace: dataPlane.inspectNamespace,
   });
   const opsSubject = `${o.busPrefix}.dataplane.ops`;
   let connectedBus: Bus | undefined;
@@ -207,7 +218,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const watching = o.bus
     .then(async (bus) => {
       stopOps = await bus.serve(opsSubject, answer);
-      await replicas.attach(await bus.bucket(`${o.busPrefix}_replicas`));
+      await replicas.attach(bus, await bus.bucket(`${o.busPrefix}_replicas`));
       connectedBus = bus;
       const bucket = await bus.bucket(bucketNames(o.busPrefix).config);
       if (stopped) return;

@@ -109,7 +109,25 @@ describe("sessions survive the replica that answers (and the one that started th
       arguments: { prompt: "hi", maxTokens: 5 },
     });
     expect(JSON.stringify(sampled.content)).toContain("sampled across replicas");
+    // Bodies larger than one bus message travel in chunks, both ways.
+    const big = "x".repeat(700_000);
+    for (let i = 0; i < 2; i++) {
+      const echo = await client.callTool({ name: "echo", arguments: { message: big } });
+      expect(JSON.stringify(echo.content)).toContain(big);
+    }
     expect(new Set(seen).size).toBe(2);
+    // Requests landing on the other replica were carried over NATS to the owner.
+    const owner = transport.sessionId!.split(".")[1]!;
+    const [ownerDp, otherDp] = owner === "dp0" ? stack.dataPlanes : [...stack.dataPlanes].reverse();
+    const forwarded = (text: string, direction: string) =>
+      Number(
+        new RegExp(
+          `mcpgw_forwarded_requests_total\\{[^}]*direction="${direction}"[^}]*outcome="answered"[^}]*\\} (\\d+)`,
+        ).exec(text)?.[1] ?? 0,
+      );
+    const metricsOf = async (dp: typeof ownerDp) => (await fetch(`${dp!.url}/metrics`)).text();
+    expect(forwarded(await metricsOf(otherDp), "out")).toBeGreaterThanOrEqual(4);
+    expect(forwarded(await metricsOf(ownerDp), "in")).toBeGreaterThanOrEqual(4);
     await transport.terminateSession();
     await client.close();
   });

@@ -5,13 +5,14 @@ import {
   createNamespace,
   deleteNamespace,
   getNamespace,
+  getNamespaceConflicts,
   listNamespaces,
   updateNamespace,
 } from "../verbs/namespaces.ts";
 import { listServers } from "../verbs/servers.ts";
 import { listNamespaceSessions } from "../verbs/sessions.ts";
 import { crudRoutes } from "./crud.ts";
-import { DisplayName, errorResponses, IdParam, json, PageQuery, Slug } from "./schemas.ts";
+import { DisplayName, errorResponses, IdParam, json, PageQuery, Problem, Slug } from "./schemas.ts";
 
 const Namespace = z
   .object({
@@ -110,8 +111,61 @@ export function namespaceRoutes(deps: ControlPlaneDeps) {
       ),
   );
 
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/{id}/conflicts",
+      tags,
+      description:
+        "Names (tools, prompts) that more than one server of the namespace offers: with `tool_naming` " +
+        "`none` the first server keeps the name and the others' are hidden. Asked of a data plane " +
+        "(the first to answer), over every enabled server of the namespace whatever the policies; " +
+        "servers it could not reach are listed in `unavailable`.",
+      request: { params: IdParam },
+      responses: {
+        200: json(NamespaceConflicts),
+        ...errorResponses,
+        503: {
+          description: "No data plane answered within 3 s, or none has this namespace yet",
+          content: { "application/problem+json": { schema: Problem } },
+        },
+      },
+    }),
+    async (c) =>
+      c.json(
+        await getNamespaceConflicts({
+          ctx: verbContext(c, deps),
+          id: c.req.valid("param").id,
+          dataPlanes: deps.dataPlanes,
+        }),
+        200,
+      ),
+  );
+
   return app;
 }
+
+const NamespaceConflicts = z
+  .object({
+    namespace_id: z.string(),
+    slug: z.string(),
+    tool_naming: z.enum(["prefix", "none"]),
+    tool_separator: z.string(),
+    conflicts: z.array(
+      z.object({
+        kind: z.string().openapi({ description: "`tools` or `prompts`" }),
+        name: z.string(),
+        servers: z.array(z.string()).openapi({ description: "Names of the servers offering it, in order" }),
+      }),
+    ),
+    unavailable: z.array(z.object({ server: z.string(), reason: z.string() })),
+    replica: z.string().openapi({ description: "The data plane that answered" }),
+    snapshot_version: z
+      .number()
+      .int()
+      .openapi({ description: "The org's configuration version the data plane answered from" }),
+  })
+  .openapi("NamespaceConflicts");
 
 const Session = z
   .object({

@@ -2,7 +2,8 @@ import { schema } from "@mcpgw/db";
 import { and, eq } from "drizzle-orm";
 import { authorize } from "../auth/permissions.ts";
 import type { VerbContext } from "../context.ts";
-import { conflict } from "../errors.ts";
+import type { DataPlanes } from "../data-planes.ts";
+import { AppError, conflict } from "../errors.ts";
 import { orgResource } from "./org-resource.ts";
 import type { Page, PageRequest } from "./pagination.ts";
 
@@ -108,3 +109,65 @@ export async function updateNamespace({
 /** Deletes a namespace and, by cascade, its servers. */
 export const deleteNamespace = ({ ctx, id }: { ctx: VerbContext; id: string }): Promise<void> =>
   namespaces.remove(ctx, id);
+
+export interface NamespaceConflictsDto {
+  namespace_id: string;
+  slug: string;
+  tool_naming: "prefix" | "none";
+  tool_separator: string;
+  conflicts: Array<{ kind: string; name: string; servers: string[] }>;
+  unavailable: Array<{ server: string; reason: string }>;
+  /** The data plane that answered, and the org's snapshot version it answered from. */
+  replica: string;
+  snapshot_version: number;
+}
+
+/**
+ * The names more than one server of a namespace offers (an unprefixed namespace serves the first
+ * and hides the others) and the servers that could not be asked. Only a data plane knows the
+ * servers' tools, so the first one to answer over the bus reports, for every enabled member and
+ * whatever the policies (an admin view of the configuration, not of one caller's).
+ */
+export async function getNamespaceConflicts({
+  ctx,
+  id,
+  dataPlanes,
+}: {
+  ctx: VerbContext;
+  id: string;
+  dataPlanes: DataPlanes;
+}): Promise<NamespaceConflictsDto> {
+  // Authorizes like reading the namespace; another org's id is not found.
+  await getNamespace({ ctx, id });
+  const [org] = await ctx.db
+    .select({ version: schema.organizations.config_version })
+    .from(schema.organizations)
+    .where(eq(schema.organizations.id, ctx.actor.org_id));
+  const answer = await dataPlanes.inspectNamespace({
+    org_id: ctx.actor.org_id,
+    namespace_id: id,
+    min_version: org?.version ?? 0,
+  });
+  if (!answer)
+    throw new AppError(
+      "Unavailable",
+      "no data plane answered in time: a namespace's conflicts are known only to a running data plane",
+      { retry_after: 5 },
+    );
+  if (answer.status === "org_disabled")
+    throw conflict("the organization is disabled: its namespaces are not served");
+  if (answer.status !== "ok")
+    throw new AppError("Unavailable", "the data planes have not received this namespace yet", {
+      retry_after: 2,
+    });
+  return {
+    namespace_id: answer.namespace.id,
+    slug: answer.namespace.slug,
+    tool_naming: answer.namespace.tool_naming,
+    tool_separator: answer.namespace.tool_separator,
+    conflicts: answer.conflicts,
+    unavailable: answer.unavailable,
+    replica: answer.replica,
+    snapshot_version: answer.snapshot_version,
+  };
+}

@@ -1,6 +1,12 @@
 import type { IncomingMessage } from "node:http";
 import { describe, expect, it } from "vitest";
-import { clientIp, trustedProxies } from "./client-ip.ts";
+import {
+  clientIp,
+  FORWARDED_PEER_HEADER,
+  FORWARDED_PEER_PROOF_HEADER,
+  forwardedPeerProof,
+  trustedProxies,
+} from "./client-ip.ts";
 
 const req = (remoteAddress: string, headers: Record<string, string> = {}) =>
   ({ socket: { remoteAddress }, headers }) as unknown as IncomingMessage;
@@ -30,6 +36,24 @@ describe("clientIp", () => {
     );
     expect(clientIp(req("10.0.0.1", { forwarded: "for=198.51.100.17" }), trusted)).toBe("198.51.100.17");
     expect(clientIp(req("10.0.0.1", { "x-forwarded-for": "not-an-ip" }), trusted)).toBe("10.0.0.1");
+  });
+
+  it("takes the original peer of a request replayed from another replica only with this process's proof", () => {
+    const replayed = {
+      [FORWARDED_PEER_HEADER]: "198.51.100.20",
+      [FORWARDED_PEER_PROOF_HEADER]: forwardedPeerProof,
+    };
+    expect(clientIp(req("127.0.0.1", replayed), undefined)).toBe("198.51.100.20");
+    // A client naming a peer without the proof (or with a guessed one) is its own peer.
+    expect(clientIp(req("198.51.100.7", { [FORWARDED_PEER_HEADER]: "1.1.1.1" }), undefined)).toBe(
+      "198.51.100.7",
+    );
+    expect(
+      clientIp(
+        req("198.51.100.7", { [FORWARDED_PEER_HEADER]: "1.1.1.1", [FORWARDED_PEER_PROOF_HEADER]: "x" }),
+        undefined,
+      ),
+    ).toBe("198.51.100.7");
   });
 
   it("rejects a malformed trusted-proxy setting at boot", () => {

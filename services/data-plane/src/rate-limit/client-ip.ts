@@ -1,5 +1,23 @@
+import { randomBytes } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { BlockList, isIP } from "node:net";
+
+/**
+ * A request another replica forwarded here is replayed on this process's own listener, so its
+ * socket peer is loopback. The replay names the original peer in `FORWARDED_PEER_HEADER`, vouched
+ * for by a secret that never leaves this process (a client cannot forge it).
+ */
+export const FORWARDED_PEER_HEADER = "x-mcpgw-forwarded-peer";
+export const FORWARDED_PEER_PROOF_HEADER = "x-mcpgw-forwarded-proof";
+export const forwardedPeerProof = randomBytes(24).toString("base64url");
+
+/** The socket peer of a request, or the original peer of one replayed here from another replica. */
+function peerOf(req: IncomingMessage): string {
+  const named = req.headers[FORWARDED_PEER_HEADER];
+  if (typeof named === "string" && req.headers[FORWARDED_PEER_PROOF_HEADER] === forwardedPeerProof)
+    return named;
+  return req.socket.remoteAddress ?? "unknown";
+}
 
 /** Parses `MCPGW_TRUSTED_PROXIES` ("10.0.0.0/8, 192.168.1.7") into a matcher; empty: trust nobody. */
 export function trustedProxies(spec: string | undefined): BlockList | undefined {
@@ -53,7 +71,7 @@ function forwardedChain(req: IncomingMessage): string[] {
  * proxy. A header sent by an untrusted peer is ignored, so it cannot be spoofed.
  */
 export function clientIp(req: IncomingMessage, trusted: BlockList | undefined): string {
-  const peer = normalise(req.socket.remoteAddress ?? "unknown");
+  const peer = normalise(peerOf(req));
   if (!trusted || !isTrusted(trusted, peer)) return peer;
   const chain = forwardedChain(req).map(normalise);
   for (let i = chain.length - 1; i >= 0; i--) {

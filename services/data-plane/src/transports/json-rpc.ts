@@ -32,6 +32,40 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** Requests a 2026-07-28 server may ask its client to answer (returned as `InputRequiredResult`). */
+const INPUT_METHODS: Record<string, "elicitation" | "sampling" | "roots"> = {
+  "elicitation/create": "elicitation",
+  "sampling/createMessage": "sampling",
+  "roots/list": "roots",
+};
+/** Requests whose result may be `input_required` (multi round-trip requests). */
+const MRTR_METHODS = new Set(["tools/call", "prompts/get", "resources/read"]);
+
+/**
+ * A stateless client's request in flight on a session-based upstream that may ask for input:
+ * server-to-client requests the upstream sends meanwhile are queued here and handed to the
+ * client as an `InputRequiredResult`.
+ */
+interface Exchange {
+  capabilities: Record<string, unknown>;
+  queued: Rpc[];
+  wake: (() => void) | undefined;
+}
+
+/** The rest of an exchange after the client was asked for input, until it retries. */
+interface Continuation {
+  pool: PooledUpstream;
+  exchange: Exchange;
+  reply: Promise<Record<string, unknown>>;
+  /** The method of the request the exchange answers. */
+  method: string;
+  /** Input request key → the id the upstream gave its request. */
+  asked: Map<string, JsonRpcId>;
+  principalId: string;
+  target: string;
+  timer: NodeJS.Timeout;
+}
+
 /** One upstream MCP session kept by the gateway for a plain JSON-RPC caller. */
 interface PooledUpstream {
   transport: Transport;
@@ -39,6 +73,8 @@ interface PooledUpstream {
   initializeResult: unknown;
   lastUsed: number;
   closed: boolean;
+  /** Stateless requests in flight that accept input requests. */
+  exchanges: Set<Exchange>;
 }
 
 export interface RpcOptions {
@@ -46,9 +82,38 @@ export interface RpcOptions {
   logger: Logger;
   maxBodyBytes: number;
   idleTimeoutMs: number;
+  /** Carries a stateless retry to the replica holding its continuation. */
+  replicas?: {
+    forward(req: IncomingMessage, res: ServerResponse, owner: string, body?: Buffer): Promise<boolean>;
+  };
 }
 
 type Rpc = Record<string, unknown> & { id?: JsonRpcId; method?: string; params?: Record<string, unknown> };
+
+/** Results that are cacheable in 2026-07-28 (`ttlMs` and `cacheScope` required). */
+const CACHEABLE_METHODS = new Set([
+  "tools/list",
+  "prompts/list",
+  "resources/list",
+  "resources/templates/list",
+  "resources/read",
+  "server/discover",
+]);
+
+/**
+ * A session-based answer in 2026-07-28 terms: a result is marked complete, and a cacheable one
+ * says it may not be cached (a session-based upstream gives no cache hints; the answer may
+ * depend on the caller's policy).
+ */
+function complete(
+  answer: Record<string, unknown> | undefined,
+  method: string,
+): Record<string, unknown> | undefined {
+  const result = answer?.result as Record<string, unknown> | undefined;
+  if (!result || typeof result !== "object") return answer;
+  const cache = CACHEABLE_METHODS.has(method) ? { ttlMs: 0, cacheScope: "private" } : {};
+  return { ...answer, result: { resultType: "complete", ...cache, ...result } };
+}
 
 /**
  * Plain JSON-RPC over HTTP (`POST /servers/{id}/rpc`, single requests or batches): the gateway
@@ -59,6 +124,7 @@ type Rpc = Record<string, unknown> & { id?: JsonRpcId; method?: string; params?:
  */
 export class JsonRpcGateway {
   private readonly pools = new Map<string, Promise<PooledUpstream>>();
+  private readonly continuations = new Map<string, Continuation>();
   private readonly reaper: NodeJS.Timeout;
 
   constructor(private readonly o: RpcOptions) {
@@ -66,7 +132,7 @@ export class JsonRpcGateway {
     this.reaper.unref();
   }
 
-  private async open(ctx: SessionContext): Promise<PooledUpstream> {
+  private async open(ctx: SessionContext, capabilities: Record<string, unknown>): Promise<PooledUpstream> {
     const transport = await ctx.open(`rpc.${this.o.replicaId}.${randomUUID()}`);
     const pool: PooledUpstream = {
       transport,
@@ -74,6 +140,7 @@ export class JsonRpcGateway {
       initializeResult: undefined,
       lastUsed: Date.now(),
       closed: false,
+      exchanges: new Set(),
     };
     transport.onmessage = (message) => {
       const m = message as Rpc;
@@ -85,13 +152,32 @@ export class JsonRpcGateway {
           p.resolve(m);
         }
       } else if (m.method !== undefined && m.id !== undefined) {
+        if (m.method === "ping") {
+          void transport.send({ jsonrpc: "2.0", id: m.id, result: {} } as JSONRPCMessage).catch(() => {});
+          return;
+        }
+        // Asked while exactly one request is in flight, from a stateless client able to answer:
+        // that request's client is asked (InputRequiredResult). Anything else cannot be attributed.
+        const [exchange] = pool.exchanges;
+        const capability = INPUT_METHODS[m.method];
+        if (
+          exchange &&
+          capability &&
+          pool.exchanges.size === 1 &&
+          pool.pending.size === 1 &&
+          exchange.capabilities[capability] !== undefined
+        ) {
+          exchange.queued.push(m);
+          exchange.wake?.();
+          return;
+        }
         void transport
           .send({
             jsonrpc: "2.0",
             id: m.id,
             error: {
               code: JsonRpcErrorCode.MethodNotFound,
-              message: "the client behind this gateway uses plain JSON-RPC and cannot answer server requests",
+              message: "the client behind this gateway cannot answer server requests",
             },
           } as JSONRPCMessage)
           .catch(() => {});
@@ -114,7 +200,7 @@ export class JsonRpcGateway {
         method: "initialize",
         params: {
           protocolVersion: PROTOCOL_VERSION,
-          capabilities: {},
+          capabilities,
           clientInfo: { name: "mcpgw-json-rpc", version: "1.0.0" },
         },
       },
@@ -155,8 +241,15 @@ export class JsonRpcGateway {
     });
   }
 
-  private async pool(ctx: SessionContext): Promise<PooledUpstream> {
-    const key = `${ctx.principal.id}\u0000${ctx.target}`;
+  /**
+   * The caller's upstream session. Stateless callers able to answer server requests get one
+   * initialized with those capabilities (servers offer some tools only to such clients).
+   */
+  private async pool(
+    ctx: SessionContext,
+    capabilities: Record<string, unknown> = {},
+  ): Promise<PooledUpstream> {
+    const key = `${ctx.principal.id}\u0000${ctx.target}\u0000${Object.keys(capabilities).sort().join(",")}`;
     let pending = this.pools.get(key);
     if (pending) {
       const existing = await pending.catch(() => undefined);
@@ -166,7 +259,7 @@ export class JsonRpcGateway {
       }
       this.pools.delete(key);
     }
-    pending = this.open(ctx);
+    pending = this.open(ctx, capabilities);
     this.pools.set(key, pending);
     pending.catch(() => this.pools.delete(key));
     return pending;
@@ -177,6 +270,7 @@ export class JsonRpcGateway {
     message: Rpc,
     ctx: SessionContext,
     stateless = false,
+    capabilities: Record<string, unknown> = {},
   ): Promise<Record<string, unknown> | undefined> {
     const id = message.id ?? null;
     if (stateless) return this.answerStateless(message, ctx);
@@ -184,7 +278,7 @@ export class JsonRpcGateway {
     const method = message.method;
     if (method === undefined) return undefined; // responses have nowhere to go
     if (method === "notifications/initialized") return undefined;
-    const pool = await this.pool(ctx);
+    const pool = await this.pool(ctx, capabilities);
     if (!isRequest) {
       await pool.transport.send(message as JSONRPCMessage).catch(() => {});
       return undefined;
@@ -228,7 +322,9 @@ export class JsonRpcGateway {
   /**
    * MCP 2026-07-28 (stateless) for an upstream that speaks a session-based revision: the gateway
    * keeps the upstream session on the client's behalf; `server/discover` is answered from it,
-   * every other request is relayed and its result marked complete.
+   * every other request is relayed and its result marked complete. Server-to-client requests
+   * the upstream sends while a tool call, prompt or resource read is in flight become an
+   * `InputRequiredResult`; the client's retry carries the answers back to the waiting upstream.
    */
   private async answerStateless(
     message: Rpc,
@@ -236,7 +332,13 @@ export class JsonRpcGateway {
   ): Promise<Record<string, unknown> | undefined> {
     const id = message.id ?? null;
     if (message.method === undefined || message.id === undefined) return undefined;
-    const pool = await this.pool(ctx);
+    const givenMeta = (message.params?._meta as Record<string, unknown> | undefined) ?? {};
+    const declared = givenMeta["io.modelcontextprotocol/clientCapabilities"];
+    const capabilities: Record<string, unknown> = {};
+    if (declared && typeof declared === "object")
+      for (const c of Object.values(INPUT_METHODS))
+        if (c in declared) capabilities[c] = (declared as Record<string, unknown>)[c];
+    const pool = await this.pool(ctx, capabilities);
     if (message.method === "server/discover") {
       const init = pool.initializeResult as
         | { capabilities?: unknown; serverInfo?: unknown; instructions?: unknown }
@@ -246,6 +348,8 @@ export class JsonRpcGateway {
         id,
         result: {
           resultType: "complete",
+          ttlMs: 0,
+          cacheScope: "private",
           supportedVersions: [STATELESS_VERSION],
           capabilities: init?.capabilities ?? {},
           ...(init?.instructions ? { instructions: init.instructions } : {}),
@@ -254,18 +358,134 @@ export class JsonRpcGateway {
       };
     }
     // Per-request negotiation keys mean nothing to a session-based server.
-    const meta = { ...((message.params?._meta as Record<string, unknown> | undefined) ?? {}) };
+    const meta = { ...givenMeta };
     for (const key of Object.keys(meta)) if (key.startsWith("io.modelcontextprotocol/")) delete meta[key];
     let params: Record<string, unknown> | undefined;
     if (message.params) {
-      const { _meta: _dropped, ...rest } = message.params;
+      const { _meta: _dropped, inputResponses, requestState, ...rest } = message.params;
+      if (requestState !== undefined || inputResponses !== undefined)
+        return this.resume(id, requestState, inputResponses, ctx);
       params = Object.keys(meta).length > 0 ? { ...rest, _meta: meta } : rest;
     }
-    const answer = await this.answer({ ...message, ...(params ? { params } : {}) }, ctx);
-    const result = answer?.result as Record<string, unknown> | undefined;
-    return result && typeof result === "object"
-      ? { ...answer, result: { resultType: "complete", ...result } }
-      : answer;
+    const relayed = { ...message, ...(params ? { params } : {}) };
+    const asks = MRTR_METHODS.has(message.method) && Object.keys(capabilities).length > 0;
+    if (!asks) return complete(await this.answer(relayed, ctx, false, capabilities), message.method);
+    // The upstream may ask for input while it works on this request: hand such requests to the
+    // client as an InputRequiredResult and keep the upstream request waiting for the answers.
+    const exchange: Exchange = { capabilities, queued: [], wake: undefined };
+    pool.exchanges.add(exchange);
+    const reply = this.answer(relayed, ctx, false, capabilities).then((a) => a ?? {});
+    return this.settle(id, { pool, exchange, reply, method: message.method }, ctx);
+  }
+
+  /** Waits for the upstream's answer or its next questions, whichever comes first. */
+  private async settle(
+    id: JsonRpcId,
+    state: Pick<Continuation, "pool" | "exchange" | "reply" | "method">,
+    ctx: SessionContext,
+  ): Promise<Record<string, unknown>> {
+    const { exchange } = state;
+    const next = await new Promise<{ done: Record<string, unknown> } | { ask: Rpc[] }>((resolve) => {
+      if (exchange.queued.length > 0) return resolve({ ask: exchange.queued.splice(0) });
+      exchange.wake = () => resolve({ ask: exchange.queued.splice(0) });
+      void state.reply.then((done) => resolve({ done }));
+    });
+    exchange.wake = undefined;
+    if ("done" in next) {
+      state.pool.exchanges.delete(exchange);
+      return complete({ ...next.done, id }, state.method) ?? {};
+    }
+    const key = randomUUID();
+    const asked = new Map<string, JsonRpcId>();
+    const inputRequests: Record<string, unknown> = {};
+    next.ask.forEach((m, i) => {
+      asked.set(`input-${i}`, m.id as JsonRpcId);
+      inputRequests[`input-${i}`] = { method: m.method, ...(m.params ? { params: m.params } : {}) };
+    });
+    const timer = setTimeout(() => this.abandon(key, "the client did not answer in time"), ctx.timeoutMs);
+    timer.unref();
+    this.continuations.set(key, {
+      ...state,
+      asked,
+      principalId: ctx.principal.id,
+      target: ctx.target,
+      timer,
+    });
+    return {
+      jsonrpc: "2.0",
+      id,
+      result: {
+        resultType: "input_required",
+        inputRequests,
+        requestState: `mrtr1.${this.o.replicaId}.${key}`,
+      },
+    };
+  }
+
+  /** A retry carrying the client's answers: they go to the upstream, which then goes on. */
+  private async resume(
+    id: JsonRpcId,
+    requestState: unknown,
+    inputResponses: unknown,
+    ctx: SessionContext,
+  ): Promise<Record<string, unknown>> {
+    const key =
+      typeof requestState === "string" ? /^mrtr1\..+\.([0-9a-f-]{36})$/.exec(requestState)?.[1] : undefined;
+    const cont = key ? this.continuations.get(key) : undefined;
+    // Bound to the principal and target it was issued for: another caller's state is unknown.
+    if (!key || !cont || cont.principalId !== ctx.principal.id || cont.target !== ctx.target) {
+      return jsonRpcError(
+        id,
+        JsonRpcErrorCode.InvalidParams,
+        "requestState is unknown or expired: send the request again without requestState and inputResponses",
+      ) as unknown as Record<string, unknown>;
+    }
+    this.continuations.delete(key);
+    clearTimeout(cont.timer);
+    const responses =
+      inputResponses && typeof inputResponses === "object" ? (inputResponses as Record<string, unknown>) : {};
+    for (const [inputKey, upstreamId] of cont.asked) {
+      const answer = responses[inputKey];
+      await cont.pool.transport
+        .send(
+          (answer && typeof answer === "object"
+            ? { jsonrpc: "2.0", id: upstreamId, result: answer }
+            : {
+                jsonrpc: "2.0",
+                id: upstreamId,
+                error: {
+                  code: JsonRpcErrorCode.InvalidParams,
+                  message: `the client gave no answer to ${inputKey}`,
+                },
+              }) as JSONRPCMessage,
+        )
+        .catch(() => {});
+    }
+    return this.settle(id, cont, ctx);
+  }
+
+  /** Drops a continuation the client never resumed: the upstream's questions get an error. */
+  private abandon(key: string, reason: string): void {
+    const cont = this.continuations.get(key);
+    if (!cont) return;
+    this.continuations.delete(key);
+    clearTimeout(cont.timer);
+    cont.pool.exchanges.delete(cont.exchange);
+    for (const upstreamId of cont.asked.values())
+      void cont.pool.transport
+        .send({
+          jsonrpc: "2.0",
+          id: upstreamId,
+          error: { code: JsonRpcErrorCode.InternalError, message: reason },
+        } as JSONRPCMessage)
+        .catch(() => {});
+  }
+
+  /** The replica holding the continuation a stateless retry names, when it is another one. */
+  private continuationOwner(body: unknown): string | undefined {
+    const state = (body as { params?: { requestState?: unknown } } | null)?.params?.requestState;
+    const owner = typeof state === "string" ? /^mrtr1\.(.+)\.[0-9a-f-]{36}$/.exec(state)?.[1] : undefined;
+    return owner && owner !== this.o.replicaId ? owner : undefined;
   }
 
   /** `POST …/mcp` from a 2026-07-28 client to a session-based upstream: one request, a JSON answer. */
@@ -297,6 +517,7 @@ export class JsonRpcGateway {
       return;
     }
     let body: unknown;
+    let raw: Buffer;
     try {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -315,7 +536,8 @@ export class JsonRpcGateway {
         }
         chunks.push(chunk);
       }
-      body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+      raw = Buffer.concat(chunks);
+      body = JSON.parse(raw.toString("utf8"));
     } catch {
       sendJsonRpcError(
         res,
@@ -326,6 +548,9 @@ export class JsonRpcGateway {
       );
       return;
     }
+    // A retry of a request that asked for input continues on the replica that holds it.
+    const owner = stateless ? this.continuationOwner(body) : undefined;
+    if (owner && (await this.o.replicas?.forward(req, res, owner, raw))) return;
     await this.respond(body, res, ctx, stateless);
   }
 

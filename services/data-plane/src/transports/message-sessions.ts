@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { JsonRpcErrorCode, MCP_HEADERS } from "@mcpgw/protocol";
 import type { SessionEvent } from "@mcpgw/queue";
-import type { Logger } from "@mcpgw/telemetry";
+import { Counter, type Logger, type Registry } from "@mcpgw/telemetry";
 import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
@@ -14,6 +14,12 @@ import { type ReplicaDirectory, sessionOwner } from "../replicas.ts";
 import type { RoutedServer } from "../snapshot/store.ts";
 import { type ConnectDeps, connectUpstream } from "../upstream/connect.ts";
 import { StdioProcess, StdioUnavailable } from "../upstream/stdio-processes.ts";
+import {
+  boundResponseBacklog,
+  MAX_CLIENT_BACKLOG_BYTES,
+  type OnSlowClient,
+  sendBounded,
+} from "./client-backlog.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
 import type { ProxyHooks } from "./streamable-http.ts";
 
@@ -86,6 +92,8 @@ export interface MessageSessionsOptions {
   /** Sessions idle for longer are closed (clients rarely send DELETE). */
   idleTimeoutMs: number;
   maxMessageBytes: number;
+  /** Where `mcpgw_slow_client_disconnects_total` is registered; none: not exported. */
+  metrics?: Registry | undefined;
 }
 
 /**
@@ -93,14 +101,42 @@ export interface MessageSessionsOptions {
  * byte-level Streamable HTTP fast path (legacy SSE, WebSocket) and every upstream other than
  * Streamable HTTP (stdio, legacy SSE). A session lives in the replica that opened it; its id
  * names that replica (`s1.<replica>.<uuid>`).
+ *
+ * A client that stops reading is dropped once MAX_CLIENT_BACKLOG_BYTES wait for it on one of its
+ * streams (an SSE response, a WebSocket). A legacy SSE session is its stream, so it ends; a
+ * Streamable HTTP session outlives a dropped GET or POST stream (the client may open a new GET
+ * stream; what was sent meanwhile is lost, as there is no event store); a WebSocket session ends.
  */
 export class MessageSessions {
   private readonly sessions = new Map<string, Session>();
   private readonly reaper: NodeJS.Timeout;
+  private readonly slowClients: Counter<"transport">;
 
   constructor(private readonly o: MessageSessionsOptions) {
     this.reaper = setInterval(() => this.reap(), Math.min(30_000, Math.max(1000, o.idleTimeoutMs / 4)));
     this.reaper.unref();
+    this.slowClients = new Counter({
+      name: "mcpgw_slow_client_disconnects_total",
+      help: "Client streams (SSE responses, WebSockets) closed because their client stopped reading and its backlog passed the limit",
+      labelNames: ["transport"] as const,
+      registers: o.metrics ? [o.metrics] : [],
+    });
+  }
+
+  /** Counts and logs a client dropped for reading too slowly (never what it was sent). */
+  private slowClient(sessionId: string, kind: ClientTransportKind): OnSlowClient {
+    return (buffered) => {
+      this.slowClients.inc({ transport: kind });
+      this.o.logger.warn(
+        {
+          session: sessionId,
+          transport: kind,
+          buffered_bytes: buffered,
+          limit_bytes: MAX_CLIENT_BACKLOG_BYTES,
+        },
+        "dropping a client stream whose client does not read",
+      );
+    };
   }
 
   private newId(): string {
@@ -140,7 +176,7 @@ export class MessageSessions {
       try {
         if (s.http) await s.http.send(message);
         else if (s.sse) await s.sse.send(message);
-        else if (s.ws) sendBounded(s.ws, message);
+        else if (s.ws) sendBounded(s.ws, message, this.slowClient(s.id, s.kind));
         sent++;
       } catch {
         // a client that went away
@@ -246,6 +282,8 @@ export class MessageSessions {
         sendJsonRpcError(res, 404, null, JsonRpcErrorCode.NotFound, "Session not found");
         return;
       }
+      // A GET stream or a POST's SSE response: either may be left unread.
+      boundResponseBacklog(res, this.slowClient(s.id, s.kind));
       await s.http.handleRequest(req, res);
       return;
     }
@@ -281,6 +319,7 @@ export class MessageSessions {
       void session!.bridge.fromClient(m);
     };
     http.onclose = () => session?.bridge.close();
+    boundResponseBacklog(res, this.slowClient(id, "streamable_http"));
     await http.handleRequest(req, res);
     // The SDK answers a request that is not a valid initialize without creating the session.
     if (!http.sessionId) session.bridge.close();
@@ -294,6 +333,8 @@ export class MessageSessions {
     messagePath: string,
   ): Promise<void> {
     const sse = new SSEServerTransport(`${messagePath}?replica=${encodeURIComponent(this.o.replicaId)}`, res);
+    // The stream is the session: a client dropped for not reading loses the session with it.
+    boundResponseBacklog(res, this.slowClient(sse.sessionId, "sse"));
     let session: Session;
     try {
       session = await this.open(sse.sessionId, "sse", ctx, { send: (m) => sse.send(m) });
@@ -360,8 +401,9 @@ export class MessageSessions {
     ws.on("close", () => session?.bridge.close());
     ws.on("error", () => session?.bridge.close());
     try {
+      const onSlow = this.slowClient(id, "websocket");
       session = await this.open(id, "websocket", ctx, {
-        send: async (m) => sendBounded(ws, m),
+        send: async (m) => sendBounded(ws, m, onSlow),
       });
     } catch (err) {
       if (err instanceof SessionQuotaExceeded) ws.close(1008, err.message.slice(0, 120));
@@ -395,24 +437,6 @@ export class MessageSessions {
     clearInterval(this.reaper);
     for (const s of this.sessions.values()) s.bridge.close();
   }
-}
-
-/** Most bytes queued for one WebSocket client before it counts as too slow and is dropped. */
-const MAX_WS_BACKLOG = 8 * 1024 * 1024;
-
-/**
- * Sends to a WebSocket client without letting a slow reader grow this process's memory: past
- * MAX_WS_BACKLOG unsent bytes the connection is closed (1013, try again later) and its session ends.
- */
-function sendBounded(ws: WebSocket, message: JSONRPCMessage): void {
-  if (ws.readyState !== ws.OPEN) return;
-  if (ws.bufferedAmount > MAX_WS_BACKLOG) {
-    ws.close(1013, "client too slow: too many unread messages");
-    // A peer that does not read will not read the close frame either.
-    setTimeout(() => ws.terminate(), 1000).unref();
-    return;
-  }
-  ws.send(JSON.stringify(message));
 }
 
 function isJsonRpc(m: unknown): boolean {

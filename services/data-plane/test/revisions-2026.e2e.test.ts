@@ -1,0 +1,227 @@
+import { createRequire } from "node:module";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Api, type Stack, startStack } from "../../../packages/testing/src/index.ts";
+import { connectV2Client, startV2Upstream, type V2Upstream } from "../../../packages/testing/src/v2.ts";
+
+const require = createRequire(import.meta.url);
+const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js", {
+  paths: [require.resolve("../../../packages/testing/package.json")],
+});
+
+/** A raw 2026-07-28 answer, as far as these tests read it. */
+interface RpcAnswer {
+  id: number;
+  result: {
+    resultType: string;
+    inputRequests: Record<string, { method: string }>;
+    requestState: string;
+    content: unknown;
+  };
+  error: { code: number; message: string };
+}
+
+/**
+ * The 2026-07-28 revision with the v2 SDK (`@modelcontextprotocol/client` / `server`) on either
+ * side of the gateway: a stateless client in front of a session-based upstream (the gateway keeps
+ * the session and turns server-to-client requests into `InputRequiredResult`s), and a stateless
+ * client in front of a stateless upstream (relayed as is).
+ */
+describe("MCP 2026-07-28 through the gateway (v2 SDK)", () => {
+  let stack: Stack;
+  let api: Api;
+  let v2: V2Upstream;
+  let stdioServer: string;
+  let v2Server: string;
+  const auth = () => ({ authorization: `Bearer ${api.token}` });
+
+  beforeAll(async () => {
+    [stack, v2] = await Promise.all([
+      startStack({
+        replicas: 2,
+        env: { MCPGW_STDIO_ALLOWED_COMMANDS: process.execPath, MCPGW_ALLOW_PRIVATE_UPSTREAMS: "true" },
+      }),
+      startV2Upstream("reject"),
+    ]);
+    api = await stack.api();
+    const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", {
+      name: "Rev 2026",
+      slug: "rev2026",
+    });
+    stdioServer = (
+      await api.call<{ id: string }>("POST", "/api/v1/servers", {
+        namespace_id: ns.body.id,
+        name: "everything",
+        transport: "stdio",
+        command: process.execPath,
+        args: [everythingEntry, "stdio"],
+      })
+    ).body.id;
+    v2Server = (
+      await api.call<{ id: string }>("POST", "/api/v1/servers", {
+        namespace_id: ns.body.id,
+        name: "v2",
+        transport: "streamable_http",
+        url: v2.url,
+      })
+    ).body.id;
+    // Replicas announce themselves to each other over NATS.
+    await new Promise((r) => setTimeout(r, 1000));
+  }, 90_000);
+
+  afterAll(async () => {
+    await Promise.all([stack?.stop(), v2?.close()]);
+  });
+
+  it("serves a v2 client in front of a stdio upstream: elicitation and sampling become InputRequiredResults", async () => {
+    const { client, asked } = await connectV2Client(
+      `${stack.dataPlanes[0]!.url}/servers/${stdioServer}/mcp`,
+      auth(),
+    );
+    expect(client.getNegotiatedProtocolVersion()).toBe("2026-07-28");
+    const tools = await client.listTools();
+    const names = tools.tools.map((t) => t.name);
+    // The upstream offers these only to clients that can answer them: the gateway declared them.
+    expect(names).toEqual(
+      expect.arrayContaining(["echo", "trigger-elicitation-request", "trigger-sampling-request"]),
+    );
+
+    const echo = await client.callTool({ name: "echo", arguments: { message: "stateless hello" } });
+    expect(JSON.stringify(echo.content)).toContain("stateless hello");
+
+    const elicited = await client.callTool({ name: "trigger-elicitation-request", arguments: {} });
+    expect(asked.some((a) => a.startsWith("elicitation"))).toBe(true);
+    expect(JSON.stringify(elicited.content)).toContain("v2 tester");
+
+    const sampled = await client.callTool({
+      name: "trigger-sampling-request",
+      arguments: { prompt: "hi", maxTokens: 5 },
+    });
+    expect(asked).toContain("sampling");
+    expect(JSON.stringify(sampled.content)).toContain("sampled by the v2 client");
+    await client.close();
+  });
+
+  /** One raw 2026-07-28 request to a replica. */
+  const post = async (replica: number, id: number, method: string, params: Record<string, unknown>) => {
+    const res = await fetch(`${stack.dataPlanes[replica]!.url}/servers/${stdioServer}/mcp`, {
+      method: "POST",
+      headers: {
+        ...auth(),
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": method,
+        ...(typeof params.name === "string" ? { "mcp-name": params.name } : {}),
+      },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id,
+        method,
+        params: {
+          ...params,
+          _meta: {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": { sampling: {} },
+          },
+        },
+      }),
+    });
+    return { status: res.status, body: (await res.json()) as RpcAnswer };
+  };
+
+  it("continues an input-required exchange on whichever replica the retry lands, and only for its caller", async () => {
+    const first = await post(0, 1, "tools/call", {
+      name: "trigger-sampling-request",
+      arguments: { prompt: "cross", maxTokens: 5 },
+    });
+    expect(first.body.result.resultType).toBe("input_required");
+    const [[key, request]] = Object.entries(first.body.result.inputRequests) as [
+      [string, { method: string }],
+    ];
+    expect(request.method).toBe("sampling/createMessage");
+    const state = first.body.result.requestState;
+    expect(state).toMatch(/^mrtr1\.dp0\./);
+
+    // Another caller (an API key) cannot resume it.
+    const other = (await api.call<{ key: string }>("POST", "/auth/api-keys", { name: "other-caller" })).body
+      .key;
+    const foreign = async () => {
+      const res = await fetch(`${stack.dataPlanes[0]!.url}/servers/${stdioServer}/mcp`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${other}`,
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          "mcp-protocol-version": "2026-07-28",
+          "mcp-method": "tools/call",
+          "mcp-name": "trigger-sampling-request",
+        },
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 9,
+          method: "tools/call",
+          params: {
+            name: "trigger-sampling-request",
+            arguments: {},
+            requestState: state,
+            inputResponses: {},
+          },
+        }),
+      });
+      return { status: res.status, body: (await res.json()) as { error?: { code: number } } };
+    };
+    // (the key reaches the replicas with the next snapshot)
+    await expect.poll(async () => (await foreign()).status, { timeout: 5000 }).not.toBe(401);
+    expect((await foreign()).body.error?.code).toBe(-32602);
+
+    // The retry goes to the other replica: it is carried to the one holding the exchange.
+    const retry = await post(1, 2, "tools/call", {
+      name: "trigger-sampling-request",
+      arguments: { prompt: "cross", maxTokens: 5 },
+      requestState: state,
+      inputResponses: {
+        [key]: { role: "assistant", content: { type: "text", text: "answered on dp1" }, model: "m" },
+      },
+    });
+    expect(retry.body.id).toBe(2);
+    expect(retry.body.result.resultType).toBe("complete");
+    expect(JSON.stringify(retry.body.result.content)).toContain("answered on dp1");
+
+    // A state that was used (or never issued) is refused with a clear error.
+    const again = await post(0, 3, "tools/call", {
+      name: "trigger-sampling-request",
+      arguments: {},
+      requestState: state,
+      inputResponses: {},
+    });
+    expect(again.body.error.code).toBe(-32602);
+    expect(again.body.error.message).toMatch(/requestState/);
+  });
+
+  it("relays a v2 client to a stateless v2 upstream: input-required results and listen streams pass through", async () => {
+    const { client, asked } = await connectV2Client(
+      `${stack.dataPlanes[1]!.url}/servers/${v2Server}/mcp`,
+      auth(),
+    );
+    expect(client.getNegotiatedProtocolVersion()).toBe("2026-07-28");
+    expect((await client.listTools()).tools.map((t) => t.name).sort()).toEqual(["deploy", "echo"]);
+    const deployed = await client.callTool({ name: "deploy", arguments: { env: "prod" } });
+    expect(asked).toContain("elicitation: Deploy to prod?");
+    expect(JSON.stringify(deployed.content)).toContain("deployed to prod");
+    // The upstream saw routing headers, never the client's credentials.
+    const last = v2.received.at(-1)!;
+    expect(last["mcp-method"]).toBe("tools/call");
+    expect(last["mcp-name"]).toBe("deploy");
+    expect(last.authorization).toBeUndefined();
+
+    const changed: string[] = [];
+    client.setNotificationHandler("notifications/tools/list_changed", async () => {
+      changed.push("tools");
+    });
+    const subscription = await client.listen({ toolsListChanged: true });
+    v2.toolsChanged();
+    await expect.poll(() => changed.length, { timeout: 5000 }).toBeGreaterThan(0);
+    await subscription.close();
+    await client.close();
+  });
+});
