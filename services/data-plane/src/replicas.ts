@@ -9,6 +9,7 @@ import {
   FORWARDED_PEER_PROOF_HEADER,
   forwardedPeerProof,
 } from "./rate-limit/client-ip.ts";
+import { MAX_CLIENT_BACKLOG_BYTES } from "./transports/client-backlog.ts";
 
 /** Header marking a request one replica forwarded to another (never forwarded again). */
 export const FORWARDED_HEADER = "x-mcpgw-forwarded-by";
@@ -18,8 +19,6 @@ const HEARTBEAT_MS = 10_000;
 const CHUNK_BYTES = 256 * 1024;
 /** How long the owner has to answer with a status line. */
 const HEAD_TIMEOUT_MS = 30_000;
-/** A forwarded stream whose client does not read is dropped past this backlog. */
-const MAX_BACKLOG_BYTES = 8 * 1024 * 1024;
 const NO_BYTES = new Uint8Array();
 
 /** Frames of the forwarding exchange (header `t`). */
@@ -216,7 +215,7 @@ export class ReplicaDirectory {
       }
       case "data":
         out.res.write(m.data);
-        if (out.res.writableLength > MAX_BACKLOG_BYTES) {
+        if (out.res.writableLength > MAX_CLIENT_BACKLOG_BYTES) {
           this.o.logger.warn({ owner: out.owner }, "dropping a forwarded stream whose client does not read");
           out.res.destroy();
         }

@@ -72,7 +72,7 @@ describe("MCP 2026-07-28 through the gateway (v2 SDK)", () => {
     await Promise.all([stack?.stop(), v2?.close()]);
   });
 
-  it("serves a v2 client in front of a stdio upstream: elicitation and sampling become InputRequiredResults", async () => {
+  it("serves a v2 client in front of a stdio upstream: elicitation and sampling become InputRequiredResults, listen streams updates", async () => {
     const { client, asked } = await connectV2Client(
       `${stack.dataPlanes[0]!.url}/servers/${stdioServer}/mcp`,
       auth(),
@@ -98,6 +98,20 @@ describe("MCP 2026-07-28 through the gateway (v2 SDK)", () => {
     });
     expect(asked).toContain("sampling");
     expect(JSON.stringify(sampled.content)).toContain("sampled by the v2 client");
+
+    // subscriptions/listen: the gateway subscribes its upstream session and streams the updates.
+    const { resources } = await client.listResources();
+    const uri = resources[0]!.uri;
+    const updated: string[] = [];
+    client.setNotificationHandler("notifications/resources/updated", async (n) => {
+      updated.push(n.params.uri);
+    });
+    const subscription = await client.listen({ resourceSubscriptions: [uri] });
+    // The upstream sends updates of subscribed resources every 5 s once toggled on.
+    await client.callTool({ name: "toggle-subscriber-updates", arguments: {} });
+    await expect.poll(() => updated, { timeout: 12_000, interval: 200 }).toContain(uri);
+    await subscription.close();
+    await client.callTool({ name: "toggle-subscriber-updates", arguments: {} });
     await client.close();
   });
 

@@ -52,6 +52,21 @@ interface Exchange {
   wake: (() => void) | undefined;
 }
 
+/** An open `subscriptions/listen` stream of a stateless client, fed from its upstream session. */
+interface Listener {
+  res: ServerResponse;
+  subscriptionId: JsonRpcId;
+  filter: { tools: boolean; prompts: boolean; resources: boolean; uris: Set<string> };
+}
+
+/** Upstream notifications a listen stream carries, by the filter flag that opts in to each. */
+const LISTENED: Record<string, "tools" | "prompts" | "resources" | "uris"> = {
+  "notifications/tools/list_changed": "tools",
+  "notifications/prompts/list_changed": "prompts",
+  "notifications/resources/list_changed": "resources",
+  "notifications/resources/updated": "uris",
+};
+
 /** The rest of an exchange after the client was asked for input, until it retries. */
 interface Continuation {
   pool: PooledUpstream;
@@ -75,6 +90,8 @@ interface PooledUpstream {
   closed: boolean;
   /** Stateless requests in flight that accept input requests. */
   exchanges: Set<Exchange>;
+  /** Open `subscriptions/listen` streams. */
+  listeners: Set<Listener>;
 }
 
 export interface RpcOptions {
@@ -89,6 +106,20 @@ export interface RpcOptions {
 }
 
 type Rpc = Record<string, unknown> & { id?: JsonRpcId; method?: string; params?: Record<string, unknown> };
+
+/**
+ * The input capabilities (elicitation, sampling, roots) a 2026-07-28 request declares in its
+ * `_meta`: the caller's upstream session is initialized with them.
+ */
+function inputCapabilities(message: Rpc): Record<string, unknown> {
+  const meta = message.params?._meta as Record<string, unknown> | undefined;
+  const declared = meta?.["io.modelcontextprotocol/clientCapabilities"];
+  const capabilities: Record<string, unknown> = {};
+  if (declared && typeof declared === "object")
+    for (const c of Object.values(INPUT_METHODS))
+      if (c in declared) capabilities[c] = (declared as Record<string, unknown>)[c];
+  return capabilities;
+}
 
 /** Results that are cacheable in 2026-07-28 (`ttlMs` and `cacheScope` required). */
 const CACHEABLE_METHODS = new Set([
@@ -141,9 +172,14 @@ export class JsonRpcGateway {
       lastUsed: Date.now(),
       closed: false,
       exchanges: new Set(),
+      listeners: new Set(),
     };
     transport.onmessage = (message) => {
       const m = message as Rpc;
+      if (m.method !== undefined && m.id === undefined) {
+        if (LISTENED[m.method]) this.notifyListeners(pool, m);
+        return;
+      }
       if (m.method === undefined && typeof m.id === "string") {
         const p = pool.pending.get(m.id);
         if (p) {
@@ -185,6 +221,9 @@ export class JsonRpcGateway {
     };
     transport.onclose = () => {
       pool.closed = true;
+      // The upstream session is gone: listeners end, and listen again on a fresh one.
+      for (const l of pool.listeners) l.res.end();
+      pool.listeners.clear();
       for (const p of pool.pending.values()) {
         clearTimeout(p.timer);
         p.resolve({
@@ -333,11 +372,7 @@ export class JsonRpcGateway {
     const id = message.id ?? null;
     if (message.method === undefined || message.id === undefined) return undefined;
     const givenMeta = (message.params?._meta as Record<string, unknown> | undefined) ?? {};
-    const declared = givenMeta["io.modelcontextprotocol/clientCapabilities"];
-    const capabilities: Record<string, unknown> = {};
-    if (declared && typeof declared === "object")
-      for (const c of Object.values(INPUT_METHODS))
-        if (c in declared) capabilities[c] = (declared as Record<string, unknown>)[c];
+    const capabilities = inputCapabilities(message);
     const pool = await this.pool(ctx, capabilities);
     if (message.method === "server/discover") {
       const init = pool.initializeResult as
@@ -464,6 +499,111 @@ export class JsonRpcGateway {
     return this.settle(id, cont, ctx);
   }
 
+  /**
+   * `subscriptions/listen` (2026-07-28) for a session-based upstream: an SSE stream acknowledging
+   * the filters the upstream can honour (its `listChanged` and `subscribe` capabilities), then
+   * carrying the matching notifications of the caller's upstream session, until the client
+   * closes it. Resource subscriptions are made upstream (`resources/subscribe`) while a stream
+   * wants them.
+   */
+  private async listen(message: Rpc, res: ServerResponse, ctx: SessionContext): Promise<void> {
+    let pool: PooledUpstream;
+    try {
+      // The same upstream session as the caller's other requests (notifications are per session).
+      pool = await this.pool(ctx, inputCapabilities(message));
+    } catch (err) {
+      this.o.logger.warn({ err: (err as Error).message }, "listen: upstream session failed");
+      sendJsonRpcError(
+        res,
+        502,
+        message.id ?? null,
+        JsonRpcErrorCode.UpstreamUnavailable,
+        "upstream MCP server is unavailable",
+      );
+      return;
+    }
+    const wanted = (message.params?.notifications ?? {}) as {
+      toolsListChanged?: boolean;
+      promptsListChanged?: boolean;
+      resourcesListChanged?: boolean;
+      resourceSubscriptions?: unknown;
+    };
+    const caps =
+      (
+        pool.initializeResult as {
+          capabilities?: Record<string, { listChanged?: boolean; subscribe?: boolean }>;
+        }
+      )?.capabilities ?? {};
+    const uris = Array.isArray(wanted.resourceSubscriptions)
+      ? wanted.resourceSubscriptions.filter((u): u is string => typeof u === "string")
+      : [];
+    const listener: Listener = {
+      res,
+      subscriptionId: message.id ?? null,
+      filter: {
+        tools: wanted.toolsListChanged === true && caps.tools?.listChanged === true,
+        prompts: wanted.promptsListChanged === true && caps.prompts?.listChanged === true,
+        resources: wanted.resourcesListChanged === true && caps.resources?.listChanged === true,
+        uris: new Set(caps.resources?.subscribe === true ? uris : []),
+      },
+    };
+    for (const uri of listener.filter.uris)
+      if (![...pool.listeners].some((l) => l.filter.uris.has(uri)))
+        await this.request(
+          pool,
+          { jsonrpc: "2.0", method: "resources/subscribe", params: { uri } },
+          ctx.timeoutMs,
+        );
+    pool.listeners.add(listener);
+    pool.lastUsed = Date.now();
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+    const acknowledged: Record<string, unknown> = {};
+    if (listener.filter.tools) acknowledged.toolsListChanged = true;
+    if (listener.filter.prompts) acknowledged.promptsListChanged = true;
+    if (listener.filter.resources) acknowledged.resourcesListChanged = true;
+    if (listener.filter.uris.size > 0) acknowledged.resourceSubscriptions = [...listener.filter.uris];
+    this.writeEvent(listener, {
+      jsonrpc: "2.0",
+      method: "notifications/subscriptions/acknowledged",
+      params: { notifications: acknowledged },
+    });
+    res.once("close", () => {
+      pool.listeners.delete(listener);
+      pool.lastUsed = Date.now();
+      for (const uri of listener.filter.uris)
+        if (!pool.closed && ![...pool.listeners].some((l) => l.filter.uris.has(uri)))
+          void this.request(
+            pool,
+            { jsonrpc: "2.0", method: "resources/unsubscribe", params: { uri } },
+            ctx.timeoutMs,
+          );
+    });
+  }
+
+  /** Hands an upstream notification to the listen streams that asked for it. */
+  private notifyListeners(pool: PooledUpstream, m: Rpc): void {
+    const flag = LISTENED[m.method ?? ""];
+    for (const l of pool.listeners) {
+      const wants =
+        flag === "uris"
+          ? l.filter.uris.has(String(m.params?.uri ?? ""))
+          : flag !== undefined && l.filter[flag];
+      if (wants) this.writeEvent(l, { jsonrpc: "2.0", method: m.method, params: { ...m.params } });
+    }
+  }
+
+  /** One SSE event on a listen stream, tagged with its subscription id. */
+  private writeEvent(
+    l: Listener,
+    notification: { jsonrpc: string; method?: string; params: Record<string, unknown> },
+  ) {
+    const meta = { ...((notification.params._meta as Record<string, unknown> | undefined) ?? {}) };
+    meta["io.modelcontextprotocol/subscriptionId"] = l.subscriptionId;
+    l.res.write(
+      `event: message\ndata: ${JSON.stringify({ ...notification, params: { ...notification.params, _meta: meta } })}\n\n`,
+    );
+  }
+
   /** Drops a continuation the client never resumed: the upstream's questions get an error. */
   private abandon(key: string, reason: string): void {
     const cont = this.continuations.get(key);
@@ -551,6 +691,12 @@ export class JsonRpcGateway {
     // A retry of a request that asked for input continues on the replica that holds it.
     const owner = stateless ? this.continuationOwner(body) : undefined;
     if (owner && (await this.o.replicas?.forward(req, res, owner, raw))) return;
+    if (
+      stateless &&
+      (body as Rpc | null)?.method === "subscriptions/listen" &&
+      (body as Rpc).id !== undefined
+    )
+      return this.listen(body as Rpc, res, ctx);
     await this.respond(body, res, ctx, stateless);
   }
 
@@ -627,7 +773,7 @@ export class JsonRpcGateway {
     const cutoff = Date.now() - this.o.idleTimeoutMs;
     for (const [key, pending] of this.pools) {
       const pool = await pending.catch(() => undefined);
-      if (!pool || pool.closed || pool.lastUsed < cutoff) {
+      if (!pool || pool.closed || (pool.lastUsed < cutoff && pool.listeners.size === 0)) {
         this.pools.delete(key);
         await pool?.transport.close().catch(() => {});
       }
