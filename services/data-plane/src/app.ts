@@ -18,6 +18,7 @@ import { AuthError, type Principal } from "./auth/principal.ts";
 import type { DataPlaneEnv } from "./env.ts";
 import { clientIp } from "./rate-limit/client-ip.ts";
 import type { RateLimits } from "./rate-limit/rate-limits.ts";
+import { sessionOwner } from "./replicas.ts";
 import type { SessionQuota } from "./session-quota.ts";
 import type { RoutedServer, SnapshotStore } from "./snapshot/store.ts";
 import { sendJsonRpcError } from "./transports/http-errors.ts";
@@ -523,6 +524,19 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
         req.headers["mcp-protocol-version"] === STATELESS_PROTOCOL_VERSION &&
         req.method === "POST" &&
         !req.headers["mcp-session-id"];
+      // Session-based (2025) clients of an upstream that speaks only the stateless revision get
+      // a session from the gateway, translated message by message (message-level session ids).
+      const sid = req.headers["mcp-session-id"];
+      if (
+        !stateless &&
+        (typeof sid === "string"
+          ? sessionOwner(sid) !== undefined
+          : deps.connect.revisions.knownStateless(server.id))
+      ) {
+        await deps.sessions.handleStreamableHttp(req, res, r.ctx);
+        requests.inc({ server: server.id, status: String(res.statusCode) });
+        return;
+      }
       if (stateless && sessionBasedUpstreams.get(server.id)) {
         await deps.rpc.handleStateless(req, res, r.ctx);
         requests.inc({ server: server.id, status: String(res.statusCode) });
@@ -532,6 +546,11 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
         r.hooks.translateStateless = (body, out) => {
           sessionBasedUpstreams.set(server.id, true);
           return deps.rpc.respond(body, out, r.ctx, true);
+        };
+      } else {
+        r.hooks.translateSessionful = (body, out) => {
+          deps.connect.revisions.markStateless(server.id);
+          return deps.sessions.handleStreamableHttp(req, out, r.ctx, body);
         };
       }
       const outcome = await proxyStreamableHttp(

@@ -18,6 +18,7 @@ import { SnapshotStore } from "./snapshot/store.ts";
 import { JsonRpcGateway } from "./transports/json-rpc.ts";
 import { MessageSessions } from "./transports/message-sessions.ts";
 import { UpstreamPools } from "./upstream/pools.ts";
+import { UpstreamRevisions } from "./upstream/stateless-upstream.ts";
 import { StdioProcessManager } from "./upstream/stdio-processes.ts";
 import { UsageReporter } from "./usage-reporter.ts";
 
@@ -135,7 +136,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     logger: o.logger,
     metrics: o.metrics,
   });
-  const connectDeps = { stdio, credentials };
+  const connectDeps = { stdio, credentials, revisions: new UpstreamRevisions(), logger: o.logger };
   const sessionIdle = o.sessionIdleTimeoutMs ?? 15 * 60_000;
   const replicas = new ReplicaDirectory({
     replicaId: o.replicaId,

@@ -1,4 +1,8 @@
 import { createRequire } from "node:module";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ElicitRequestSchema, ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Api, type Stack, startStack } from "../../../packages/testing/src/index.ts";
 import { connectV2Client, startV2Upstream, type V2Upstream } from "../../../packages/testing/src/v2.ts";
@@ -236,6 +240,89 @@ describe("MCP 2026-07-28 through the gateway (v2 SDK)", () => {
     v2.toolsChanged();
     await expect.poll(() => changed.length, { timeout: 5000 }).toBeGreaterThan(0);
     await subscription.close();
+    await client.close();
+  });
+
+  /** A 2025 (v1 SDK) client that answers elicitation by confirming. */
+  const v1Client = () => {
+    const client = new Client({ name: "v1-client", version: "1.0.0" }, { capabilities: { elicitation: {} } });
+    const asked: string[] = [];
+    client.setRequestHandler(ElicitRequestSchema, async (request) => {
+      asked.push(request.params.message);
+      return { action: "accept", content: { confirm: true } };
+    });
+    return { client, asked };
+  };
+
+  it("offers a 2025 client a session in front of a stateless-only upstream (Streamable HTTP)", async () => {
+    const { client, asked } = v1Client();
+    const transport = new StreamableHTTPClientTransport(
+      new URL(`${stack.dataPlanes[0]!.url}/servers/${v2Server}/mcp`),
+      {
+        requestInit: { headers: auth() },
+      },
+    );
+    await client.connect(transport);
+    // The gateway's session (the upstream has none): a message-level session id.
+    expect(transport.sessionId).toMatch(/^s1\.dp0\./);
+    expect(client.getServerVersion()?.name).toBe("v2-upstream");
+    expect((await client.listTools()).tools.map((t) => t.name).sort()).toEqual(["deploy", "echo"]);
+    const echo = await client.callTool({ name: "echo", arguments: { text: "from 2025" } });
+    expect(JSON.stringify(echo.content)).toContain("v2 echo: from 2025");
+    // The upstream's InputRequiredResult becomes an elicitation request on the client's session.
+    const deployed = await client.callTool({ name: "deploy", arguments: { env: "staging" } });
+    expect(asked).toEqual(["Deploy to staging?"]);
+    expect(JSON.stringify(deployed.content)).toContain("deployed to staging");
+    // Every upstream request was stateless, with the client's capabilities in _meta.
+    const last = v2.received.at(-1)!;
+    expect(last["mcp-protocol-version"]).toBe("2026-07-28");
+    expect(last["mcp-session-id"]).toBeUndefined();
+
+    // list_changed reaches the client from the gateway's subscriptions/listen stream.
+    const changed: string[] = [];
+    client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
+      changed.push("tools");
+    });
+    await expect
+      .poll(
+        () => {
+          v2.toolsChanged();
+          return changed.length;
+        },
+        { timeout: 5000, interval: 250 },
+      )
+      .toBeGreaterThan(0);
+    // The session is usable through the other replica too (carried to its owner over NATS).
+    const other = new StreamableHTTPClientTransport(
+      new URL(`${stack.dataPlanes[1]!.url}/servers/${v2Server}/mcp`),
+      {
+        requestInit: { headers: auth() },
+        sessionId: transport.sessionId,
+      },
+    );
+    const viaOther = new Client({ name: "v1-other", version: "1.0.0" });
+    await viaOther.connect(other);
+    const again = await viaOther.callTool({ name: "echo", arguments: { text: "via dp1" } });
+    expect(JSON.stringify(again.content)).toContain("v2 echo: via dp1");
+    await transport.terminateSession();
+    await client.close();
+  });
+
+  it("offers a legacy-SSE client a session in front of a stateless-only upstream", async () => {
+    const { client, asked } = v1Client();
+    const headers = auth();
+    const transport = new SSEClientTransport(new URL(`${stack.dataPlanes[1]!.url}/servers/${v2Server}/sse`), {
+      requestInit: { headers },
+      eventSourceInit: {
+        fetch: (url, init) =>
+          fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), ...headers } }),
+      },
+    });
+    await client.connect(transport);
+    expect((await client.listTools()).tools.map((t) => t.name).sort()).toEqual(["deploy", "echo"]);
+    const deployed = await client.callTool({ name: "deploy", arguments: { env: "dev" } });
+    expect(asked).toEqual(["Deploy to dev?"]);
+    expect(JSON.stringify(deployed.content)).toContain("deployed to dev");
     await client.close();
   });
 });

@@ -269,7 +269,13 @@ export class MessageSessions {
   }
 
   /** `/servers/{id}/mcp` (Streamable HTTP) for stdio and SSE upstreams. */
-  async handleStreamableHttp(req: IncomingMessage, res: ServerResponse, ctx: SessionContext): Promise<void> {
+  /** `body`: the request body when the caller already read it. */
+  async handleStreamableHttp(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: SessionContext,
+    body?: unknown,
+  ): Promise<void> {
     const sid = req.headers[MCP_HEADERS.sessionId];
     if (typeof sid === "string") {
       const s = this.find(sid, ctx);
@@ -320,7 +326,7 @@ export class MessageSessions {
     };
     http.onclose = () => session?.bridge.close();
     boundResponseBacklog(res, this.slowClient(id, "streamable_http"));
-    await http.handleRequest(req, res);
+    await http.handleRequest(req, res, body);
     // The SDK answers a request that is not a valid initialize without creating the session.
     if (!http.sessionId) session.bridge.close();
   }

@@ -58,6 +58,11 @@ export interface ProxyHooks {
    * revision: answer it by translation instead (the gateway keeps a session on the client's behalf).
    */
   translateStateless?: ((body: unknown, res: ServerResponse) => Promise<void>) | undefined;
+  /**
+   * An `initialize` the upstream refused because it speaks only the stateless revision: serve
+   * the client a session of the gateway's instead (translated message by message).
+   */
+  translateSessionful?: ((body: unknown, res: ServerResponse) => Promise<void>) | undefined;
 }
 
 /** The org's concurrent-session quota, as seen by one request. */
@@ -74,6 +79,20 @@ export interface Admission {
   retryAfterS: number;
   headers: Record<string, string>;
   rule: { id: string; name: string } | undefined;
+}
+
+/**
+ * Whether an upstream's answer to `initialize` says it speaks only the stateless revision
+ * (an unsupported-protocol-version error naming 2026-07-28 among the supported ones).
+ */
+function refusesSessions(body: string): boolean {
+  try {
+    const m = JSON.parse(body) as { error?: { data?: { supported?: unknown } } };
+    const supported = m.error?.data?.supported;
+    return Array.isArray(supported) && supported.includes(STATELESS_PROTOCOL_VERSION);
+  } catch {
+    return false;
+  }
 }
 
 /** Largest tools/list response the gateway will buffer to filter. */
@@ -447,6 +466,25 @@ export async function proxyStreamableHttp(
     await upstream.body.dump().catch(() => {});
     await hooks.translateStateless(parsedBody, res);
     return { status: res.statusCode, method: rpcMethod, translated: true };
+  }
+  if (
+    hooks.translateSessionful &&
+    rpcMethod === "initialize" &&
+    method === "POST" &&
+    clientSessionId === undefined &&
+    status === 400 &&
+    parsedBody !== undefined
+  ) {
+    const refusal = await upstream.body.text().catch(() => "");
+    if (refusesSessions(refusal)) {
+      if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
+      await hooks.translateSessionful(parsedBody, res);
+      return { status: res.statusCode, method: rpcMethod, translated: true };
+    }
+    res.writeHead(400, { "content-type": upstream.headers["content-type"] ?? "application/json" });
+    res.end(refusal);
+    if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
+    return { status: 400, method: rpcMethod };
   }
   if (status === 401 || status === 403) {
     if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);

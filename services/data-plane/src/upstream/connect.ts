@@ -1,20 +1,26 @@
 import type { ServerEntry } from "@mcpgw/snapshot";
+import type { Logger } from "@mcpgw/telemetry";
 import type { UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import { StatelessUpstreamTransport, type UpstreamRevisions } from "./stateless-upstream.ts";
 import type { StdioProcessManager } from "./stdio-processes.ts";
 
 export interface ConnectDeps {
   stdio: StdioProcessManager;
   credentials: UpstreamCredentials;
+  /** Streamable HTTP upstreams that speak only the stateless revision. */
+  revisions: UpstreamRevisions;
+  logger: Logger;
 }
 
 /**
  * Opens a message-level connection to a server's upstream for one client session: a child
  * process for stdio servers, the SDK's client transports for legacy SSE and Streamable HTTP
- * (which keep the upstream session id themselves). The gateway's own credentials go upstream;
- * the client's never do.
+ * (which keep the upstream session id themselves), or a translation to the stateless revision
+ * for Streamable HTTP upstreams that speak it. The gateway's own credentials go upstream; the
+ * client's never do.
  */
 export async function connectUpstream(
   server: ServerEntry,
@@ -34,6 +40,17 @@ export async function connectUpstream(
   if (!endpoint) throw new Error("server has no endpoint");
   const headers = (await deps.credentials.headersFor(server)) ?? {};
   const url = new URL(endpoint.url);
+  if (
+    server.transport === "streamable_http" &&
+    (await deps.revisions.isStateless(server.id, endpoint.url, headers, server.timeout_ms))
+  ) {
+    return new StatelessUpstreamTransport({
+      url: endpoint.url,
+      headers,
+      timeoutMs: server.timeout_ms,
+      logger: deps.logger,
+    });
+  }
   const transport: Transport =
     server.transport === "sse"
       ? new SSEClientTransport(url, {

@@ -1,0 +1,125 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type ConformanceOptions,
+  type ConformanceRun,
+  passedChecks,
+  startConformance,
+  startHeaderProxy,
+  summarizeConformance,
+} from "../../../packages/testing/src/conformance.ts";
+import {
+  type Api,
+  eventually,
+  type ManagedProcess,
+  type Stack,
+  startEverythingServer,
+  startStack,
+} from "../../../packages/testing/src/index.ts";
+import { startV2Upstream, type V2Upstream } from "../../../packages/testing/src/v2.ts";
+
+/**
+ * The official MCP conformance suite (`@modelcontextprotocol/conformance`) run twice against the
+ * same upstream: directly, and through the gateway. The gateway is transparent when every check
+ * that passes directly also passes through it. The CLI cannot send credentials, so it reaches
+ * the gateway through a loopback proxy that adds the API key (see `startHeaderProxy`).
+ */
+describe("the gateway is transparent to the MCP conformance suite", () => {
+  let stack: Stack;
+  let api: Api;
+  let everything: Awaited<ReturnType<typeof startEverythingServer>>;
+  let v2: V2Upstream;
+  const proxies: Array<{ close(): Promise<void> }> = [];
+  const runs: Array<Promise<ManagedProcess>> = [];
+  /** Gateway URLs of the registered upstreams, as the proxy serves them. */
+  const viaGateway = {} as Record<"everything" | "v2", string>;
+
+  beforeAll(async () => {
+    [stack, everything, v2] = await Promise.all([
+      startStack({ replicas: 1, env: { MCPGW_ALLOW_PRIVATE_UPSTREAMS: "true" } }),
+      startEverythingServer(),
+      startV2Upstream("reject"),
+    ]);
+    api = await stack.api();
+    const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", {
+      name: "Conformance",
+      slug: "conformance",
+    });
+    expect(ns.status, JSON.stringify(ns.body)).toBe(201);
+    const key = await api.call<{ key: string }>("POST", "/auth/api-keys", { name: "conformance" });
+    expect(key.status, JSON.stringify(key.body)).toBe(201);
+    const proxy = await startHeaderProxy(stack.dataPlanes[0]!.url, {
+      authorization: `Bearer ${key.body.key}`,
+    });
+    proxies.push(proxy);
+    for (const [name, url] of [
+      ["everything", everything.url],
+      ["v2", v2.url],
+    ] as const) {
+      const server = await api.call<{ id: string }>("POST", "/api/v1/servers", {
+        namespace_id: ns.body.id,
+        name,
+        transport: "streamable_http",
+        url,
+      });
+      expect(server.status, JSON.stringify(server.body)).toBe(201);
+      viaGateway[name] = `${proxy.url}/servers/${server.body.id}/mcp`;
+    }
+    // The data plane learns of the key and the servers from the next snapshot.
+    await eventually(async () => {
+      const res = await fetch(viaGateway.everything, {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
+      });
+      await res.body?.cancel();
+      return res.status !== 401 && res.status !== 404;
+    }, 15_000);
+  }, 90_000);
+
+  afterAll(async () => {
+    await Promise.all(runs.map(async (proc) => (await proc).kill()));
+    await Promise.all(proxies.map((p) => p.close()));
+    await Promise.all([stack?.stop(), everything?.proc.stop(), v2?.close()]);
+  });
+
+  async function conformance(url: string, options: ConformanceOptions): Promise<ConformanceRun> {
+    const run = startConformance(url, { timeoutMs: 60_000, ...options });
+    runs.push(run.proc);
+    const result = await run.result;
+    console.log(summarizeConformance(result));
+    return result;
+  }
+
+  /** Every check that passed directly passes through the gateway; lists those that did not. */
+  function expectTransparent(direct: ConformanceRun, gateway: ConformanceRun) {
+    const through = passedChecks(gateway);
+    const lost = [...passedChecks(direct).keys()]
+      .filter((key) => !through.has(key))
+      .map((key) => {
+        const [scenario] = key.split(" › ");
+        const failed = gateway.scenarios
+          .get(scenario!)
+          ?.filter((c) => c.status !== "SUCCESS")
+          .map((c) => `${c.id}: ${c.status} ${c.errorMessage ?? ""}`);
+        return `${key} — through the gateway: ${failed?.join("; ") || "scenario did not run"}`;
+      });
+    expect(lost, "checks that pass directly but not through the gateway").toEqual([]);
+  }
+
+  it("passes through the gateway every check server-everything passes directly (active suite)", async () => {
+    const direct = await conformance(everything.url, {});
+    // server-everything is not the suite's reference server (its tools have other names), but
+    // the handshake, lifecycle, listing, error, subscription and SSE checks apply to it.
+    expect(passedChecks(direct).size).toBeGreaterThanOrEqual(40);
+    const gateway = await conformance(viaGateway.everything, {});
+    expectTransparent(direct, gateway);
+  }, 150_000);
+
+  it("passes through the gateway every 2026-07-28 check a stateless v2-SDK upstream passes directly", async () => {
+    const args = ["--requirements", "2026-07-28"];
+    const direct = await conformance(v2.url, { args });
+    expect(passedChecks(direct).size).toBeGreaterThanOrEqual(80);
+    const gateway = await conformance(viaGateway.v2, { args });
+    expectTransparent(direct, gateway);
+  }, 150_000);
+});
