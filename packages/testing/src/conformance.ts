@@ -106,15 +106,19 @@ export function startConformance(
   return { proc, result };
 }
 
-/** `<out>/server-<scenario>-<ISO time with : and . as ->/checks.json`, one folder per scenario. */
+/**
+ * `<out>/server-<scenario>-<start time, ISO with : and . as ->/checks.json`, one folder per
+ * scenario; read in the order they ran.
+ */
 async function readResults(out: string): Promise<Map<string, ConformanceCheck[]>> {
-  const folders = (await readdir(out)).sort();
+  const folders = (await readdir(out))
+    .map((folder) => /^server-(.+)-(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z)$/.exec(folder))
+    .filter((m) => m !== null)
+    .sort((a, b) => a[2]!.localeCompare(b[2]!));
   const scenarios = new Map<string, ConformanceCheck[]>();
-  for (const folder of folders) {
-    const name = /^server-(.+)-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z$/.exec(folder)?.[1];
-    if (!name) continue;
+  for (const [folder, name] of folders) {
     const text = await readFile(join(out, folder, "checks.json"), "utf8").catch(() => undefined);
-    if (text !== undefined) scenarios.set(name, JSON.parse(text) as ConformanceCheck[]);
+    if (text !== undefined) scenarios.set(name!, JSON.parse(text) as ConformanceCheck[]);
   }
   return scenarios;
 }
@@ -130,6 +134,27 @@ export function passedChecks(run: ConformanceRun): Map<string, ConformanceCheck>
 /** Every check of a run, keyed as in `passedChecks`. */
 export function allChecks(run: ConformanceRun): Map<string, ConformanceCheck> {
   return checksByKey(run, () => true);
+}
+
+/** A check that succeeded in one run and not in another. */
+export interface LostCheck {
+  key: string;
+  scenario: string;
+  name: string;
+  /** The check as the other run saw it; undefined when it did not run there. */
+  after: ConformanceCheck | undefined;
+}
+
+/** The checks that succeeded in `before` but not in `after` (same keys as `passedChecks`). */
+export function lostChecks(before: ConformanceRun, after: ConformanceRun): LostCheck[] {
+  const seen = allChecks(after);
+  const lost: LostCheck[] = [];
+  for (const [key, check] of passedChecks(before)) {
+    const then = seen.get(key);
+    if (then?.status === "SUCCESS") continue;
+    lost.push({ key, scenario: key.split(" › ")[0]!, name: check.name, after: then });
+  }
+  return lost;
 }
 
 function checksByKey(

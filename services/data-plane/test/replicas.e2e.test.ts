@@ -132,6 +132,101 @@ describe("sessions survive the replica that answers (and the one that started th
     await client.close();
   });
 
+  it("resumes a broken stream of a stdio session with Last-Event-ID, on the other replica", async () => {
+    const [dp0, dp1] = stack.dataPlanes;
+    const headers = {
+      authorization: `Bearer ${api.token}`,
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      "mcp-protocol-version": "2025-11-25",
+    };
+    const init = await fetch(`${dp0!.url}/servers/${stdioServer}/mcp`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "initialize",
+        params: {
+          protocolVersion: "2025-11-25",
+          capabilities: {},
+          clientInfo: { name: "raw", version: "1" },
+        },
+      }),
+    });
+    const sessionId = init.headers.get("mcp-session-id")!;
+    await init.text();
+    expect(sessionId).toMatch(/^s1\.dp0\./);
+    const session = { ...headers, "mcp-session-id": sessionId };
+    await fetch(`${dp0!.url}/servers/${stdioServer}/mcp`, {
+      method: "POST",
+      headers: session,
+      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+    }).then((r) => r.text());
+
+    /** SSE events (id and data) of a response, until `stop` says so. */
+    const readEvents = async (res: Response, stop: (data: string) => boolean) => {
+      const events: Array<{ id?: string; data: string }> = [];
+      const reader = res.body!.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut = buffer.indexOf("\n\n");
+        while (cut >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          const id = /^id: ?(.*)$/m.exec(block)?.[1];
+          const data = /^data: ?(.*)$/m.exec(block)?.[1] ?? "";
+          if (data) events.push({ id, data });
+          if (data && stop(data)) {
+            await reader.cancel();
+            return events;
+          }
+          cut = buffer.indexOf("\n\n");
+        }
+      }
+      return events;
+    };
+
+    // A long tool call; the client's connection breaks after the first progress event.
+    const aborted = new AbortController();
+    const call = await fetch(`${dp0!.url}/servers/${stdioServer}/mcp`, {
+      method: "POST",
+      headers: session,
+      signal: aborted.signal,
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 2,
+        method: "tools/call",
+        params: {
+          name: "trigger-long-running-operation",
+          arguments: { duration: 1.5, steps: 3 },
+          _meta: { progressToken: "resume-me" },
+        },
+      }),
+    });
+    const before = await readEvents(call, (d) => d.includes("notifications/progress"));
+    aborted.abort();
+    const lastId = before.filter((e) => e.id).at(-1)!.id!;
+    expect(before.some((e) => e.data.includes('"progress":1'))).toBe(true);
+
+    // The client reconnects through the other replica; the owner replays what it missed.
+    const resumed = await fetch(`${dp1!.url}/servers/${stdioServer}/mcp`, {
+      headers: { ...session, accept: "text/event-stream", "last-event-id": lastId },
+    });
+    expect(resumed.status).toBe(200);
+    const after = await readEvents(resumed, (d) => d.includes('"id":2'));
+    const progress = after.filter((e) => e.data.includes("notifications/progress"));
+    expect(
+      progress.map((e) => (JSON.parse(e.data) as { params: { progress: number } }).params.progress),
+    ).toEqual([2, 3]);
+    expect(after.at(-1)!.data).toContain("Long running operation completed");
+    await fetch(`${dp0!.url}/servers/${stdioServer}/mcp`, { method: "DELETE", headers: session });
+  });
+
   it("accepts legacy SSE messages on the replica that does not hold the stream", async () => {
     const [sseReplica, otherReplica] = stack.dataPlanes;
     const headers = { authorization: `Bearer ${api.token}` };

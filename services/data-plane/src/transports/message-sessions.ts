@@ -20,6 +20,7 @@ import {
   type OnSlowClient,
   sendBounded,
 } from "./client-backlog.ts";
+import { SessionEventStore } from "./event-store.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
 import type { ProxyHooks } from "./streamable-http.ts";
 
@@ -309,6 +310,8 @@ export class MessageSessions {
     const http = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => id,
       onsessionclosed: () => session?.bridge.close(),
+      // Broken streams resume with Last-Event-ID, whatever the upstream offers.
+      eventStore: new SessionEventStore(),
     });
     try {
       session = await this.open(id, "streamable_http", ctx, {
