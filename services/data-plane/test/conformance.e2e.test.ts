@@ -147,13 +147,13 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   function expectTransparent(direct: ConformanceRun, gateway: ConformanceRun, known: KnownBugs = {}) {
     const lost = lostChecks(direct, gateway);
     const isKnown = (c: { scenario: string; name: string }) => known[c.scenario]?.includes(c.name) ?? false;
-    const describe = (c: LostCheck) =>
+    const explain = (c: LostCheck) =>
       `${c.key}: ${c.after ? `${c.after.status} ${c.after.errorMessage ?? ""}` : "not run"}`;
     const knownLost = lost.filter(isKnown);
     if (knownLost.length > 0)
-      console.log(`known gateway bugs (${knownLost.length} checks):\n${knownLost.map(describe).join("\n")}`);
+      console.log(`known gateway bugs (${knownLost.length} checks):\n${knownLost.map(explain).join("\n")}`);
     expect(
-      lost.filter((c) => !isKnown(c)).map(describe),
+      lost.filter((c) => !isKnown(c)).map(explain),
       "checks that pass directly but not through the gateway",
     ).toEqual([]);
     const fixed = Object.entries(known).flatMap(([scenario, names]) =>
