@@ -5,6 +5,12 @@ export const JsonRpcErrorCode = {
   MethodNotFound: -32601,
   InvalidParams: -32602,
   InternalError: -32603,
+  /** MCP 2026-07-28: routing headers disagree with the body, or are missing. */
+  HeaderMismatch: -32020,
+  /** MCP 2026-07-28: a capability the request needs was not declared by the client. */
+  MissingClientCapability: -32021,
+  /** MCP 2026-07-28: the protocol version is not one the server speaks. */
+  UnsupportedProtocolVersion: -32022,
   /** Gateway-defined (-32000..-32099 is reserved for implementation errors). */
   Unauthorized: -32001,
   Forbidden: -32003,

@@ -1,6 +1,6 @@
 import { once } from "node:events";
 import * as fs from "node:fs";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { readdir, readFile, rm } from "node:fs/promises";
 import { createServer, request } from "node:http";
 import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
@@ -69,36 +69,32 @@ export interface ConformanceOptions {
 export function startConformance(
   url: string,
   options: ConformanceOptions = {},
-): { proc: Promise<ManagedProcess>; result: Promise<ConformanceRun> } {
+): { proc: ManagedProcess; result: Promise<ConformanceRun> } {
   const timeoutMs = options.timeoutMs ?? 90_000;
-  let started: (p: ManagedProcess) => void = () => {};
-  const proc = new Promise<ManagedProcess>((resolve) => {
-    started = resolve;
-  });
+  const out = fs.mkdtempSync(join(tmpdir(), "mcpgw-conformance-"));
+  const proc = startProcess(
+    process.execPath,
+    [...nodeCompatArgs(), cliPath, "server", "--url", url, "-o", out, ...(options.args ?? [])],
+    {},
+  );
   const result = (async () => {
-    const out = await mkdtemp(join(tmpdir(), "mcpgw-conformance-"));
     try {
-      const child = startProcess(
-        process.execPath,
-        [...nodeCompatArgs(), cliPath, "server", "--url", url, "-o", out, ...(options.args ?? [])],
-        {},
-      );
-      started(child);
-      const exited = once(child.child, "exit");
       let timer: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<"timeout">((r) => {
-        timer = setTimeout(() => r("timeout"), timeoutMs);
-      });
-      const outcome = await Promise.race([exited, timedOut]).finally(() => clearTimeout(timer));
+      const outcome = await Promise.race([
+        once(proc.child, "exit"),
+        new Promise<"timeout">((r) => {
+          timer = setTimeout(() => r("timeout"), timeoutMs);
+        }),
+      ]).finally(() => clearTimeout(timer));
       if (outcome === "timeout") {
-        await child.kill();
-        throw new Error(`conformance run against ${url} timed out after ${timeoutMs} ms:\n${child.output()}`);
+        await proc.kill();
+        throw new Error(`conformance run against ${url} timed out after ${timeoutMs} ms:\n${proc.output()}`);
       }
       // The CLI exits 1 whenever a check fails; only a run that saved nothing is an error.
       const scenarios = await readResults(out);
       if (scenarios.size === 0)
-        throw new Error(`conformance run against ${url} saved no results:\n${child.output()}`);
-      return { url, scenarios, output: child.output() };
+        throw new Error(`conformance run against ${url} saved no results:\n${proc.output()}`);
+      return { url, scenarios, output: proc.output() };
     } finally {
       await rm(out, { recursive: true, force: true });
     }

@@ -19,16 +19,19 @@ const HEARTBEAT_MS = 10_000;
 const CHUNK_BYTES = 256 * 1024;
 /** How long the owner has to answer with a status line. */
 const HEAD_TIMEOUT_MS = 30_000;
+/** How long the owner has to say it received a request (NATS down, owner gone: give up fast). */
+const ACK_TIMEOUT_MS = 3_000;
 const NO_BYTES = new Uint8Array();
 
 /** Frames of the forwarding exchange (header `t`). */
-type Frame = "req" | "body" | "cancel" | "head" | "data" | "end" | "fail";
+type Frame = "req" | "body" | "cancel" | "ack" | "head" | "data" | "end" | "fail";
 
 /** A request this replica forwarded and whose answer it relays to its client. */
 interface Outbound {
   res: ServerResponse;
   owner: string;
   onHead: (ok: boolean) => void;
+  acked: boolean;
   headSent: boolean;
   liveness: NodeJS.Timeout;
 }
@@ -162,7 +165,14 @@ export class ReplicaDirectory {
         this.finishOutbound(id, false);
       }, HEARTBEAT_MS / 2);
       liveness.unref();
-      this.outbound.set(id, { res, owner: ownerId, onHead: resolve, headSent: false, liveness });
+      this.outbound.set(id, {
+        res,
+        owner: ownerId,
+        onHead: resolve,
+        headSent: false,
+        acked: false,
+        liveness,
+      });
     });
     res.once("close", () => {
       if (!this.outbound.has(id)) return;
@@ -188,8 +198,12 @@ export class ReplicaDirectory {
           : frame("body", id, chunk, { more }),
       );
     } while (offset < payload.byteLength);
+    const unacked = setTimeout(() => {
+      if (!this.outbound.get(id)?.acked) this.finishOutbound(id, false);
+    }, ACK_TIMEOUT_MS);
     const timeout = setTimeout(() => this.finishOutbound(id, false), HEAD_TIMEOUT_MS);
     const ok = await headReceived;
+    clearTimeout(unacked);
     clearTimeout(timeout);
     this.forwarded?.inc({ direction: "out", outcome: ok ? "answered" : "unanswered" });
     if (!ok) this.o.logger.warn({ owner: ownerId }, "could not forward a session request to its replica");
@@ -202,6 +216,9 @@ export class ReplicaDirectory {
     const out = this.outbound.get(id);
     if (!out) return;
     switch (m.headers.t as Frame) {
+      case "ack":
+        out.acked = true;
+        return;
       case "head": {
         const { status, headers } = JSON.parse(m.headers.meta ?? "{}") as {
           status: number;
@@ -254,6 +271,7 @@ export class ReplicaDirectory {
           return;
         }
         const from = m.headers.from ?? "";
+        this.bus?.publish(this.subject(from, "out"), frame("ack", id));
         this.inbound.set(id, { from, meta, chunks: [Buffer.from(m.data)], cancelled: false });
         if (m.headers.more !== "1") void this.replay(id);
         return;

@@ -23,48 +23,18 @@ import { startV2Upstream, type V2Upstream } from "../../../packages/testing/src/
 type KnownBugs = Record<string, string[]>;
 
 /**
- * Gateway bugs the 2026-07-28 suite finds in front of a stateless (v2 SDK) upstream. Excluded by
- * name so that everything else stays guarded; each is a bug to fix, not a difference to keep.
- *
- * 1. A 2026-07-28 request the upstream answers with HTTP 400 or 404 is taken for a refusal by a
- *    session-based upstream (`translateStateless` in transports/streamable-http.ts fires on any
- *    400/404): the gateway answers it by translation instead, HTTP 200, and marks the server
- *    session-based (`sessionBasedUpstreams`, 10 min), so from then on every stateless request to
- *    it, from any client, is translated (`rpc.handleStateless`). But 400 and 404 are how a
- *    2026-07-28 server rejects bad requests: missing `_meta` (400, -32602), header mismatch (400,
- *    -32020), unknown or removed method (404, -32601). Through the gateway those become HTTP 200,
- *    missing `_meta` is filled in and served, and errors lose their id. server-stateless runs
- *    first, so its "missing _meta" probe turns the translation on for the rest of the run.
- * 2. The gateway's own Mcp-Method check (streamable-http.ts) answers a mismatch with -32600
- *    (InvalidRequest), where SEP-2243 wants -32020 (HeaderMismatch); hidden here by 1.
+ * Checks the 2026-07-28 suite fails through the gateway only, because of a known gateway bug.
+ * Empty: the two it found (a 2026-07-28 server's 400/404 rejection of one request taken for a
+ * session-based upstream's refusal, and -32600 instead of -32020 for an Mcp-Method mismatch) are
+ * fixed. A bug found later goes here by name, with its explanation, until it is fixed.
  */
 const STATELESS_UPSTREAM_BUGS: KnownBugs = {
-  "server-stateless": [
-    "RequestMetaInvalid",
-    "HttpServerMetaInvalid400",
-    "ServerUnsupportedVersionError",
-    "HttpServerHeaderMismatch400",
-    "HttpServerMethodNotFound404initialize",
-    "HttpServerMethodNotFound404ping",
-    "HttpServerMethodNotFound404loggingsetLevel",
-    "HttpServerMethodNotFound404resourcessubscribe",
-    "HttpServerMethodNotFound404resourcesunsubscribe",
-    "HttpServerMethodNotFound404",
-    "HttpServerErrorJsonrpcId",
-  ],
-  "http-header-validation": [
-    "ServerRejectsMismatchedMethodHeader",
-    "ServerRejectsMismatchedMethodHeaderErrorCode",
-    "ServerRejectsMissingMethodHeader",
-    "ServerRejectsMissingMethodHeaderErrorCode",
-    "ServerRejectsMismatchedNameHeader",
-    "ServerRejectsMismatchedNameHeaderErrorCode",
-    "ServerRejectsMissingNameHeader",
-    "ServerRejectsMissingNameHeaderErrorCode",
-    "ServerRejectsCaseMismatchValue",
-    "ServerRejectsCaseMismatchValueErrorCode",
-  ],
-  "tasks-request-headers": ["TasksHeadersRejectMismatchedMethod"],
+  /*
+   * Not a bug, a choice: the gateway refuses a protocol version it does not speak itself (it
+   * could not apply policies to it) and names the versions it speaks, all five; the suite wants
+   * the upstream's own list (only 2026-07-28 for this upstream).
+   */
+  "server-stateless": ["ServerUnsupportedVersionError"],
 };
 
 /**
@@ -79,7 +49,7 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   let everything: Awaited<ReturnType<typeof startEverythingServer>>;
   let v2: V2Upstream;
   const proxies: Array<{ close(): Promise<void> }> = [];
-  const runs: Array<Promise<ManagedProcess>> = [];
+  const runs: ManagedProcess[] = [];
   /** Gateway URLs of the registered upstreams, as the proxy serves them. */
   const viaGateway = {} as Record<"everything" | "v2", string>;
 
@@ -127,7 +97,7 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   }, 90_000);
 
   afterAll(async () => {
-    await Promise.all(runs.map(async (proc) => (await proc).kill()));
+    await Promise.all(runs.map((proc) => proc.kill()));
     await Promise.all(proxies.map((p) => p.close()));
     await Promise.all([stack?.stop(), everything?.proc.stop(), v2?.close()]);
   });
@@ -139,6 +109,13 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
     console.log(summarizeConformance(result));
     return result;
   }
+
+  /**
+   * Checks passed other than `wire-schema-valid`, which every scenario adds (and passes even
+   * when its own checks fail): how much of the suite really exercised the upstream.
+   */
+  const behaviourChecks = (run: ConformanceRun) =>
+    [...passedChecks(run).values()].filter((c) => c.id !== "wire-schema-valid").length;
 
   /**
    * Every check that passed directly passes through the gateway, except the `known` gateway
@@ -168,7 +145,7 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
     const direct = await conformance(everything.url, {});
     // server-everything is not the suite's reference server (its tools have other names), but
     // the handshake, lifecycle, listing, error, subscription and SSE checks apply to it.
-    expect(passedChecks(direct).size).toBeGreaterThanOrEqual(40);
+    expect(behaviourChecks(direct)).toBeGreaterThanOrEqual(15);
     const gateway = await conformance(viaGateway.everything, {});
     expectTransparent(direct, gateway);
   }, 150_000);
@@ -176,7 +153,7 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   it("passes through the gateway every 2026-07-28 check a stateless v2-SDK upstream passes directly", async () => {
     const args = ["--requirements", "2026-07-28"];
     const direct = await conformance(v2.url, { args });
-    expect(passedChecks(direct).size).toBeGreaterThanOrEqual(80);
+    expect(behaviourChecks(direct)).toBeGreaterThanOrEqual(45);
     const gateway = await conformance(viaGateway.v2, { args });
     expectTransparent(direct, gateway, STATELESS_UPSTREAM_BUGS);
   }, 150_000);

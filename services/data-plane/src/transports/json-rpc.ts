@@ -6,6 +6,7 @@ import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { filterListResult, policyTarget } from "../policy-targets.ts";
 import { StdioUnavailable } from "../upstream/stdio-processes.ts";
+import { boundResponseBacklog } from "./client-backlog.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
 import type { SessionContext } from "./message-sessions.ts";
 
@@ -556,6 +557,12 @@ export class JsonRpcGateway {
         );
     pool.listeners.add(listener);
     pool.lastUsed = Date.now();
+    boundResponseBacklog(res, (buffered) =>
+      this.o.logger.warn(
+        { buffered, target: ctx.target },
+        "dropping a listen stream whose client does not read",
+      ),
+    );
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     const acknowledged: Record<string, unknown> = {};
     if (listener.filter.tools) acknowledged.toolsListChanged = true;

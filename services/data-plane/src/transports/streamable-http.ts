@@ -95,6 +95,33 @@ function refusesSessions(body: string): boolean {
   }
 }
 
+/** Errors with which a 2026-07-28 server rejects one request (it does speak the revision). */
+const STATELESS_REJECTIONS = new Set<number>([
+  JsonRpcErrorCode.InvalidParams,
+  JsonRpcErrorCode.MethodNotFound,
+  JsonRpcErrorCode.HeaderMismatch,
+  JsonRpcErrorCode.MissingClientCapability,
+]);
+
+/**
+ * Whether an upstream's 400/404 answer to a stateless request says it does not speak 2026-07-28
+ * (a session-based server: "not initialized", "session required", an unsupported version)
+ * rather than rejecting that one request.
+ */
+function refusesStateless(body: string): boolean {
+  try {
+    const m = JSON.parse(body) as { error?: { code?: unknown; data?: { supported?: unknown } } };
+    const code = m.error?.code;
+    if (code === JsonRpcErrorCode.UnsupportedProtocolVersion) {
+      const supported = m.error?.data?.supported;
+      return !(Array.isArray(supported) && supported.includes(STATELESS_PROTOCOL_VERSION));
+    }
+    return !(typeof code === "number" && STATELESS_REJECTIONS.has(code));
+  } catch {
+    return true;
+  }
+}
+
 /** Largest tools/list response the gateway will buffer to filter. */
 const MAX_FILTERED_RESPONSE = 16 * 1024 * 1024;
 
@@ -193,17 +220,26 @@ export async function proxyStreamableHttp(
     return { status: 405, method: undefined };
   }
 
-  // MCP §protocol-version-header: an unsupported version is a 400.
+  // MCP §protocol-version-header: an unsupported version is a 400, naming the supported ones
+  // (answered once the body is read, so that the error carries the request's id).
   const version = header(req.headers, MCP_HEADERS.protocolVersion) ?? DEFAULT_PROTOCOL_VERSION;
-  if (!isSupportedProtocolVersion(version)) {
-    sendJsonRpcError(
-      res,
-      400,
-      null,
-      JsonRpcErrorCode.InvalidRequest,
-      `unsupported MCP-Protocol-Version ${JSON.stringify(version.slice(0, 40))}; supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(", ")}`,
+  const refuseVersion = (id: JsonRpcId): ProxyOutcome => {
+    const requested = version.slice(0, 40);
+    const body = JSON.stringify(
+      jsonRpcError(
+        id,
+        JsonRpcErrorCode.UnsupportedProtocolVersion,
+        `unsupported MCP-Protocol-Version ${JSON.stringify(requested)}; supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(", ")}`,
+        { supported: SUPPORTED_PROTOCOL_VERSIONS, requested },
+      ),
     );
+    res.writeHead(400, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    res.end(body);
     return { status: 400, method: undefined };
+  };
+  if (!isSupportedProtocolVersion(version) && method !== "POST") {
+    req.resume();
+    return refuseVersion(null);
   }
 
   let body: Buffer | undefined;
@@ -271,6 +307,7 @@ export async function proxyStreamableHttp(
     const first = messages[0]!;
     rpcMethod = first.method;
     rpcId = first.id ?? null;
+    if (!isSupportedProtocolVersion(version)) return refuseVersion(rpcId);
     if (rpcMethod === "initialize") initializeParams = first.params as typeof initializeParams;
     if (rpcMethod === "tools/call") {
       const name = (first.params as { name?: unknown } | undefined)?.name;
@@ -305,7 +342,7 @@ export async function proxyStreamableHttp(
         res,
         400,
         rpcId,
-        JsonRpcErrorCode.InvalidRequest,
+        JsonRpcErrorCode.HeaderMismatch,
         "Mcp-Method header does not match the request body",
       );
       return { status: 400, method: rpcMethod };
@@ -463,9 +500,17 @@ export async function proxyStreamableHttp(
     (status === 400 || status === 404) &&
     parsedBody !== undefined
   ) {
-    await upstream.body.dump().catch(() => {});
-    await hooks.translateStateless(parsedBody, res);
-    return { status: res.statusCode, method: rpcMethod, translated: true };
+    // A refusal is either "I do not speak this revision" (translate from now on) or a 2026-07-28
+    // server rejecting this one request (bad _meta, headers, unknown method): relayed as it is.
+    const refusal = await upstream.body.text().catch(() => "");
+    if (refusesStateless(refusal)) {
+      await hooks.translateStateless(parsedBody, res);
+      return { status: res.statusCode, method: rpcMethod, translated: true };
+    }
+    if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
+    res.writeHead(status, { "content-type": upstream.headers["content-type"] ?? "application/json" });
+    res.end(refusal);
+    return { status, method: rpcMethod };
   }
   if (
     hooks.translateSessionful &&
