@@ -58,6 +58,7 @@ export async function startV2Upstream(legacy: "stateless" | "reject" = "reject")
     received,
     toolsChanged: () => handler.notify.toolsChanged(),
     async close() {
+      if (!server.listening) return;
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
       await handler.close?.();

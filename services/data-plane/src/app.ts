@@ -545,7 +545,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       if (stateless) {
         r.hooks.translateStateless = (body, out) => {
           sessionBasedUpstreams.set(server.id, true);
-          return deps.rpc.respond(body, out, r.ctx, true);
+          return deps.rpc.respond(body, out, r.ctx, true, req.headers);
         };
       } else {
         r.hooks.translateSessionful = (body, out) => {

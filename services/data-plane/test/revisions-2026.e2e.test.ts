@@ -183,14 +183,23 @@ describe("MCP 2026-07-28 through the gateway (v2 SDK)", () => {
             arguments: {},
             requestState: state,
             inputResponses: {},
+            _meta: {
+              "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+              "io.modelcontextprotocol/clientCapabilities": { sampling: {} },
+            },
           },
         }),
       });
-      return { status: res.status, body: (await res.json()) as { error?: { code: number } } };
+      return {
+        status: res.status,
+        body: (await res.json()) as { error?: { code: number; message: string } },
+      };
     };
     // (the key reaches the replicas with the next snapshot)
     await expect.poll(async () => (await foreign()).status, { timeout: 5000 }).not.toBe(401);
-    expect((await foreign()).body.error?.code).toBe(-32602);
+    const refused = (await foreign()).body.error;
+    expect(refused?.code).toBe(-32602);
+    expect(refused?.message).toMatch(/requestState is unknown/);
 
     // The retry goes to the other replica: it is carried to the one holding the exchange.
     const retry = await post(1, 2, "tools/call", {
@@ -214,6 +223,61 @@ describe("MCP 2026-07-28 through the gateway (v2 SDK)", () => {
     });
     expect(again.body.error.code).toBe(-32602);
     expect(again.body.error.message).toMatch(/requestState/);
+  });
+
+  it("checks translated 2026-07-28 requests as a 2026-07-28 server would", async () => {
+    const raw = async (headers: Record<string, string>, body: unknown) => {
+      const res = await fetch(`${stack.dataPlanes[0]!.url}/servers/${stdioServer}/mcp`, {
+        method: "POST",
+        headers: {
+          ...auth(),
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          "mcp-protocol-version": "2026-07-28",
+          ...headers,
+        },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, body: (await res.json()) as RpcAnswer };
+    };
+    const meta = {
+      "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+      "io.modelcontextprotocol/clientCapabilities": {},
+    };
+    const call = (id: number, params: Record<string, unknown>) => ({
+      jsonrpc: "2.0",
+      id,
+      method: "tools/call",
+      params: { name: "echo", arguments: { message: "x" }, ...params },
+    });
+    // Routing headers missing or disagreeing with the body: 400, -32020, the request's id.
+    const noName = await raw({ "mcp-method": "tools/call" }, call(11, { _meta: meta }));
+    expect([noName.status, noName.body.error.code, noName.body.id]).toEqual([400, -32020, 11]);
+    const wrongName = await raw(
+      { "mcp-method": "tools/call", "mcp-name": "get-sum" },
+      call(12, { _meta: meta }),
+    );
+    expect([wrongName.status, wrongName.body.error.code]).toEqual([400, -32020]);
+    const wrongMethod = await raw(
+      { "mcp-method": "tools/list", "mcp-name": "echo" },
+      call(13, { _meta: meta }),
+    );
+    expect([wrongMethod.status, wrongMethod.body.error.code]).toEqual([400, -32020]);
+    // An encoded name is decoded before it is compared.
+    const encoded = `=?base64?${Buffer.from("echo").toString("base64")}?=`;
+    const ok = await raw({ "mcp-method": "tools/call", "mcp-name": encoded }, call(14, { _meta: meta }));
+    expect([ok.status, ok.body.result.resultType]).toEqual([200, "complete"]);
+    // _meta without the revision or the capabilities: 400, -32602.
+    const noMeta = await raw({ "mcp-method": "tools/call", "mcp-name": "echo" }, call(15, {}));
+    expect([noMeta.status, noMeta.body.error.code, noMeta.body.id]).toEqual([400, -32602, 15]);
+    // Session-era methods and unknown ones: 404, -32601.
+    for (const method of ["initialize", "ping", "resources/subscribe", "no/such-method"]) {
+      const gone = await raw(
+        { "mcp-method": method },
+        { jsonrpc: "2.0", id: 16, method, params: { _meta: meta } },
+      );
+      expect([gone.status, gone.body.error.code, gone.body.id]).toEqual([404, -32601, 16]);
+    }
   });
 
   it("relays a v2 client to a stateless v2 upstream: input-required results and listen streams pass through", async () => {
@@ -323,6 +387,23 @@ describe("MCP 2026-07-28 through the gateway (v2 SDK)", () => {
     const deployed = await client.callTool({ name: "deploy", arguments: { env: "dev" } });
     expect(asked).toEqual(["Deploy to dev?"]);
     expect(JSON.stringify(deployed.content)).toContain("deployed to dev");
+    await client.close();
+  });
+
+  // Last: it stops the v2 upstream.
+  it("answers a 2025 client with a JSON-RPC error when the stateless upstream goes away", async () => {
+    const { client } = v1Client();
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${stack.dataPlanes[0]!.url}/servers/${v2Server}/mcp`), {
+        requestInit: { headers: auth() },
+      }),
+    );
+    await v2.close();
+    await expect(client.callTool({ name: "echo", arguments: { text: "anyone?" } })).rejects.toMatchObject({
+      code: -32050,
+    });
+    // The session itself stays: the gateway still answers on it.
+    await expect(client.listTools()).rejects.toMatchObject({ code: -32050 });
     await client.close();
   });
 });

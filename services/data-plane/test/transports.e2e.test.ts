@@ -255,6 +255,7 @@ describe("every client transport × every upstream transport, against server-eve
             accept: "application/json, text/event-stream",
             "mcp-protocol-version": "2026-07-28",
             "mcp-method": method,
+            ...(typeof params.name === "string" ? { "mcp-name": params.name } : {}),
           },
           body: JSON.stringify({
             jsonrpc: "2.0",

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { isJsonRpcMessage, JsonRpcErrorCode, type JsonRpcId, jsonRpcError } from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
@@ -145,6 +145,91 @@ function complete(
   if (!result || typeof result !== "object") return answer;
   const cache = CACHEABLE_METHODS.has(method) ? { ttlMs: 0, cacheScope: "private" } : {};
   return { ...answer, result: { resultType: "complete", ...cache, ...result } };
+}
+
+/** Session-era methods a 2026-07-28 client must not send (answered 404, method not found). */
+const REMOVED_IN_STATELESS = new Set([
+  "initialize",
+  "ping",
+  "logging/setLevel",
+  "resources/subscribe",
+  "resources/unsubscribe",
+]);
+
+/** An `Mcp-Name` header value, decoded from its `=?base64?…?=` form when it has one. */
+function decodeHeaderValue(value: string): string {
+  const m = /^=\?base64\?(.*)\?=$/.exec(value);
+  return m ? Buffer.from(m[1]!, "base64").toString("utf8") : value;
+}
+
+/**
+ * The checks a 2026-07-28 server makes before it answers (routing headers agree with the body,
+ * `_meta` names the revision and the client's capabilities, session-era methods are gone), made
+ * by the gateway for requests it answers by translation. Undefined: the request may go on.
+ */
+export function checkStatelessRequest(
+  headers: IncomingHttpHeaders,
+  body: unknown,
+): { status: number; error: ReturnType<typeof jsonRpcError> } | undefined {
+  if (Array.isArray(body))
+    return {
+      status: 400,
+      error: jsonRpcError(
+        null,
+        JsonRpcErrorCode.InvalidRequest,
+        "Invalid Request: 2026-07-28 has no batches",
+      ),
+    };
+  const m = body as Rpc | null;
+  if (!m || typeof m !== "object" || m.id === undefined || typeof m.method !== "string") return undefined;
+  const id = m.id;
+  const refuse = (status: number, code: number, message: string) => ({
+    status,
+    error: jsonRpcError(id, code, message),
+  });
+  if (REMOVED_IN_STATELESS.has(m.method))
+    return refuse(
+      404,
+      JsonRpcErrorCode.MethodNotFound,
+      `Method not found: ${m.method} is not part of 2026-07-28`,
+    );
+  if (headers["mcp-method"] !== m.method)
+    return refuse(
+      400,
+      JsonRpcErrorCode.HeaderMismatch,
+      "Mcp-Method header is missing or does not match the body",
+    );
+  const named =
+    m.method === "tools/call" || m.method === "prompts/get"
+      ? m.params?.name
+      : m.method === "resources/read"
+        ? m.params?.uri
+        : undefined;
+  if (named !== undefined) {
+    const given = headers["mcp-name"];
+    if (typeof given !== "string" || decodeHeaderValue(given) !== named)
+      return refuse(
+        400,
+        JsonRpcErrorCode.HeaderMismatch,
+        "Mcp-Name header is missing or does not match the body",
+      );
+  }
+  const meta = m.params?._meta as Record<string, unknown> | undefined;
+  const version = meta?.["io.modelcontextprotocol/protocolVersion"];
+  const capabilities = meta?.["io.modelcontextprotocol/clientCapabilities"];
+  if (typeof version !== "string" || !capabilities || typeof capabilities !== "object")
+    return refuse(
+      400,
+      JsonRpcErrorCode.InvalidParams,
+      "params._meta must name io.modelcontextprotocol/protocolVersion and clientCapabilities",
+    );
+  if (version !== headers["mcp-protocol-version"])
+    return refuse(
+      400,
+      JsonRpcErrorCode.HeaderMismatch,
+      "MCP-Protocol-Version header does not match params._meta",
+    );
+  return undefined;
 }
 
 /**
@@ -704,11 +789,29 @@ export class JsonRpcGateway {
       (body as Rpc).id !== undefined
     )
       return this.listen(body as Rpc, res, ctx);
-    await this.respond(body, res, ctx, stateless);
+    await this.respond(body, res, ctx, stateless, req.headers);
   }
 
   /** Answers an already-parsed body (one message or a batch) with JSON. */
-  async respond(body: unknown, res: ServerResponse, ctx: SessionContext, stateless = false): Promise<void> {
+  async respond(
+    body: unknown,
+    res: ServerResponse,
+    ctx: SessionContext,
+    stateless = false,
+    headers?: IncomingHttpHeaders,
+  ): Promise<void> {
+    if (stateless && headers) {
+      const refusal = checkStatelessRequest(headers, body);
+      if (refusal) {
+        const text = JSON.stringify(refusal.error);
+        res.writeHead(refusal.status, {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(text),
+        });
+        res.end(text);
+        return;
+      }
+    }
     const batch = Array.isArray(body);
     const messages = batch ? (body as unknown[]) : [body];
     if (messages.length === 0) {
@@ -758,7 +861,15 @@ export class JsonRpcGateway {
       return;
     }
     const text = JSON.stringify(batch ? out : out[0]);
-    res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+    // 2026-07-28 answers an unknown method with HTTP 404.
+    const unknownMethod =
+      stateless &&
+      !batch &&
+      (out[0]?.error as { code?: number } | undefined)?.code === JsonRpcErrorCode.MethodNotFound;
+    res.writeHead(unknownMethod ? 404 : 200, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(text),
+    });
     res.end(text);
   }
 
