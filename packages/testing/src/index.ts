@@ -2,6 +2,7 @@ export * from "./cleanup.ts";
 export * from "./database.ts";
 export * from "./env.ts";
 export * from "./everything.ts";
+export * from "./mcp-messages.ts";
 export * from "./nats.ts";
 export * from "./oidc-issuer.ts";
 export * from "./processes.ts";

@@ -6,6 +6,7 @@ import { CreateMessageRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type Api,
+  initializeRequest,
   type Stack,
   startStack,
   startTestUpstream,
@@ -143,16 +144,7 @@ describe("sessions survive the replica that answers (and the one that started th
     const init = await fetch(`${dp0!.url}/servers/${stdioServer}/mcp`, {
       method: "POST",
       headers,
-      body: JSON.stringify({
-        jsonrpc: "2.0",
-        id: 1,
-        method: "initialize",
-        params: {
-          protocolVersion: "2025-11-25",
-          capabilities: {},
-          clientInfo: { name: "raw", version: "1" },
-        },
-      }),
+      body: JSON.stringify(initializeRequest("raw")),
     });
     const sessionId = init.headers.get("mcp-session-id")!;
     await init.text();
@@ -261,16 +253,7 @@ describe("sessions survive the replica that answers (and the one that started th
     const init = await fetch(`${first!.url}/servers/${httpServer}/mcp`, {
       method: "POST",
       headers,
-      body: JSON.stringify({
-        jsonrpc: "2.0",
-        id: 1,
-        method: "initialize",
-        params: {
-          protocolVersion: "2025-11-25",
-          capabilities: {},
-          clientInfo: { name: "survivor", version: "1" },
-        },
-      }),
+      body: JSON.stringify(initializeRequest("survivor")),
     });
     const session = init.headers.get("mcp-session-id")!;
     await init.text();

@@ -4,7 +4,7 @@ import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Api, type Stack, startStack } from "../../../packages/testing/src/index.ts";
+import { type Api, type Stack, startStack, statelessPost } from "../../../packages/testing/src/index.ts";
 import { connectV2Client, startV2Upstream, type V2Upstream } from "../../../packages/testing/src/v2.ts";
 
 const require = createRequire(import.meta.url);
@@ -121,29 +121,12 @@ describe("MCP 2026-07-28 through the gateway (v2 SDK)", () => {
 
   /** One raw 2026-07-28 request to a replica. */
   const post = async (replica: number, id: number, method: string, params: Record<string, unknown>) => {
-    const res = await fetch(`${stack.dataPlanes[replica]!.url}/servers/${stdioServer}/mcp`, {
-      method: "POST",
-      headers: {
-        ...auth(),
-        "content-type": "application/json",
-        accept: "application/json, text/event-stream",
-        "mcp-protocol-version": "2026-07-28",
-        "mcp-method": method,
-        ...(typeof params.name === "string" ? { "mcp-name": params.name } : {}),
-      },
-      body: JSON.stringify({
-        jsonrpc: "2.0",
-        id,
-        method,
-        params: {
-          ...params,
-          _meta: {
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": { sampling: {} },
-          },
-        },
-      }),
-    });
+    const res = await statelessPost(
+      `${stack.dataPlanes[replica]!.url}/servers/${stdioServer}/mcp`,
+      auth(),
+      { id, method, params },
+      { sampling: {} },
+    );
     return { status: res.status, body: (await res.json()) as RpcAnswer };
   };
 

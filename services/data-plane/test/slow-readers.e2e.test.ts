@@ -5,7 +5,13 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
-import { type Api, eventually, type Stack, startStack } from "../../../packages/testing/src/index.ts";
+import {
+  type Api,
+  eventually,
+  initializeRequest,
+  type Stack,
+  startStack,
+} from "../../../packages/testing/src/index.ts";
 
 const require = createRequire(import.meta.url);
 const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js", {
@@ -337,16 +343,7 @@ describe("slow readers: a client that stops reading is dropped, never buffered f
         ws.on("message", onMessage);
         ws.send(JSON.stringify(message));
       });
-    const initialize = {
-      jsonrpc: "2.0",
-      id: 1,
-      method: "initialize",
-      params: {
-        protocolVersion: "2025-11-25",
-        capabilities: {},
-        clientInfo: { name: "ws-big", version: "1" },
-      },
-    };
+    const initialize = initializeRequest("ws-big");
 
     const big = await open();
     const closed = new Promise<number>((resolve) => big.once("close", (code) => resolve(code)));

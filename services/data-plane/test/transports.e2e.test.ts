@@ -15,6 +15,7 @@ import {
   startEverythingServer,
   startProcess,
   startStack,
+  statelessPost,
 } from "../../../packages/testing/src/index.ts";
 
 const require = createRequire(import.meta.url);
@@ -247,29 +248,11 @@ describe("every client transport × every upstream transport, against server-eve
     "translates a stateless 2026-07-28 client for a session-based %s upstream",
     async (upstream) => {
       const post = async (method: string, params: Record<string, unknown>, id: number) => {
-        const res = await fetch(`${stack.dataPlanes[0]!.url}/servers/${servers[upstream]}/mcp`, {
-          method: "POST",
-          headers: {
-            authorization: `Bearer ${api.token}`,
-            "content-type": "application/json",
-            accept: "application/json, text/event-stream",
-            "mcp-protocol-version": "2026-07-28",
-            "mcp-method": method,
-            ...(typeof params.name === "string" ? { "mcp-name": params.name } : {}),
-          },
-          body: JSON.stringify({
-            jsonrpc: "2.0",
-            id,
-            method,
-            params: {
-              ...params,
-              _meta: {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-              },
-            },
-          }),
-        });
+        const res = await statelessPost(
+          `${stack.dataPlanes[0]!.url}/servers/${servers[upstream]}/mcp`,
+          { authorization: `Bearer ${api.token}` },
+          { id, method, params },
+        );
         expect(res.headers.get("mcp-session-id")).toBeNull();
         return (await res.json()) as { id: number; result?: Record<string, unknown>; error?: unknown };
       };
