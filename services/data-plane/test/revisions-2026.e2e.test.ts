@@ -92,6 +92,20 @@ describe("MCP 2026-07-28 through the gateway (v2 SDK)", () => {
     const echo = await client.callTool({ name: "echo", arguments: { message: "stateless hello" } });
     expect(JSON.stringify(echo.content)).toContain("stateless hello");
 
+    const { resources } = await client.listResources();
+    const read = await client.readResource({ uri: resources[0]!.uri });
+    expect(read.contents.length).toBeGreaterThan(0);
+    const prompt = await client.getPrompt({ name: "simple-prompt" });
+    expect(prompt.messages.length).toBeGreaterThan(0);
+    // Progress of a translated request streams back on its response (SSE), before the result.
+    const progress: number[] = [];
+    const long = await client.callTool(
+      { name: "trigger-long-running-operation", arguments: { duration: 0.3, steps: 3 } },
+      { onprogress: (p) => progress.push(p.progress) },
+    );
+    expect(progress).toEqual([1, 2, 3]);
+    expect(JSON.stringify(long.content)).toContain("completed");
+
     const elicited = await client.callTool({ name: "trigger-elicitation-request", arguments: {} });
     expect(asked.some((a) => a.startsWith("elicitation"))).toBe(true);
     expect(JSON.stringify(elicited.content)).toContain("v2 tester");
@@ -104,7 +118,6 @@ describe("MCP 2026-07-28 through the gateway (v2 SDK)", () => {
     expect(JSON.stringify(sampled.content)).toContain("sampled by the v2 client");
 
     // subscriptions/listen: the gateway subscribes its upstream session and streams the updates.
-    const { resources } = await client.listResources();
     const uri = resources[0]!.uri;
     const updated: string[] = [];
     client.setNotificationHandler("notifications/resources/updated", async (n) => {

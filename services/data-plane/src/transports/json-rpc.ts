@@ -51,6 +51,20 @@ interface Exchange {
   capabilities: Record<string, unknown>;
   queued: Rpc[];
   wake: (() => void) | undefined;
+  /** The HTTP exchange of the client's latest leg (its progress goes there). */
+  leg: CallStream | undefined;
+  /** Cancels the upstream request (the client closed a leg's stream before its answer). */
+  cancel: AbortController;
+}
+
+/**
+ * What one client request gives the upstream request answering it: where its progress
+ * notifications go, and a signal that the client went away (2026-07-28: closing the response
+ * stream cancels the request).
+ */
+interface CallStream {
+  onProgress?: ((notification: Rpc) => void) | undefined;
+  closed?: AbortSignal | undefined;
 }
 
 /** An open `subscriptions/listen` stream of a stateless client, fed from its upstream session. */
@@ -93,6 +107,8 @@ interface PooledUpstream {
   exchanges: Set<Exchange>;
   /** Open `subscriptions/listen` streams. */
   listeners: Set<Listener>;
+  /** Progress token → where that request's progress goes. */
+  progress: Map<unknown, (notification: Rpc) => void>;
 }
 
 export interface RpcOptions {
@@ -259,11 +275,13 @@ export class JsonRpcGateway {
       closed: false,
       exchanges: new Set(),
       listeners: new Set(),
+      progress: new Map(),
     };
     transport.onmessage = (message) => {
       const m = message as Rpc;
       if (m.method !== undefined && m.id === undefined) {
-        if (LISTENED[m.method]) this.notifyListeners(pool, m);
+        if (m.method === "notifications/progress") pool.progress.get(m.params?.progressToken)?.(m);
+        else if (LISTENED[m.method]) this.notifyListeners(pool, m);
         return;
       }
       if (m.method === undefined && typeof m.id === "string") {
@@ -340,9 +358,16 @@ export class JsonRpcGateway {
     return pool;
   }
 
-  private request(pool: PooledUpstream, message: Rpc, timeoutMs: number): Promise<Record<string, unknown>> {
+  private request(
+    pool: PooledUpstream,
+    message: Rpc,
+    timeoutMs: number,
+    call: CallStream = {},
+  ): Promise<Record<string, unknown>> {
     const id = `gw-${randomUUID()}`;
-    return new Promise((resolve) => {
+    const token = (message.params?._meta as { progressToken?: unknown } | undefined)?.progressToken;
+    if (call.onProgress && token !== undefined) pool.progress.set(token, call.onProgress);
+    const settled = new Promise<Record<string, unknown>>((resolve) => {
       const timer = setTimeout(() => {
         pool.pending.delete(id);
         resolve({
@@ -353,6 +378,25 @@ export class JsonRpcGateway {
         });
       }, timeoutMs);
       pool.pending.set(id, { resolve, timer });
+      // The client went away: the upstream is told to stop (notifications/cancelled).
+      call.closed?.addEventListener(
+        "abort",
+        () => {
+          const p = pool.pending.get(id);
+          if (!p) return;
+          clearTimeout(p.timer);
+          pool.pending.delete(id);
+          void pool.transport
+            .send({
+              jsonrpc: "2.0",
+              method: "notifications/cancelled",
+              params: { requestId: id, reason: "the client closed its stream" },
+            } as JSONRPCMessage)
+            .catch(() => {});
+          resolve({ error: { code: JsonRpcErrorCode.InternalError, message: "cancelled by the client" } });
+        },
+        { once: true },
+      );
       pool.transport.send({ ...message, id } as JSONRPCMessage).catch(() => {
         clearTimeout(timer);
         pool.pending.delete(id);
@@ -364,6 +408,8 @@ export class JsonRpcGateway {
         });
       });
     });
+    if (token !== undefined && call.onProgress) void settled.then(() => pool.progress.delete(token));
+    return settled;
   }
 
   /**
@@ -396,9 +442,10 @@ export class JsonRpcGateway {
     ctx: SessionContext,
     stateless = false,
     capabilities: Record<string, unknown> = {},
+    call: CallStream = {},
   ): Promise<Record<string, unknown> | undefined> {
     const id = message.id ?? null;
-    if (stateless) return this.answerStateless(message, ctx);
+    if (stateless) return this.answerStateless(message, ctx, call);
     const isRequest = message.id !== undefined;
     const method = message.method;
     if (method === undefined) return undefined; // responses have nowhere to go
@@ -437,7 +484,7 @@ export class JsonRpcGateway {
         ) as unknown as Record<string, unknown>;
       }
     }
-    const reply = await this.request(pool, message, ctx.timeoutMs);
+    const reply = await this.request(pool, message, ctx.timeoutMs, call);
     const result = ctx.guards.keepTool
       ? filterListResult(method, reply.result, ctx.guards.keepTool)
       : reply.result;
@@ -454,6 +501,7 @@ export class JsonRpcGateway {
   private async answerStateless(
     message: Rpc,
     ctx: SessionContext,
+    call: CallStream = {},
   ): Promise<Record<string, unknown> | undefined> {
     const id = message.id ?? null;
     if (message.method === undefined || message.id === undefined) return undefined;
@@ -485,17 +533,29 @@ export class JsonRpcGateway {
     if (message.params) {
       const { _meta: _dropped, inputResponses, requestState, ...rest } = message.params;
       if (requestState !== undefined || inputResponses !== undefined)
-        return this.resume(id, requestState, inputResponses, ctx);
+        return this.resume(id, requestState, inputResponses, ctx, call);
       params = Object.keys(meta).length > 0 ? { ...rest, _meta: meta } : rest;
     }
     const relayed = { ...message, ...(params ? { params } : {}) };
     const asks = MRTR_METHODS.has(message.method) && Object.keys(capabilities).length > 0;
-    if (!asks) return complete(await this.answer(relayed, ctx, false, capabilities), message.method);
+    if (!asks) return complete(await this.answer(relayed, ctx, false, capabilities, call), message.method);
     // The upstream may ask for input while it works on this request: hand such requests to the
     // client as an InputRequiredResult and keep the upstream request waiting for the answers.
-    const exchange: Exchange = { capabilities, queued: [], wake: undefined };
+    // It spans several client requests (legs): progress goes to the latest, and a leg closed
+    // before its answer cancels it.
+    const exchange: Exchange = {
+      capabilities,
+      queued: [],
+      wake: undefined,
+      leg: call,
+      cancel: new AbortController(),
+    };
+    call.closed?.addEventListener("abort", () => exchange.cancel.abort(), { once: true });
     pool.exchanges.add(exchange);
-    const reply = this.answer(relayed, ctx, false, capabilities).then((a) => a ?? {});
+    const reply = this.answer(relayed, ctx, false, capabilities, {
+      onProgress: (n) => exchange.leg?.onProgress?.(n),
+      closed: exchange.cancel.signal,
+    }).then((a) => a ?? {});
     return this.settle(id, { pool, exchange, reply, method: message.method }, ctx);
   }
 
@@ -549,6 +609,7 @@ export class JsonRpcGateway {
     requestState: unknown,
     inputResponses: unknown,
     ctx: SessionContext,
+    call: CallStream = {},
   ): Promise<Record<string, unknown>> {
     const key =
       typeof requestState === "string" ? /^mrtr1\..+\.([0-9a-f-]{36})$/.exec(requestState)?.[1] : undefined;
@@ -563,6 +624,8 @@ export class JsonRpcGateway {
     }
     this.continuations.delete(key);
     clearTimeout(cont.timer);
+    cont.exchange.leg = call;
+    call.closed?.addEventListener("abort", () => cont.exchange.cancel.abort(), { once: true });
     const responses =
       inputResponses && typeof inputResponses === "object" ? (inputResponses as Record<string, unknown>) : {};
     for (const [inputKey, upstreamId] of cont.asked) {
@@ -814,6 +877,28 @@ export class JsonRpcGateway {
     }
     const batch = Array.isArray(body);
     const messages = batch ? (body as unknown[]) : [body];
+    // A stateless request with a progress token, from a client that takes SSE, gets its
+    // progress as it comes, then its answer, on one event stream; closing it cancels the request.
+    const call: CallStream = {};
+    let streaming = false;
+    if (stateless && !batch) {
+      const closed = new AbortController();
+      res.once("close", () => {
+        if (!res.writableFinished) closed.abort();
+      });
+      call.closed = closed.signal;
+      const token = ((body as Rpc | null)?.params?._meta as { progressToken?: unknown } | undefined)
+        ?.progressToken;
+      if (token !== undefined && /text\/event-stream/.test(String(headers?.accept ?? ""))) {
+        call.onProgress = (notification) => {
+          if (!streaming) {
+            res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+            streaming = true;
+          }
+          res.write(`event: message\ndata: ${JSON.stringify(notification)}\n\n`);
+        };
+      }
+    }
     if (messages.length === 0) {
       sendJsonRpcError(res, 400, null, JsonRpcErrorCode.InvalidRequest, "Invalid Request: empty batch");
       return;
@@ -823,7 +908,7 @@ export class JsonRpcGateway {
       answers = await Promise.all(
         messages.map((m) =>
           isJsonRpcMessage(m)
-            ? this.answer(m as unknown as Rpc, ctx, stateless)
+            ? this.answer(m as unknown as Rpc, ctx, stateless, {}, call)
             : Promise.resolve(
                 jsonRpcError(
                   null,
@@ -856,6 +941,11 @@ export class JsonRpcGateway {
       return;
     }
     const out = answers.filter((a): a is Record<string, unknown> => a !== undefined);
+    if (streaming) {
+      if (out[0]) res.write(`event: message\ndata: ${JSON.stringify(out[0])}\n\n`);
+      res.end();
+      return;
+    }
     if (out.length === 0) {
       res.writeHead(202).end();
       return;
