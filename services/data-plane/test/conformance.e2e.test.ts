@@ -1,3 +1,4 @@
+import { createRequire } from "node:module";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type ConformanceOptions,
@@ -18,6 +19,11 @@ import {
   startStack,
 } from "../../../packages/testing/src/index.ts";
 import { startV2Upstream, type V2Upstream } from "../../../packages/testing/src/v2.ts";
+
+const require = createRequire(import.meta.url);
+const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js", {
+  paths: [require.resolve("../../../packages/testing/package.json")],
+});
 
 /** Check names by scenario that fail through the gateway only, because of a known gateway bug. */
 type KnownBugs = Record<string, string[]>;
@@ -51,11 +57,20 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   const proxies: Array<{ close(): Promise<void> }> = [];
   const runs: ManagedProcess[] = [];
   /** Gateway URLs of the registered upstreams, as the proxy serves them. */
-  const viaGateway = {} as Record<"everything" | "v2", string>;
+  const viaGateway = {} as Record<"everything" | "stdio" | "v2", string>;
+  /** The suite against server-everything directly, run once and compared twice. */
+  let everythingDirect: Promise<ConformanceRun> | undefined;
+  const directEverything = () => {
+    everythingDirect ??= conformance(everything.url, {});
+    return everythingDirect;
+  };
 
   beforeAll(async () => {
     [stack, everything, v2] = await Promise.all([
-      startStack({ replicas: 1, env: { MCPGW_ALLOW_PRIVATE_UPSTREAMS: "true" } }),
+      startStack({
+        replicas: 1,
+        env: { MCPGW_ALLOW_PRIVATE_UPSTREAMS: "true", MCPGW_STDIO_ALLOWED_COMMANDS: process.execPath },
+      }),
       startEverythingServer(),
       startV2Upstream("reject"),
     ]);
@@ -84,6 +99,16 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
       expect(server.status, JSON.stringify(server.body)).toBe(201);
       viaGateway[name] = `${proxy.url}/servers/${server.body.id}/mcp`;
     }
+    // The same server over stdio: the gateway relays it message by message, not byte by byte.
+    const stdio = await api.call<{ id: string }>("POST", "/api/v1/servers", {
+      namespace_id: ns.body.id,
+      name: "stdio",
+      transport: "stdio",
+      command: process.execPath,
+      args: [everythingEntry, "stdio"],
+    });
+    expect(stdio.status, JSON.stringify(stdio.body)).toBe(201);
+    viaGateway.stdio = `${proxy.url}/servers/${stdio.body.id}/mcp`;
     // The data plane learns of the key and the servers from the next snapshot.
     await eventually(async () => {
       const res = await fetch(viaGateway.everything, {
@@ -142,11 +167,17 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   }
 
   it("passes through the gateway every check server-everything passes directly (active suite)", async () => {
-    const direct = await conformance(everything.url, {});
+    const direct = await directEverything();
     // server-everything is not the suite's reference server (its tools have other names), but
     // the handshake, lifecycle, listing, error, subscription and SSE checks apply to it.
     expect(behaviourChecks(direct)).toBeGreaterThanOrEqual(15);
     const gateway = await conformance(viaGateway.everything, {});
+    expectTransparent(direct, gateway);
+  }, 150_000);
+
+  it("passes through the message-level relay (the same server over stdio) every check it passes directly", async () => {
+    const direct = await directEverything();
+    const gateway = await conformance(viaGateway.stdio, {});
     expectTransparent(direct, gateway);
   }, 150_000);
 
