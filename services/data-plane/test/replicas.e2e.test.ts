@@ -242,6 +242,46 @@ describe("sessions survive the replica that answers (and the one that started th
     await client.close();
   });
 
+  it("ends a forwarded stream when the replica owning its session shuts down, and forgets the session", async () => {
+    const [owner, other] = stack.dataPlanes;
+    const headers = {
+      authorization: `Bearer ${api.token}`,
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      "mcp-protocol-version": "2025-11-25",
+    };
+    const init = await fetch(`${owner!.url}/servers/${stdioServer}/mcp`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify(initializeRequest("orphan")),
+    });
+    const session = { ...headers, "mcp-session-id": init.headers.get("mcp-session-id")! };
+    await init.text();
+    expect(session["mcp-session-id"]).toMatch(/^s1\.dp0\./);
+    // The session's GET stream, opened through the other replica (carried over NATS).
+    const stream = await fetch(`${other!.url}/servers/${stdioServer}/mcp`, {
+      headers: { ...session, accept: "text/event-stream" },
+    });
+    expect(stream.status).toBe(200);
+    const ended = stream.text().then(
+      () => Date.now(),
+      () => Date.now(),
+    );
+    const stoppedAt = Date.now();
+    await owner!.proc.stop();
+    // The stream ends soon after its owner goes (not left hanging).
+    expect((await ended) - stoppedAt).toBeLessThan(10_000);
+    // The session is gone with its process: 404, so the client initializes again.
+    const after = await fetch(`${other!.url}/servers/${stdioServer}/mcp`, {
+      method: "POST",
+      headers: session,
+      body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/list" }),
+    });
+    expect(after.status).toBe(404);
+    await owner!.restart();
+    await waitForReady(`${owner!.url}/ready`, owner!.proc);
+  });
+
   it("keeps an HTTP-upstream session going after the replica that started it dies", async () => {
     const headers = {
       authorization: `Bearer ${api.token}`,
