@@ -104,11 +104,14 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   );
   await store.loadCache();
   const pools = new UpstreamPools(128, o.allowPrivateUpstreams ?? false);
+  // Message-level sessions each hold a long-lived stream upstream: no cap on their connections.
+  const sessionPools = new UpstreamPools(null, o.allowPrivateUpstreams ?? false);
   store.onChange((state) => {
     const origins = new Set<string>();
     for (const { server } of state.servers.values())
       for (const e of server.endpoints) origins.add(new URL(e.url).origin);
     pools.retain(origins);
+    sessionPools.retain(origins);
   });
   const redis = o.redisUrl ? connectRateLimitRedis(o.redisUrl, o.logger) : undefined;
   const rateLimits = new RateLimits({
@@ -136,7 +139,13 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     logger: o.logger,
     metrics: o.metrics,
   });
-  const connectDeps = { stdio, credentials, revisions: new UpstreamRevisions(), logger: o.logger };
+  const connectDeps = {
+    stdio,
+    credentials,
+    revisions: new UpstreamRevisions(),
+    pools: sessionPools,
+    logger: o.logger,
+  };
   const sessionIdle = o.sessionIdleTimeoutMs ?? 15 * 60_000;
   const replicas = new ReplicaDirectory({
     replicaId: o.replicaId,
@@ -253,6 +262,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
       redis?.disconnect();
       await store.flush();
       await pools.close();
+      await sessionPools.close();
     },
   };
 }

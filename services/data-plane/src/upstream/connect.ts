@@ -4,6 +4,7 @@ import type { UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import type { UpstreamPools } from "./pools.ts";
 import { StatelessUpstreamTransport, type UpstreamRevisions } from "./stateless-upstream.ts";
 import type { StdioProcessManager } from "./stdio-processes.ts";
 
@@ -12,6 +13,8 @@ export interface ConnectDeps {
   credentials: UpstreamCredentials;
   /** Streamable HTTP upstreams that speak only the stateless revision. */
   revisions: UpstreamRevisions;
+  /** Upstream connections come from these pools: every one passes the egress check. */
+  pools: UpstreamPools;
   logger: Logger;
 }
 
@@ -40,14 +43,16 @@ export async function connectUpstream(
   if (!endpoint) throw new Error("server has no endpoint");
   const headers = (await deps.credentials.headersFor(server)) ?? {};
   const url = new URL(endpoint.url);
+  const fetch = deps.pools.fetcher(Math.min(server.timeout_ms, 10_000));
   if (
     server.transport === "streamable_http" &&
-    (await deps.revisions.isStateless(server.id, endpoint.url, headers, server.timeout_ms))
+    (await deps.revisions.isStateless(server.id, endpoint.url, headers, server.timeout_ms, fetch))
   ) {
     return new StatelessUpstreamTransport({
       url: endpoint.url,
       headers,
       timeoutMs: server.timeout_ms,
+      fetch,
       logger: deps.logger,
     });
   }
@@ -55,6 +60,7 @@ export async function connectUpstream(
     server.transport === "sse"
       ? new SSEClientTransport(url, {
           requestInit: { headers },
+          fetch,
           eventSourceInit: {
             fetch: (input, init) =>
               fetch(input, {
@@ -63,7 +69,7 @@ export async function connectUpstream(
               }),
           },
         })
-      : new StreamableHTTPClientTransport(url, { requestInit: { headers } });
+      : new StreamableHTTPClientTransport(url, { requestInit: { headers }, fetch });
   await transport.start();
   return transport;
 }

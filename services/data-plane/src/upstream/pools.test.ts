@@ -25,6 +25,15 @@ describe("UpstreamPools", () => {
     const open = new UpstreamPools(4, true);
     const res = await open.get(`http://localhost:${port}`, 1000).request({ path: "/", method: "GET" });
     expect(await res.body.text()).toBe("ok");
+    // The same check for connections made with the pools' fetch (message-level upstreams).
+    const refused = await strict
+      .fetcher(1000)(`http://localhost:${port}/`)
+      .then(
+        () => undefined,
+        (e: { cause?: { code?: string } }) => e.cause?.code,
+      );
+    expect(refused).toBe("EUPSTREAMPRIVATE");
+    expect(await (await open.fetcher(1000)(`http://localhost:${port}/`)).text()).toBe("ok");
     await Promise.all([strict.close(), open.close()]);
   });
 });

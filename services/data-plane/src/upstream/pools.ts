@@ -1,5 +1,5 @@
 import { publicOnlyLookup } from "@mcpgw/egress";
-import { Pool } from "undici";
+import { Pool, fetch as undiciFetch } from "undici";
 
 /**
  * One undici connection pool per upstream origin, reused across snapshot versions so that
@@ -10,7 +10,8 @@ export class UpstreamPools {
   private readonly pools = new Map<string, Pool>();
 
   constructor(
-    private readonly connections = 128,
+    /** Connections per origin; null: as many as needed. */
+    private readonly connections: number | null = 128,
     /** Unless private upstreams are allowed, every connection's address is checked when made. */
     private readonly allowPrivate = false,
   ) {}
@@ -27,6 +28,20 @@ export class UpstreamPools {
       this.pools.set(origin, pool);
     }
     return pool;
+  }
+
+  /**
+   * A `fetch` whose connections come from these pools, so that they pass the same egress check
+   * (for the SDK's client transports and other message-level upstream connections).
+   */
+  fetcher(connectTimeoutMs: number): typeof globalThis.fetch {
+    return ((input: string | URL | Request, init?: RequestInit) => {
+      const url = new URL(input instanceof Request ? input.url : String(input));
+      return undiciFetch(url, {
+        ...(init as Parameters<typeof undiciFetch>[1]),
+        dispatcher: this.get(url.origin, connectTimeoutMs),
+      });
+    }) as unknown as typeof globalThis.fetch;
   }
 
   /** Closes pools whose origin is not in `origins` (after in-flight requests finish). */

@@ -73,6 +73,8 @@ export interface StatelessUpstreamOptions {
   /** The gateway's own credentials for the upstream. */
   headers: Record<string, string>;
   timeoutMs: number;
+  /** Makes the connections (the data plane's pools, with their egress check). */
+  fetch: typeof globalThis.fetch;
   logger: Logger;
 }
 
@@ -195,7 +197,7 @@ export class StatelessUpstreamTransport implements Transport {
 
   private post(body: Rpc, signal: AbortSignal): Promise<Response> {
     const name = body.params?.name ?? body.params?.uri;
-    return fetch(this.o.url, {
+    return this.o.fetch(this.o.url, {
       method: "POST",
       headers: {
         ...this.o.headers,
@@ -360,6 +362,7 @@ export async function speaksStateless(
   url: string,
   headers: Record<string, string>,
   timeoutMs: number,
+  fetch: typeof globalThis.fetch = globalThis.fetch,
 ): Promise<boolean> {
   try {
     const res = await fetch(url, {
@@ -416,10 +419,16 @@ export class UpstreamRevisions {
   }
 
   /** Whether to reach this server statelessly, probing it when not known recently. */
-  async isStateless(serverId: string, url: string, headers: Record<string, string>, timeoutMs: number) {
+  async isStateless(
+    serverId: string,
+    url: string,
+    headers: Record<string, string>,
+    timeoutMs: number,
+    fetch: typeof globalThis.fetch,
+  ) {
     const k = this.known.get(serverId);
     if (k && Date.now() - k.at < this.ttlMs) return k.stateless;
-    const stateless = await speaksStateless(url, headers, Math.min(timeoutMs, 5000));
+    const stateless = await speaksStateless(url, headers, Math.min(timeoutMs, 5000), fetch);
     if (this.known.size > 10_000) this.known.clear();
     this.known.set(serverId, { stateless, at: Date.now() });
     return stateless;
