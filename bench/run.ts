@@ -13,6 +13,8 @@
  *   BENCH_SUITE=stdio pnpm bench    the stdio suite of stdio.ts only (stdio upstream through the
  *                                   gateway vs supergateway vs mcp-proxy; memory per idle session)
  *   BENCH_SUITE=all pnpm bench      both, one after the other (~7 min; the default)
+ *   BENCH_SUITE=forwarding pnpm bench  requests of a session carried to its replica over NATS vs
+ *                                   sent to it directly (forwarding.ts; not part of `all`)
  *
  * Environment: BENCH_DURATION_S (measured seconds per phase, 5), BENCH_WARMUP_S (warm-up
  * before each phase, 0.5), BENCH_ROUNDS (rounds of every target per load level, 4),
@@ -55,6 +57,7 @@ import {
   table,
   waitForQuiet,
 } from "./common.ts";
+import { forwardingSuiteTimeoutS, runForwardingSuite, stopForwardingSuite } from "./forwarding.ts";
 import { formatSummary, summarizeProfileFile } from "./profile-summary.ts";
 import { runStdioSuite, stdioSuiteTimeoutS, stopStdioSuite } from "./stdio.ts";
 
@@ -65,12 +68,13 @@ import { runStdioSuite, stdioSuiteTimeoutS, stopStdioSuite } from "./stdio.ts";
  */
 const SUITE = (() => {
   const v = process.env.BENCH_SUITE || "all";
-  if (v !== "gateway" && v !== "stdio" && v !== "all")
-    throw new Error(`BENCH_SUITE must be gateway, stdio or all, got ${JSON.stringify(v)}`);
+  if (v !== "gateway" && v !== "stdio" && v !== "forwarding" && v !== "all")
+    throw new Error(`BENCH_SUITE must be gateway, stdio, forwarding or all, got ${JSON.stringify(v)}`);
   return v;
 })();
-const RUN_GATEWAY = SUITE !== "stdio";
-const RUN_STDIO = SUITE !== "gateway";
+const RUN_GATEWAY = SUITE === "gateway" || SUITE === "all";
+const RUN_STDIO = SUITE === "stdio" || SUITE === "all";
+const RUN_FORWARDING = SUITE === "forwarding";
 
 const DURATION_S = envNumber("BENCH_DURATION_S", 5);
 const WARMUP_S = envNumber("BENCH_WARMUP_S", 0.5);
@@ -108,7 +112,9 @@ const TIMEOUT_S = envNumber(
       RETRY_BUDGET_S * 1.5 +
       ORDER.length * (INITIAL_WARMUP_S + 2) +
       PHASES * (DURATION_S + WARMUP_S + 2)
-    : 0) + (RUN_STDIO ? stdioSuiteTimeoutS() : 0),
+    : 0) +
+    (RUN_STDIO ? stdioSuiteTimeoutS() : 0) +
+    (RUN_FORWARDING ? forwardingSuiteTimeoutS() : 0),
 );
 
 /** What is compared: `b` relative to `a` (throughput b/a, latency b − a). */
@@ -536,7 +542,7 @@ function stopGatewaySuite(): Promise<void> {
 
 function cleanup(): Promise<void> {
   cleaning ??= (async () => {
-    await Promise.allSettled([stopGatewaySuite(), stopStdioSuite()]);
+    await Promise.allSettled([stopGatewaySuite(), stopStdioSuite(), stopForwardingSuite()]);
   })();
   return cleaning;
 }
@@ -1005,6 +1011,7 @@ async function main(): Promise<number> {
     if (RUN_STDIO) await stopGatewaySuite();
   }
   if (RUN_STDIO) code = Math.max(code, await runStdioSuite());
+  if (RUN_FORWARDING) code = Math.max(code, await runForwardingSuite());
   return code;
 }
 

@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Readable } from "node:stream";
 import type { Bus, BusMessage, KvBucket } from "@mcpgw/bus";
 import { Counter, type Logger, type Registry } from "@mcpgw/telemetry";
 import { request } from "undici";
@@ -41,8 +40,9 @@ interface Inbound {
   from: string;
   meta: { method: string; url: string; headers: Record<string, string>; peer?: string };
   chunks: Buffer[];
-  body?: Readable;
-  cancelled: boolean;
+  /** Aborts the replay (the requesting replica's client went away). */
+  abort: AbortController;
+  answered: boolean;
 }
 
 export interface ReplicaDirectoryOptions {
@@ -272,7 +272,13 @@ export class ReplicaDirectory {
         }
         const from = m.headers.from ?? "";
         this.bus?.publish(this.subject(from, "out"), frame("ack", id));
-        this.inbound.set(id, { from, meta, chunks: [Buffer.from(m.data)], cancelled: false });
+        this.inbound.set(id, {
+          from,
+          meta,
+          chunks: [Buffer.from(m.data)],
+          abort: new AbortController(),
+          answered: false,
+        });
         if (m.headers.more !== "1") void this.replay(id);
         return;
       }
@@ -286,8 +292,7 @@ export class ReplicaDirectory {
       case "cancel": {
         const inb = this.inbound.get(id);
         if (!inb) return;
-        inb.cancelled = true;
-        inb.body?.destroy();
+        inb.abort.abort();
         this.inbound.delete(id);
         return;
       }
@@ -315,12 +320,11 @@ export class ReplicaDirectory {
         body: inb.meta.method === "GET" || inb.meta.method === "HEAD" ? undefined : body,
         headersTimeout: HEAD_TIMEOUT_MS,
         bodyTimeout: 0,
+        signal: inb.abort.signal,
       });
-      if (inb.cancelled) {
-        answer.body.destroy();
-        return;
-      }
-      inb.body = answer.body;
+      // Aborting ends the body with an error; the loop below (or nobody, if aborted now) sees it.
+      answer.body.on("error", () => {});
+      inb.answered = true;
       const headers: Record<string, string> = {};
       for (const [k, v] of Object.entries(answer.headers))
         if (typeof v === "string" && !["transfer-encoding", "connection", "keep-alive"].includes(k))
@@ -336,11 +340,12 @@ export class ReplicaDirectory {
       bus.publish(to, frame("end", id));
       this.forwarded?.inc({ direction: "in", outcome: "answered" });
     } catch (err) {
-      if (!inb.cancelled) {
-        bus.publish(to, frame(inb.body ? "end" : "fail", id));
+      const cancelled = inb.abort.signal.aborted;
+      if (!cancelled) {
+        bus.publish(to, frame(inb.answered ? "end" : "fail", id));
         this.o.logger.warn({ from: inb.from, err: (err as Error).message }, "forwarded request failed here");
       }
-      this.forwarded?.inc({ direction: "in", outcome: inb.cancelled ? "cancelled" : "failed" });
+      this.forwarded?.inc({ direction: "in", outcome: cancelled ? "cancelled" : "failed" });
     } finally {
       this.inbound.delete(id);
     }
@@ -350,7 +355,11 @@ export class ReplicaDirectory {
     clearInterval(this.timer);
     for (const stop of this.stopListening) stop();
     for (const id of [...this.outbound.keys()]) this.finishOutbound(id, false);
-    for (const inb of this.inbound.values()) inb.body?.destroy();
+    // Streams served for other replicas end now (their clients see the end, not a hang).
+    for (const [id, inb] of this.inbound) {
+      this.bus?.publish(this.subject(inb.from, "out"), frame(inb.answered ? "end" : "fail", id));
+      inb.abort.abort();
+    }
     await this.stopWatch?.();
     await this.bucket?.delete(this.replicaId).catch(() => {});
   }

@@ -242,6 +242,62 @@ describe("sessions survive the replica that answers (and the one that started th
     await client.close();
   });
 
+  it("survives clients that go away while their forwarded requests are in flight", async () => {
+    const [owner, other] = stack.dataPlanes;
+    const headers = {
+      authorization: `Bearer ${api.token}`,
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      "mcp-protocol-version": "2025-11-25",
+    };
+    const init = await fetch(`${owner!.url}/servers/${stdioServer}/mcp`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify(initializeRequest("impatient")),
+    });
+    const session = { ...headers, "mcp-session-id": init.headers.get("mcp-session-id")! };
+    await init.text();
+    // Requests through the other replica, each abandoned by its client after 1–12 ms: some before
+    // the owner answers, some while the answer streams (in batches, so that the timing spreads).
+    for (let batch = 0; batch < 6; batch++)
+      await Promise.all(
+        Array.from({ length: 25 }, async (_, i) => {
+          const abandon = new AbortController();
+          setTimeout(() => abandon.abort(), 1 + ((i + batch) % 12));
+          await fetch(`${other!.url}/servers/${stdioServer}/mcp`, {
+            method: "POST",
+            headers: session,
+            signal: abandon.signal,
+            body: JSON.stringify({
+              jsonrpc: "2.0",
+              id: 100 + batch * 25 + i,
+              method: "tools/call",
+              params: { name: "trigger-long-running-operation", arguments: { duration: 0.2, steps: 2 } },
+            }),
+          })
+            .then((r) => r.text())
+            .catch(() => undefined);
+        }),
+      );
+    await new Promise((r) => setTimeout(r, 500));
+    // Both replicas are up and the session still answers through either.
+    for (const dp of [owner, other]) {
+      const sum = await fetch(`${dp!.url}/servers/${stdioServer}/mcp`, {
+        method: "POST",
+        headers: session,
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 200,
+          method: "tools/call",
+          params: { name: "get-sum", arguments: { a: 2, b: 3 } },
+        }),
+      });
+      expect(sum.status).toBe(200);
+      expect(await sum.text()).toMatch(/"result":\{"content":\[\{"type":"text","text":"[^"]*5/);
+    }
+    await fetch(`${owner!.url}/servers/${stdioServer}/mcp`, { method: "DELETE", headers: session });
+  });
+
   it("ends a forwarded stream when the replica owning its session shuts down, and forgets the session", async () => {
     const [owner, other] = stack.dataPlanes;
     const headers = {
