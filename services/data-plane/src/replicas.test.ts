@@ -93,6 +93,26 @@ describe("ReplicaDirectory forwarding over the bus", () => {
     expect(seen.at(-1)).toMatchObject({ url: "/echo", forwardedBy: "front" });
   });
 
+  it("does not carry hop-by-hop headers such as Expect: 100-continue (curl sends it for big bodies)", async () => {
+    const { request } = await import("node:http");
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request(
+        `${frontUrl}/echo`,
+        { method: "POST", headers: { expect: "100-continue" } },
+        (res) => {
+          let body = "";
+          res.on("data", (c) => {
+            body += c;
+          });
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on("continue", () => req.end("continued"));
+      req.on("error", reject);
+    });
+    expect(answer).toEqual({ status: 201, body: "continued" });
+  });
+
   it("streams an answer as it comes", async () => {
     const res = await fetch(`${frontUrl}/stream`);
     expect(res.headers.get("content-type")).toBe("text/event-stream");

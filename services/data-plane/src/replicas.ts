@@ -22,6 +22,22 @@ const HEAD_TIMEOUT_MS = 30_000;
 const ACK_TIMEOUT_MS = 3_000;
 const NO_BYTES = new Uint8Array();
 
+/** Request headers that describe one hop, not the request: never carried to the owner. */
+const HOP_HEADERS = new Set([
+  "host",
+  "connection",
+  "content-length",
+  "transfer-encoding",
+  "keep-alive",
+  "expect",
+  "upgrade",
+  "te",
+  "trailer",
+  "proxy-connection",
+]);
+/** A request whose body has not fully arrived after this long is dropped by the owner. */
+const ASSEMBLY_TIMEOUT_MS = 10_000;
+
 /** Frames of the forwarding exchange (header `t`). */
 type Frame = "req" | "body" | "cancel" | "ack" | "head" | "data" | "end" | "fail";
 
@@ -29,10 +45,14 @@ type Frame = "req" | "body" | "cancel" | "ack" | "head" | "data" | "end" | "fail
 interface Outbound {
   res: ServerResponse;
   owner: string;
+  /** The owner's request subject (where a cancel goes). */
+  to: string;
   onHead: (ok: boolean) => void;
   acked: boolean;
   headSent: boolean;
-  liveness: NodeJS.Timeout;
+  /** The sequence number the next data frame must carry (a gap means a lost frame). */
+  nextSeq: number;
+  timers: NodeJS.Timeout[];
 }
 
 /** A request another replica forwarded here, while its body arrives and its answer streams back. */
@@ -43,6 +63,8 @@ interface Inbound {
   /** Aborts the replay (the requesting replica's client went away). */
   abort: AbortController;
   answered: boolean;
+  replaying: boolean;
+  startedAt: number;
 }
 
 export interface ReplicaDirectoryOptions {
@@ -71,6 +93,7 @@ export class ReplicaDirectory {
   private readonly inbound = new Map<string, Inbound>();
   private readonly forwarded: Counter<"direction" | "outcome"> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
   private stopWatch: (() => Promise<void>) | undefined;
   private stopListening: Array<() => void> = [];
   private bucket: KvBucket | undefined;
@@ -121,6 +144,8 @@ export class ReplicaDirectory {
     beat();
     this.timer = setInterval(beat, HEARTBEAT_MS);
     this.timer.unref();
+    this.sweeper = setInterval(() => this.sweepInbound(), HEARTBEAT_MS / 2);
+    this.sweeper.unref();
   }
 
   /** Replicas with a recent heartbeat, this one included. */
@@ -145,19 +170,31 @@ export class ReplicaDirectory {
   async forward(req: IncomingMessage, res: ServerResponse, ownerId: string, body?: Buffer): Promise<boolean> {
     const bus = this.bus;
     if (!bus || req.headers[FORWARDED_HEADER] || !this.isLive(ownerId)) return false;
+    const id = randomUUID();
+    let gone = false;
+    res.once("close", () => {
+      gone = true;
+      this.finishOutbound(id, false);
+    });
     const payload =
       body ?? (req.method === "POST" ? await readAtMost(req, this.o.maxBodyBytes + 1) : Buffer.alloc(0));
+    // The client left while its body arrived: nothing to forward, nobody to answer.
+    if (gone || res.destroyed) return true;
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(req.headers)) {
-      if (
-        typeof v === "string" &&
-        !["host", "connection", "content-length", "transfer-encoding", "keep-alive"].includes(k)
-      )
-        headers[k] = v;
-    }
-    const id = randomUUID();
+    for (const [k, v] of Object.entries(req.headers))
+      if (typeof v === "string" && !HOP_HEADERS.has(k)) headers[k] = v;
     const to = this.subject(ownerId, "in");
     const headReceived = new Promise<boolean>((resolve) => {
+      const out: Outbound = {
+        res,
+        owner: ownerId,
+        to,
+        onHead: resolve,
+        headSent: false,
+        acked: false,
+        nextSeq: 0,
+        timers: [],
+      };
       const liveness = setInterval(() => {
         if (this.isLive(ownerId)) return;
         // The owner died mid-stream: its session is gone, end the client's stream.
@@ -165,19 +202,16 @@ export class ReplicaDirectory {
         this.finishOutbound(id, false);
       }, HEARTBEAT_MS / 2);
       liveness.unref();
-      this.outbound.set(id, {
-        res,
-        owner: ownerId,
-        onHead: resolve,
-        headSent: false,
-        acked: false,
-        liveness,
-      });
-    });
-    res.once("close", () => {
-      if (!this.outbound.has(id)) return;
-      bus.publish(to, frame("cancel", id));
-      this.finishOutbound(id, false);
+      // An owner that does not acknowledge is gone (or NATS is): give up quickly. One that did
+      // acknowledge bounds the answer with its own timeouts; the head timeout is a backstop.
+      const unacked = setTimeout(() => {
+        if (!this.outbound.get(id)?.acked) this.finishOutbound(id, false);
+      }, ACK_TIMEOUT_MS);
+      const headless = setTimeout(() => {
+        if (!this.outbound.get(id)?.headSent) this.finishOutbound(id, false);
+      }, HEAD_TIMEOUT_MS);
+      out.timers.push(liveness, unacked, headless);
+      this.outbound.set(id, out);
     });
     const meta = JSON.stringify({
       method: req.method ?? "GET",
@@ -198,16 +232,11 @@ export class ReplicaDirectory {
           : frame("body", id, chunk, { more }),
       );
     } while (offset < payload.byteLength);
-    const unacked = setTimeout(() => {
-      if (!this.outbound.get(id)?.acked) this.finishOutbound(id, false);
-    }, ACK_TIMEOUT_MS);
-    const timeout = setTimeout(() => this.finishOutbound(id, false), HEAD_TIMEOUT_MS);
     const ok = await headReceived;
-    clearTimeout(unacked);
-    clearTimeout(timeout);
     this.forwarded?.inc({ direction: "out", outcome: ok ? "answered" : "unanswered" });
-    if (!ok) this.o.logger.warn({ owner: ownerId }, "could not forward a session request to its replica");
-    return ok;
+    if (!ok && !gone)
+      this.o.logger.warn({ owner: ownerId }, "could not forward a session request to its replica");
+    return ok || gone;
   }
 
   /** Answer frames (from owners of sessions this replica forwarded requests to). */
@@ -231,6 +260,12 @@ export class ReplicaDirectory {
         return;
       }
       case "data":
+        // NATS delivers at most once: a missing frame would corrupt the stream, so it ends it.
+        if (Number(m.headers.seq) !== out.nextSeq++) {
+          this.o.logger.warn({ owner: out.owner }, "a forwarded stream lost a frame; ending it");
+          this.finishOutbound(id, false);
+          return;
+        }
         out.res.write(m.data);
         if (out.res.writableLength > MAX_CLIENT_BACKLOG_BYTES) {
           this.o.logger.warn({ owner: out.owner }, "dropping a forwarded stream whose client does not read");
@@ -250,7 +285,9 @@ export class ReplicaDirectory {
     const out = this.outbound.get(id);
     if (!out) return;
     this.outbound.delete(id);
-    clearInterval(out.liveness);
+    for (const t of out.timers) clearTimeout(t);
+    // Given up, client gone, owner silent: the owner stops working on it (if it still is).
+    if (!ended) this.bus?.publish(out.to, frame("cancel", id));
     if (!out.headSent) {
       out.onHead(false);
       return;
@@ -278,6 +315,8 @@ export class ReplicaDirectory {
           chunks: [Buffer.from(m.data)],
           abort: new AbortController(),
           answered: false,
+          replaying: false,
+          startedAt: Date.now(),
         });
         if (m.headers.more !== "1") void this.replay(id);
         return;
@@ -299,6 +338,20 @@ export class ReplicaDirectory {
     }
   }
 
+  /**
+   * Drops requests forwarded here whose sender went silent (its client cannot be answered any
+   * more) and requests whose body never finished arriving.
+   */
+  private sweepInbound(): void {
+    for (const [id, inb] of this.inbound) {
+      const stale = !inb.replaying && Date.now() - inb.startedAt > ASSEMBLY_TIMEOUT_MS;
+      if (stale || !this.isLive(inb.from)) {
+        inb.abort.abort();
+        this.inbound.delete(id);
+      }
+    }
+  }
+
   /** Replays a forwarded request on this replica's listener and streams its answer back. */
   private async replay(id: string): Promise<void> {
     const inb = this.inbound.get(id);
@@ -307,6 +360,7 @@ export class ReplicaDirectory {
     const to = this.subject(inb.from, "out");
     const body = Buffer.concat(inb.chunks);
     inb.chunks = [];
+    inb.replaying = true;
     try {
       const answer = await request(`${this.o.loopbackUrl}${inb.meta.url}`, {
         method: inb.meta.method as "GET",
@@ -333,16 +387,18 @@ export class ReplicaDirectory {
         to,
         frame("head", id, NO_BYTES, { meta: JSON.stringify({ status: answer.statusCode, headers }) }),
       );
+      let seq = 0;
       for await (const chunk of answer.body as AsyncIterable<Buffer>) {
         for (let i = 0; i < chunk.byteLength; i += CHUNK_BYTES)
-          bus.publish(to, frame("data", id, chunk.subarray(i, i + CHUNK_BYTES)));
+          bus.publish(to, frame("data", id, chunk.subarray(i, i + CHUNK_BYTES), { seq: String(seq++) }));
       }
       bus.publish(to, frame("end", id));
       this.forwarded?.inc({ direction: "in", outcome: "answered" });
     } catch (err) {
       const cancelled = inb.abort.signal.aborted;
       if (!cancelled) {
-        bus.publish(to, frame(inb.answered ? "end" : "fail", id));
+        // A stream cut short must not look complete: fail, never end.
+        bus.publish(to, frame("fail", id));
         this.o.logger.warn({ from: inb.from, err: (err as Error).message }, "forwarded request failed here");
       }
       this.forwarded?.inc({ direction: "in", outcome: cancelled ? "cancelled" : "failed" });
@@ -355,9 +411,10 @@ export class ReplicaDirectory {
     clearInterval(this.timer);
     for (const stop of this.stopListening) stop();
     for (const id of [...this.outbound.keys()]) this.finishOutbound(id, false);
-    // Streams served for other replicas end now (their clients see the end, not a hang).
+    // Streams served for other replicas are cut now (their clients see it, not a hang).
+    clearInterval(this.sweeper);
     for (const [id, inb] of this.inbound) {
-      this.bus?.publish(this.subject(inb.from, "out"), frame(inb.answered ? "end" : "fail", id));
+      this.bus?.publish(this.subject(inb.from, "out"), frame("fail", id));
       inb.abort.abort();
     }
     await this.stopWatch?.();
