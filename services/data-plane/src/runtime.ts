@@ -86,8 +86,11 @@ export interface DataPlaneRuntimeOptions {
   sessionIdleTimeoutMs?: number | undefined;
   /** Upstreams on private addresses may be reached (checked again at each connection otherwise). */
   allowPrivateUpstreams?: boolean | undefined;
-  /** Where this process's own listener answers (requests other replicas forward here); default: publicUrl. */
-  loopbackUrl?: string | undefined;
+  /**
+   * Where this process's own listener answers on this host (requests other replicas forward here
+   * are replayed there; see `loopbackUrl` in config.ts). Never a load balancer's address.
+   */
+  loopbackUrl: string;
   /** Answer budget per member server when a namespace endpoint fans out. */
   aggregateMemberTimeoutMs?: number | undefined;
 }
@@ -96,6 +99,8 @@ export interface DataPlaneRuntimeOptions {
  * Wires a data plane: disk cache first, then the config bucket watch in the background.
  * Shared by the standalone process and the embedded mode.
  */
+export { loopbackUrl } from "./config.ts";
+
 export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const store = new SnapshotStore(
     await importSnapshotKey(o.snapshotPublicKey),
@@ -149,7 +154,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const sessionIdle = o.sessionIdleTimeoutMs ?? 15 * 60_000;
   const replicas = new ReplicaDirectory({
     replicaId: o.replicaId,
-    loopbackUrl: o.loopbackUrl ?? o.publicUrl,
+    loopbackUrl: o.loopbackUrl,
     busPrefix: o.busPrefix,
     maxBodyBytes: o.maxBodyBytes,
     logger: o.logger,

@@ -3,7 +3,7 @@ import { join, resolve } from "node:path";
 import { serve } from "@hono/node-server";
 import { MemoryBus } from "@mcpgw/bus";
 import { startControlPlane } from "@mcpgw/control-plane/runtime";
-import { startDataPlane } from "@mcpgw/data-plane/runtime";
+import { loopbackUrl, startDataPlane } from "@mcpgw/data-plane/runtime";
 import { openDatabase } from "@mcpgw/db";
 import { InProcessJobRunner } from "@mcpgw/queue";
 import { createLogger, createMetricsRegistry } from "@mcpgw/telemetry";
@@ -54,6 +54,7 @@ const dp = await startDataPlane({
       .filter(Boolean),
   },
   publicUrl: config.MCPGW_PUBLIC_URL ?? `http://${config.MCPGW_HOST}:${config.DP_PORT}`,
+  loopbackUrl: loopbackUrl(config.MCPGW_HOST, config.DP_PORT),
   bus: Promise.resolve(bus),
   busPrefix,
   snapshotPublicKey: keys.snapshot_public_key,

@@ -8,8 +8,9 @@ const MAX_BYTES = 2 * 1024 * 1024;
 /**
  * The SSE events of one message-level Streamable HTTP session, kept so that a client whose
  * stream broke can resume it with `Last-Event-ID` (the gateway offers resumption even when the
- * upstream, a stdio process or a legacy SSE server, has none). Bounded: the oldest events go
- * first, and a client resuming from an event no longer kept gets nothing replayed.
+ * upstream, a stdio process or a legacy SSE server, has none). Bounded per session: the oldest
+ * events go first, and a client resuming from an event no longer kept gets its stream back with
+ * nothing replayed.
  */
 export class SessionEventStore implements EventStore {
   private readonly events: Array<{ id: string; streamId: string; message: JSONRPCMessage; bytes: number }> =
@@ -27,17 +28,20 @@ export class SessionEventStore implements EventStore {
     return id;
   }
 
+  /** The stream an event id names (`<stream>.<seq>`), whether or not the event is still kept. */
   async getStreamIdForEventId(eventId: string): Promise<string | undefined> {
-    return this.events.find((e) => e.id === eventId)?.streamId;
+    const dot = eventId.lastIndexOf(".");
+    return dot > 0 ? eventId.slice(0, dot) : undefined;
   }
 
   async replayEventsAfter(
     lastEventId: string,
     { send }: { send: (eventId: string, message: JSONRPCMessage) => Promise<void> },
   ): Promise<string> {
+    const streamId = (await this.getStreamIdForEventId(lastEventId)) ?? "";
     const at = this.events.findIndex((e) => e.id === lastEventId);
-    if (at < 0) return "";
-    const { streamId } = this.events[at]!;
+    // Evicted: the client resumes its stream with nothing replayed (what it missed is lost).
+    if (at < 0) return streamId;
     for (const e of this.events.slice(at + 1)) if (e.streamId === streamId) await send(e.id, e.message);
     return streamId;
   }

@@ -555,7 +555,19 @@ export class JsonRpcGateway {
     const reply = this.answer(relayed, ctx, false, capabilities, {
       onProgress: (n) => exchange.leg?.onProgress?.(n),
       closed: exchange.cancel.signal,
-    }).then((a) => a ?? {});
+    }).then(
+      (a) => a ?? {},
+      // Never a rejection (nobody else awaits it): the upstream session failing is an answer too.
+      (err: Error) => {
+        this.o.logger.warn({ err: err.message }, "stateless exchange failed upstream");
+        return {
+          error: {
+            code: JsonRpcErrorCode.UpstreamUnavailable,
+            message: "upstream MCP server is unavailable",
+          },
+        };
+      },
+    );
     return this.settle(id, { pool, exchange, reply, method: message.method }, ctx);
   }
 

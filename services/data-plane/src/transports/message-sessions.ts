@@ -105,8 +105,9 @@ export interface MessageSessionsOptions {
  *
  * A client that stops reading is dropped once MAX_CLIENT_BACKLOG_BYTES wait for it on one of its
  * streams (an SSE response, a WebSocket). A legacy SSE session is its stream, so it ends; a
- * Streamable HTTP session outlives a dropped GET or POST stream (the client may open a new GET
- * stream; what was sent meanwhile is lost, as there is no event store); a WebSocket session ends.
+ * Streamable HTTP session outlives a dropped GET or POST stream (the client resumes it with
+ * Last-Event-ID from the session's bounded event store, see event-store.ts); a WebSocket session
+ * ends.
  */
 export class MessageSessions {
   private readonly sessions = new Map<string, Session>();
