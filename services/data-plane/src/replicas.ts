@@ -16,8 +16,11 @@ export const FORWARDED_HEADER = "x-mcpgw-forwarded-by";
 const HEARTBEAT_MS = 10_000;
 /** NATS refuses payloads over its max_payload (1 MiB by default): bodies travel in chunks. */
 const CHUNK_BYTES = 256 * 1024;
-/** How long the owner has to answer with a status line. */
-const HEAD_TIMEOUT_MS = 30_000;
+/**
+ * Backstop for the owner's status line once it acknowledged: its own timeouts bound the answer
+ * (a resumed 2026-07-28 exchange answers only when the upstream is done), its death ends the wait.
+ */
+const HEAD_TIMEOUT_MS = 10 * 60_000;
 /** How long the owner has to say it received a request (NATS down, owner gone: give up fast). */
 const ACK_TIMEOUT_MS = 3_000;
 const NO_BYTES = new Uint8Array();

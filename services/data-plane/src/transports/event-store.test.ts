@@ -13,7 +13,7 @@ async function replay(store: SessionEventStore, after: string) {
   const sent: number[] = [];
   const stream = await store.replayEventsAfter(after, {
     send: async (_id, m) => {
-      sent.push((m as { params: { n: number } }).params.n);
+      sent.push((m as unknown as { params: { n: number } }).params.n);
     },
   });
   return { stream, sent };

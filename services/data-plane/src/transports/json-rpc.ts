@@ -31,7 +31,12 @@ export const RPC_METHODS = [
 interface Pending {
   resolve: (message: Record<string, unknown>) => void;
   timer: NodeJS.Timeout;
+  /** Restarts the timeout (after a pause while the client was asked for input). */
+  rearm: () => void;
 }
+
+/** How long a client asked for input (a person, maybe) may take before the exchange is dropped. */
+const CLIENT_ANSWER_MS = 10 * 60_000;
 
 /** Requests a 2026-07-28 server may ask its client to answer (returned as `InputRequiredResult`). */
 const INPUT_METHODS: Record<string, "elicitation" | "sampling" | "roots"> = {
@@ -55,6 +60,8 @@ interface Exchange {
   leg: CallStream | undefined;
   /** Cancels the upstream request (the client closed a leg's stream before its answer). */
   cancel: AbortController;
+  /** The upstream request's id (its timeout pauses while the client is asked). */
+  upstreamId: string | undefined;
 }
 
 /**
@@ -65,11 +72,15 @@ interface Exchange {
 interface CallStream {
   onProgress?: ((notification: Rpc) => void) | undefined;
   closed?: AbortSignal | undefined;
+  /** Told the id the request got upstream. */
+  onSent?: ((upstreamId: string) => void) | undefined;
 }
 
 /** An open `subscriptions/listen` stream of a stateless client, fed from its upstream session. */
 interface Listener {
   res: ServerResponse;
+  /** Acknowledged: notifications may flow. */
+  ready: boolean;
   subscriptionId: JsonRpcId;
   filter: { tools: boolean; prompts: boolean; resources: boolean; uris: Set<string> };
 }
@@ -367,8 +378,9 @@ export class JsonRpcGateway {
     const id = `gw-${randomUUID()}`;
     const token = (message.params?._meta as { progressToken?: unknown } | undefined)?.progressToken;
     if (call.onProgress && token !== undefined) pool.progress.set(token, call.onProgress);
+    call.onSent?.(id);
     const settled = new Promise<Record<string, unknown>>((resolve) => {
-      const timer = setTimeout(() => {
+      const expire = () => {
         pool.pending.delete(id);
         resolve({
           error: {
@@ -376,8 +388,16 @@ export class JsonRpcGateway {
             message: `upstream did not answer within ${timeoutMs} ms`,
           },
         });
-      }, timeoutMs);
-      pool.pending.set(id, { resolve, timer });
+      };
+      const pending: Pending = {
+        resolve,
+        timer: setTimeout(expire, timeoutMs),
+        rearm: () => {
+          clearTimeout(pending.timer);
+          pending.timer = setTimeout(expire, timeoutMs);
+        },
+      };
+      pool.pending.set(id, pending);
       // The client went away: the upstream is told to stop (notifications/cancelled).
       call.closed?.addEventListener(
         "abort",
@@ -398,7 +418,7 @@ export class JsonRpcGateway {
         { once: true },
       );
       pool.transport.send({ ...message, id } as JSONRPCMessage).catch(() => {
-        clearTimeout(timer);
+        clearTimeout(pending.timer);
         pool.pending.delete(id);
         resolve({
           error: {
@@ -549,12 +569,16 @@ export class JsonRpcGateway {
       wake: undefined,
       leg: call,
       cancel: new AbortController(),
+      upstreamId: undefined,
     };
     call.closed?.addEventListener("abort", () => exchange.cancel.abort(), { once: true });
     pool.exchanges.add(exchange);
     const reply = this.answer(relayed, ctx, false, capabilities, {
       onProgress: (n) => exchange.leg?.onProgress?.(n),
       closed: exchange.cancel.signal,
+      onSent: (upstreamId) => {
+        exchange.upstreamId = upstreamId;
+      },
     }).then(
       (a) => a ?? {},
       // Never a rejection (nobody else awaits it): the upstream session failing is an answer too.
@@ -595,7 +619,13 @@ export class JsonRpcGateway {
       asked.set(`input-${i}`, m.id as JsonRpcId);
       inputRequests[`input-${i}`] = { method: m.method, ...(m.params ? { params: m.params } : {}) };
     });
-    const timer = setTimeout(() => this.abandon(key, "the client did not answer in time"), ctx.timeoutMs);
+    // The upstream waits for the answers: its timeout is paused until the client comes back.
+    const upstream = exchange.upstreamId ? state.pool.pending.get(exchange.upstreamId) : undefined;
+    if (upstream) clearTimeout(upstream.timer);
+    const timer = setTimeout(
+      () => this.abandon(key, "the client did not answer in time"),
+      Math.max(ctx.timeoutMs, CLIENT_ANSWER_MS),
+    );
     timer.unref();
     this.continuations.set(key, {
       ...state,
@@ -637,6 +667,8 @@ export class JsonRpcGateway {
     this.continuations.delete(key);
     clearTimeout(cont.timer);
     cont.exchange.leg = call;
+    // The upstream works again: its timeout runs again.
+    if (cont.exchange.upstreamId) cont.pool.pending.get(cont.exchange.upstreamId)?.rearm();
     call.closed?.addEventListener("abort", () => cont.exchange.cancel.abort(), { once: true });
     const responses =
       inputResponses && typeof inputResponses === "object" ? (inputResponses as Record<string, unknown>) : {};
@@ -668,6 +700,33 @@ export class JsonRpcGateway {
    * wants them.
    */
   private async listen(message: Rpc, res: ServerResponse, ctx: SessionContext): Promise<void> {
+    // Registered first: a client gone during the awaits below must not leave a listener behind.
+    let release: (() => void) | undefined;
+    let gone = false;
+    res.once("close", () => {
+      gone = true;
+      release?.();
+    });
+    const id = message.id ?? null;
+    if (ctx.guards.admit) {
+      const admission = await ctx.guards.admit({ method: "subscriptions/listen" });
+      if (admission && !admission.allowed) {
+        const text = JSON.stringify(
+          jsonRpcError(
+            id,
+            JsonRpcErrorCode.RateLimited,
+            `rate limit exceeded; retry in ${admission.retryAfterS}s`,
+            {
+              retry_after: admission.retryAfterS,
+              rule: admission.rule,
+            },
+          ),
+        );
+        res.writeHead(429, { ...admission.headers, "content-type": "application/json" });
+        res.end(text);
+        return;
+      }
+    }
     let pool: PooledUpstream;
     try {
       // The same upstream session as the caller's other requests (notifications are per session).
@@ -677,7 +736,7 @@ export class JsonRpcGateway {
       sendJsonRpcError(
         res,
         502,
-        message.id ?? null,
+        id,
         JsonRpcErrorCode.UpstreamUnavailable,
         "upstream MCP server is unavailable",
       );
@@ -695,12 +754,16 @@ export class JsonRpcGateway {
           capabilities?: Record<string, { listChanged?: boolean; subscribe?: boolean }>;
         }
       )?.capabilities ?? {};
+    // Resources the caller may not read are not subscribed (nor acknowledged).
+    const readable = (uri: string) =>
+      !ctx.guards.authorizeTool || ctx.guards.authorizeTool(`resource:${uri}`).allowed;
     const uris = Array.isArray(wanted.resourceSubscriptions)
-      ? wanted.resourceSubscriptions.filter((u): u is string => typeof u === "string")
+      ? wanted.resourceSubscriptions.filter((u): u is string => typeof u === "string" && readable(u))
       : [];
     const listener: Listener = {
       res,
-      subscriptionId: message.id ?? null,
+      ready: false,
+      subscriptionId: id,
       filter: {
         tools: wanted.toolsListChanged === true && caps.tools?.listChanged === true,
         prompts: wanted.promptsListChanged === true && caps.prompts?.listChanged === true,
@@ -708,15 +771,29 @@ export class JsonRpcGateway {
         uris: new Set(caps.resources?.subscribe === true ? uris : []),
       },
     };
+    const others = () => [...pool.listeners].filter((l) => l !== listener);
+    pool.listeners.add(listener);
+    pool.lastUsed = Date.now();
+    release = () => {
+      if (!pool.listeners.delete(listener)) return;
+      pool.lastUsed = Date.now();
+      for (const uri of listener.filter.uris)
+        if (!pool.closed && !others().some((l) => l.filter.uris.has(uri)))
+          void this.request(
+            pool,
+            { jsonrpc: "2.0", method: "resources/unsubscribe", params: { uri } },
+            ctx.timeoutMs,
+          );
+    };
+    if (gone) return release();
     for (const uri of listener.filter.uris)
-      if (![...pool.listeners].some((l) => l.filter.uris.has(uri)))
+      if (!others().some((l) => l.filter.uris.has(uri)))
         await this.request(
           pool,
           { jsonrpc: "2.0", method: "resources/subscribe", params: { uri } },
           ctx.timeoutMs,
         );
-    pool.listeners.add(listener);
-    pool.lastUsed = Date.now();
+    if (gone || res.destroyed) return release();
     boundResponseBacklog(res, (buffered) =>
       this.o.logger.warn(
         { buffered, target: ctx.target },
@@ -734,23 +811,14 @@ export class JsonRpcGateway {
       method: "notifications/subscriptions/acknowledged",
       params: { notifications: acknowledged },
     });
-    res.once("close", () => {
-      pool.listeners.delete(listener);
-      pool.lastUsed = Date.now();
-      for (const uri of listener.filter.uris)
-        if (!pool.closed && ![...pool.listeners].some((l) => l.filter.uris.has(uri)))
-          void this.request(
-            pool,
-            { jsonrpc: "2.0", method: "resources/unsubscribe", params: { uri } },
-            ctx.timeoutMs,
-          );
-    });
+    listener.ready = true;
   }
 
   /** Hands an upstream notification to the listen streams that asked for it. */
   private notifyListeners(pool: PooledUpstream, m: Rpc): void {
     const flag = LISTENED[m.method ?? ""];
     for (const l of pool.listeners) {
+      if (!l.ready) continue;
       const wants =
         flag === "uris"
           ? l.filter.uris.has(String(m.params?.uri ?? ""))
@@ -862,8 +930,13 @@ export class JsonRpcGateway {
       stateless &&
       (body as Rpc | null)?.method === "subscriptions/listen" &&
       (body as Rpc).id !== undefined
-    )
-      return this.listen(body as Rpc, res, ctx);
+    ) {
+      const refusal = checkStatelessRequest(req.headers, body);
+      if (!refusal) return this.listen(body as Rpc, res, ctx);
+      res.writeHead(refusal.status, { "content-type": "application/json" });
+      res.end(JSON.stringify(refusal.error));
+      return;
+    }
     await this.respond(body, res, ctx, stateless, req.headers);
   }
 

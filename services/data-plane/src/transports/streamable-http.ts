@@ -95,6 +95,29 @@ function refusesSessions(body: string): boolean {
   }
 }
 
+/**
+ * The start of an upstream's refusal (at most 64 KiB, within 5 s): enough to tell why it refused,
+ * without letting an endless or huge error body hold the client's request or this process's memory.
+ */
+async function readRefusal(body: AsyncIterable<Buffer> & { destroy(): void }): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const timer = setTimeout(() => body.destroy(), 5000);
+  try {
+    for await (const chunk of body) {
+      chunks.push(chunk);
+      size += chunk.byteLength;
+      if (size >= 64 * 1024) break;
+    }
+  } catch {
+    // cut off: what arrived is the refusal
+  } finally {
+    clearTimeout(timer);
+    body.destroy();
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
 /** Errors with which a 2026-07-28 server rejects one request (it does speak the revision). */
 const STATELESS_REJECTIONS = new Set<number>([
   JsonRpcErrorCode.InvalidParams,
@@ -502,7 +525,7 @@ export async function proxyStreamableHttp(
   ) {
     // A refusal is either "I do not speak this revision" (translate from now on) or a 2026-07-28
     // server rejecting this one request (bad _meta, headers, unknown method): relayed as it is.
-    const refusal = await upstream.body.text().catch(() => "");
+    const refusal = await readRefusal(upstream.body);
     if (refusesStateless(refusal)) {
       await hooks.translateStateless(parsedBody, res);
       return { status: res.statusCode, method: rpcMethod, translated: true };
@@ -520,7 +543,7 @@ export async function proxyStreamableHttp(
     status === 400 &&
     parsedBody !== undefined
   ) {
-    const refusal = await upstream.body.text().catch(() => "");
+    const refusal = await readRefusal(upstream.body);
     if (refusesSessions(refusal)) {
       if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
       await hooks.translateSessionful(parsedBody, res);

@@ -20,6 +20,11 @@ const META_SERVER = "io.modelcontextprotocol/serverInfo";
 const META_SUBSCRIPTION = "io.modelcontextprotocol/subscriptionId";
 /** Rounds of input a request may take before the gateway gives up on it. */
 const MAX_INPUT_ROUNDS = 16;
+/** How long the client may take to answer a question the upstream asked. */
+const CLIENT_ANSWER_MS = 10 * 60_000;
+/** Pauses between attempts to (re)open the listen stream: doubling, up to a minute. */
+const LISTEN_RETRY_MS = 1000;
+const LISTEN_RETRY_MAX_MS = 60_000;
 /** The newest session-based revision, offered to clients that ask for something newer. */
 const SESSION_REVISION = "2025-11-25";
 const SESSION_REVISIONS = new Set(["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"]);
@@ -100,6 +105,8 @@ export class StatelessUpstreamTransport implements Transport {
   private readonly asked = new Map<string, (answer: Rpc) => void>();
   private readonly subscriptions = new Set<string>();
   private listening: AbortController | undefined;
+  /** Listen streams that ended without an acknowledgement since the last good one. */
+  private listenFailures = 0;
   private closed = false;
 
   constructor(private readonly o: StatelessUpstreamOptions) {}
@@ -219,7 +226,7 @@ export class StatelessUpstreamTransport implements Transport {
    */
   private async call(m: Rpc): Promise<Rpc> {
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), this.o.timeoutMs);
+    let timer = setTimeout(() => controller.abort(), this.o.timeoutMs);
     if (m.id !== undefined) this.inFlight.set(m.id, controller);
     let extra: Record<string, unknown> = {};
     try {
@@ -252,7 +259,12 @@ export class StatelessUpstreamTransport implements Transport {
         if (result?.resultType !== "input_required") return answer;
         const inputResponses: Record<string, unknown> = {};
         for (const [key, question] of Object.entries(result.inputRequests ?? {})) {
+          // The upstream's time does not run while the client (a person, maybe) answers.
+          clearTimeout(timer);
+          timer = setTimeout(() => controller.abort(), CLIENT_ANSWER_MS);
           const reply = await this.ask(question, controller.signal);
+          clearTimeout(timer);
+          timer = setTimeout(() => controller.abort(), this.o.timeoutMs);
           if (reply.error) return { error: reply.error };
           inputResponses[key] = reply.result;
         }
@@ -319,9 +331,14 @@ export class StatelessUpstreamTransport implements Transport {
       params: { notifications, _meta: this.meta(undefined) },
     };
     void (async () => {
+      let refused = false;
       try {
         const res = await this.post(body, controller.signal);
+        // Refused (4xx): this upstream will not take listen streams; do not ask again and again.
+        if (res.status >= 400 && res.status < 500) refused = true;
         for await (const msg of messagesOf(res)) {
+          if (msg.error !== undefined) refused = true;
+          if (msg.method === "notifications/subscriptions/acknowledged") this.listenFailures = 0;
           if (msg.method === undefined || msg.method === "notifications/subscriptions/acknowledged") continue;
           const { [META_SUBSCRIPTION]: _id, ...meta } = (msg.params?._meta as Record<string, unknown>) ?? {};
           const params = { ...(msg.params ?? {}) };
@@ -332,12 +349,19 @@ export class StatelessUpstreamTransport implements Transport {
       } catch {
         // aborted, or the stream broke: reconnected below unless this listen was replaced
       }
-      if (this.listening === controller && !this.closed) {
-        this.listening = undefined;
-        setTimeout(() => {
-          if (!this.listening && !this.closed) this.listen();
-        }, 1000).unref();
+      if (this.listening !== controller || this.closed) return;
+      this.listening = undefined;
+      if (refused) {
+        this.o.logger.warn(
+          { url: this.o.url },
+          "upstream refused subscriptions/listen; no list-change notifications",
+        );
+        return;
       }
+      const delay = Math.min(LISTEN_RETRY_MAX_MS, LISTEN_RETRY_MS * 2 ** this.listenFailures++);
+      setTimeout(() => {
+        if (!this.listening && !this.closed) this.listen();
+      }, delay).unref();
     })();
   }
 
