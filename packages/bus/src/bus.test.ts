@@ -48,6 +48,30 @@ describe.each([
     expect(await bus.gather(subject, { q: 1 }, 100)).toEqual([]);
   });
 
+  it("hands a request to one server of a queue group, and asks one server for one answer", async () => {
+    const subject = `${prefix}.queued`;
+    const served: string[] = [];
+    const stops = await Promise.all(
+      ["a", "b"].map((name) =>
+        bus.serve(
+          subject,
+          async () => {
+            served.push(name);
+            return { name };
+          },
+          { queue: "q" },
+        ),
+      ),
+    );
+    // A gather reaches one member of the queue group, not both.
+    expect(await bus.gather(subject, {}, 300)).toHaveLength(1);
+    const answer = (await bus.ask(subject, {}, 1000)) as { name: string };
+    expect(["a", "b"]).toContain(answer.name);
+    expect(served).toHaveLength(2);
+    for (const stop of stops) await stop();
+    expect(await bus.ask(subject, {}, 200)).toBeUndefined();
+  });
+
   it("carries raw messages with headers in order to listeners, until they stop", async () => {
     const subject = `${prefix}.raw`;
     const seen: Array<{ n: string; kind: string; bytes: number }> = [];

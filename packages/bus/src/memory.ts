@@ -51,25 +51,53 @@ export class MemoryBus implements Bus {
     return bucket;
   }
 
-  private readonly handlers = new Map<string, Set<(request: unknown) => Promise<unknown>>>();
+  private readonly handlers = new Map<
+    string,
+    Set<{ handle: (request: unknown) => Promise<unknown>; queue?: string }>
+  >();
 
   async serve(
     subject: string,
     handler: (request: unknown) => Promise<unknown>,
+    options: { queue?: string } = {},
   ): Promise<() => Promise<void>> {
     let set = this.handlers.get(subject);
     if (!set) {
       set = new Set();
       this.handlers.set(subject, set);
     }
-    set.add(handler);
+    const entry = { handle: handler, ...(options.queue ? { queue: options.queue } : {}) };
+    set.add(entry);
     return async () => {
-      set.delete(handler);
+      set.delete(entry);
     };
   }
 
+  /** The handlers a request reaches: every one outside a queue, one per queue (as NATS does). */
+  private reached(subject: string) {
+    const out: Array<(request: unknown) => Promise<unknown>> = [];
+    const queues = new Set<string>();
+    for (const e of this.handlers.get(subject) ?? []) {
+      if (e.queue !== undefined) {
+        if (queues.has(e.queue)) continue;
+        queues.add(e.queue);
+      }
+      out.push(e.handle);
+    }
+    return out;
+  }
+
+  async ask(subject: string, request: unknown, waitMs: number): Promise<unknown> {
+    const [handler] = this.reached(subject);
+    if (!handler) return undefined;
+    return Promise.race([
+      handler(structuredClone(request)).catch(() => undefined),
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), waitMs)),
+    ]);
+  }
+
   async gather(subject: string, request: unknown, waitMs: number, _expected?: number): Promise<unknown[]> {
-    const handlers = [...(this.handlers.get(subject) ?? [])];
+    const handlers = this.reached(subject);
     // Same contract as NATS: answers that do not arrive in time are left out.
     const answers = await Promise.all(
       handlers.map((h) =>

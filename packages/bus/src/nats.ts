@@ -94,8 +94,10 @@ export class NatsBus implements Bus {
   async serve(
     subject: string,
     handler: (request: unknown) => Promise<unknown>,
+    options: { queue?: string } = {},
   ): Promise<() => Promise<void>> {
     const sub = this.nc.subscribe(subject, {
+      ...(options.queue ? { queue: options.queue } : {}),
       callback: (err, msg) => {
         if (err) return;
         void (async () => {
@@ -112,6 +114,14 @@ export class NatsBus implements Bus {
     return async () => {
       sub.unsubscribe();
     };
+  }
+
+  async ask(subject: string, request: unknown, waitMs: number): Promise<unknown> {
+    try {
+      return (await this.nc.request(subject, JSON.stringify(request), { timeout: waitMs })).json();
+    } catch {
+      return undefined; // no responders, timeout, NATS unreachable, or not JSON
+    }
   }
 
   async gather(subject: string, request: unknown, waitMs: number, expected?: number): Promise<unknown[]> {

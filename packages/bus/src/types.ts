@@ -33,13 +33,22 @@ export interface BusMessage {
 /** Opens buckets by name, and carries requests to every replica (operator fan-out). */
 export interface Bus {
   bucket(name: string): Promise<KvBucket>;
-  /** Answers requests on `subject`; every process serving it answers each request. */
-  serve(subject: string, handler: (request: unknown) => Promise<unknown>): Promise<() => Promise<void>>;
+  /**
+   * Answers requests on `subject`; every process serving it answers each request, or, with a
+   * `queue`, one process of those serving it in that queue.
+   */
+  serve(
+    subject: string,
+    handler: (request: unknown) => Promise<unknown>,
+    options?: { queue?: string },
+  ): Promise<() => Promise<void>>;
   /**
    * Sends a request to every process serving `subject`; the answers that arrive within `waitMs`
    * (or as soon as `expected` answers are in).
    */
   gather(subject: string, request: unknown, waitMs: number, expected?: number): Promise<unknown[]>;
+  /** Sends a request to one process serving `subject`; its answer, or undefined after `waitMs`. */
+  ask(subject: string, request: unknown, waitMs: number): Promise<unknown>;
   /**
    * Sends one message on `subject` (fire and forget). Messages from one process to one listener
    * arrive in the order they were sent.

@@ -3,10 +3,10 @@ import type { Logger } from "@mcpgw/telemetry";
 import { z } from "zod";
 
 /**
- * The subject every data-plane replica answers operator requests on
- * (services/data-plane/src/operators.ts `answerOperatorRequest`).
+ * The subject one data-plane replica (a queue group) answers namespace inspections on: one
+ * replica does the work, not all of them.
  */
-export const dataPlaneOpsSubject = (busPrefix: string) => `${busPrefix}.dataplane.ops`;
+export const dataPlaneInspectSubject = (busPrefix: string) => `${busPrefix}.dataplane.inspect`;
 
 const NamespaceInspectionAnswer = z.discriminatedUnion("status", [
   z.object({
@@ -35,8 +35,8 @@ export type NamespaceInspectionAnswer = z.infer<typeof NamespaceInspectionAnswer
 /** Questions only a data plane can answer (it alone talks to upstream servers). */
 export interface DataPlanes {
   /**
-   * The first data plane's report on a namespace's name conflicts, or undefined when none
-   * answered in time (or none could).
+   * One data plane's report on a namespace's name conflicts, or undefined when it did not
+   * answer in time (or could not).
    */
   inspectNamespace(request: {
     org_id: string;
@@ -46,7 +46,10 @@ export interface DataPlanes {
   }): Promise<NamespaceInspectionAnswer | undefined>;
 }
 
-/** Asks the data planes over the bus, waiting at most `waitMs` for the first answer. */
+/**
+ * Asks one data plane over the bus (a queue group: one replica connects to the members, not all
+ * of them), waiting at most `waitMs` for its answer.
+ */
 export function dataPlanesOnBus(o: {
   bus: Bus;
   busPrefix: string;
@@ -54,15 +57,14 @@ export function dataPlanesOnBus(o: {
   waitMs?: number;
 }): DataPlanes {
   const waitMs = o.waitMs ?? 3_000;
-  const subject = dataPlaneOpsSubject(o.busPrefix);
+  const subject = dataPlaneInspectSubject(o.busPrefix);
   return {
     async inspectNamespace(request) {
       // The replica sizes its work to the budget; the margin covers the bus round trip.
-      const [answer] = await o.bus.gather(
+      const answer = await o.bus.ask(
         subject,
         { action: "namespace_conflicts", ...request, budget_ms: waitMs - 500 },
         waitMs,
-        1,
       );
       if (answer === undefined) return undefined;
       const parsed = NamespaceInspectionAnswer.safeParse(answer);

@@ -213,6 +213,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const opsSubject = `${o.busPrefix}.dataplane.ops`;
   let connectedBus: Bus | undefined;
   let stopOps: (() => Promise<void>) | undefined;
+  let stopInspect: (() => Promise<void>) | undefined;
   mountOperatorRoutes(dataPlane.app, {
     replicaId: o.replicaId,
     startedAt: Date.now(),
@@ -233,6 +234,8 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const watching = o.bus
     .then(async (bus) => {
       stopOps = await bus.serve(opsSubject, answer);
+      // Questions one replica answers for all (namespace inspection for the control plane).
+      stopInspect = await bus.serve(`${o.busPrefix}.dataplane.inspect`, answer, { queue: "inspect" });
       await replicas.attach(bus, await bus.bucket(`${o.busPrefix}_replicas`));
       connectedBus = bus;
       const bucket = await bus.bucket(bucketNames(o.busPrefix).config);
@@ -259,6 +262,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
       stopped = true;
       await stopWatch?.();
       await stopOps?.();
+      await stopInspect?.();
       await replicas.stop();
       await usage.stop();
       await sessions.shutdown();
