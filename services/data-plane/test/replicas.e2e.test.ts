@@ -38,6 +38,33 @@ describe("sessions survive the replica that answers (and the one that started th
     };
   };
 
+  /**
+   * Opens a session with raw HTTP (`initialize` + `notifications/initialized`); the headers of
+   * its later requests, session id included.
+   */
+  const rawSession = async (url: string, clientName: string) => {
+    const headers = {
+      authorization: `Bearer ${api.token}`,
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      "mcp-protocol-version": "2025-11-25",
+    };
+    const init = await fetch(url, {
+      method: "POST",
+      headers,
+      body: JSON.stringify(initializeRequest(clientName)),
+    });
+    await init.text();
+    const session = { ...headers, "mcp-session-id": init.headers.get("mcp-session-id")! };
+    const ack = await fetch(url, {
+      method: "POST",
+      headers: session,
+      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+    });
+    await ack.text();
+    return session;
+  };
+
   beforeAll(async () => {
     [stack, upstream] = await Promise.all([
       startStack({ replicas: 2, env: { MCPGW_STDIO_ALLOWED_COMMANDS: process.execPath } }),
@@ -135,26 +162,8 @@ describe("sessions survive the replica that answers (and the one that started th
 
   it("resumes a broken stream of a stdio session with Last-Event-ID, on the other replica", async () => {
     const [dp0, dp1] = stack.dataPlanes;
-    const headers = {
-      authorization: `Bearer ${api.token}`,
-      "content-type": "application/json",
-      accept: "application/json, text/event-stream",
-      "mcp-protocol-version": "2025-11-25",
-    };
-    const init = await fetch(`${dp0!.url}/servers/${stdioServer}/mcp`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify(initializeRequest("raw")),
-    });
-    const sessionId = init.headers.get("mcp-session-id")!;
-    await init.text();
-    expect(sessionId).toMatch(/^s1\.dp0\./);
-    const session = { ...headers, "mcp-session-id": sessionId };
-    await fetch(`${dp0!.url}/servers/${stdioServer}/mcp`, {
-      method: "POST",
-      headers: session,
-      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
-    }).then((r) => r.text());
+    const session = await rawSession(`${dp0!.url}/servers/${stdioServer}/mcp`, "raw");
+    expect(session["mcp-session-id"]).toMatch(/^s1\.dp0\./);
 
     /** SSE events (id and data) of a response, until `stop` says so. */
     const readEvents = async (res: Response, stop: (data: string) => boolean) => {
@@ -244,19 +253,7 @@ describe("sessions survive the replica that answers (and the one that started th
 
   it("survives clients that go away while their forwarded requests are in flight", async () => {
     const [owner, other] = stack.dataPlanes;
-    const headers = {
-      authorization: `Bearer ${api.token}`,
-      "content-type": "application/json",
-      accept: "application/json, text/event-stream",
-      "mcp-protocol-version": "2025-11-25",
-    };
-    const init = await fetch(`${owner!.url}/servers/${stdioServer}/mcp`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify(initializeRequest("impatient")),
-    });
-    const session = { ...headers, "mcp-session-id": init.headers.get("mcp-session-id")! };
-    await init.text();
+    const session = await rawSession(`${owner!.url}/servers/${stdioServer}/mcp`, "impatient");
     // Requests through the other replica, each abandoned by its client after 1–12 ms: some before
     // the owner answers, some while the answer streams (in batches, so that the timing spreads).
     for (let batch = 0; batch < 6; batch++)
@@ -300,19 +297,7 @@ describe("sessions survive the replica that answers (and the one that started th
 
   it("ends a forwarded stream when the replica owning its session shuts down, and forgets the session", async () => {
     const [owner, other] = stack.dataPlanes;
-    const headers = {
-      authorization: `Bearer ${api.token}`,
-      "content-type": "application/json",
-      accept: "application/json, text/event-stream",
-      "mcp-protocol-version": "2025-11-25",
-    };
-    const init = await fetch(`${owner!.url}/servers/${stdioServer}/mcp`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify(initializeRequest("orphan")),
-    });
-    const session = { ...headers, "mcp-session-id": init.headers.get("mcp-session-id")! };
-    await init.text();
+    const session = await rawSession(`${owner!.url}/servers/${stdioServer}/mcp`, "orphan");
     expect(session["mcp-session-id"]).toMatch(/^s1\.dp0\./);
     // The session's GET stream, opened through the other replica (carried over NATS).
     const stream = await fetch(`${other!.url}/servers/${stdioServer}/mcp`, {
@@ -339,29 +324,12 @@ describe("sessions survive the replica that answers (and the one that started th
   });
 
   it("keeps an HTTP-upstream session going after the replica that started it dies", async () => {
-    const headers = {
-      authorization: `Bearer ${api.token}`,
-      "content-type": "application/json",
-      accept: "application/json, text/event-stream",
-      "mcp-protocol-version": "2025-11-25",
-    };
     const [first, second] = stack.dataPlanes;
-    const init = await fetch(`${first!.url}/servers/${httpServer}/mcp`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify(initializeRequest("survivor")),
-    });
-    const session = init.headers.get("mcp-session-id")!;
-    await init.text();
-    await fetch(`${first!.url}/servers/${httpServer}/mcp`, {
-      method: "POST",
-      headers: { ...headers, "mcp-session-id": session },
-      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
-    });
+    const session = await rawSession(`${first!.url}/servers/${httpServer}/mcp`, "survivor");
     await first!.proc.kill();
     const call = await fetch(`${second!.url}/servers/${httpServer}/mcp`, {
       method: "POST",
-      headers: { ...headers, "mcp-session-id": session },
+      headers: session,
       body: JSON.stringify({
         jsonrpc: "2.0",
         id: 2,
