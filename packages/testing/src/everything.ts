@@ -3,11 +3,13 @@ import { freePort, type ManagedProcess, startProcess } from "./processes.ts";
 
 const require = createRequire(import.meta.url);
 
+/** The entry point of `@modelcontextprotocol/server-everything` (`node <it> stdio|sse|streamableHttp`). */
+export const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js");
+
 /** `@modelcontextprotocol/server-everything` in its streamableHttp mode on a free port. */
 export async function startEverythingServer(): Promise<{ url: string; proc: ManagedProcess }> {
   const port = await freePort();
-  const entry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js");
-  const proc = startProcess(process.execPath, [entry, "streamableHttp"], { PORT: String(port) });
+  const proc = startProcess(process.execPath, [everythingEntry, "streamableHttp"], { PORT: String(port) });
   const deadline = Date.now() + 20_000;
   while (!proc.output().includes("listening on port")) {
     if (Date.now() > deadline || proc.child.exitCode !== null)

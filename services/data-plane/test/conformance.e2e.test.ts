@@ -1,4 +1,3 @@
-import { createRequire } from "node:module";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type ConformanceOptions,
@@ -13,17 +12,13 @@ import {
 import {
   type Api,
   eventually,
+  everythingEntry,
   type ManagedProcess,
   type Stack,
   startEverythingServer,
   startStack,
 } from "../../../packages/testing/src/index.ts";
 import { startV2Upstream, type V2Upstream } from "../../../packages/testing/src/v2.ts";
-
-const require = createRequire(import.meta.url);
-const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js", {
-  paths: [require.resolve("../../../packages/testing/package.json")],
-});
 
 /** Check names by scenario that fail through the gateway only, because of a known gateway bug. */
 type KnownBugs = Record<string, string[]>;

@@ -1,19 +1,15 @@
-import { createRequire } from "node:module";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type Api,
+  everythingEntry,
   type Stack,
   startStack,
   startTestUpstream,
   type TestUpstream,
 } from "../../../packages/testing/src/index.ts";
 
-const require = createRequire(import.meta.url);
-const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js", {
-  paths: [require.resolve("../../../packages/testing/package.json")],
-});
 const MEMBER_TIMEOUT_MS = 1500;
 
 describe("namespace endpoints aggregate every server of a namespace", () => {

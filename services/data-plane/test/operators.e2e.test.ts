@@ -1,12 +1,14 @@
-import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
-import { type Api, eventually, login, type Stack, startStack } from "../../../packages/testing/src/index.ts";
-
-const require = createRequire(import.meta.url);
-const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js", {
-  paths: [require.resolve("../../../packages/testing/package.json")],
-});
+import {
+  type Api,
+  eventually,
+  everythingEntry,
+  login,
+  type Stack,
+  startStack,
+} from "../../../packages/testing/src/index.ts";
 
 describe("operator endpoints, answered by every replica and scoped to the caller's org", () => {
   let stack: Stack;
@@ -144,7 +146,7 @@ describe("operator endpoints, answered by every replica and scoped to the caller
     const rss = () =>
       Number(
         /VmRSS:\s+(\d+)/.exec(
-          require("node:fs").readFileSync(`/proc/${stack.dataPlanes[1]!.proc.child.pid}/status`, "utf8"),
+          readFileSync(`/proc/${stack.dataPlanes[1]!.proc.child.pid}/status`, "utf8"),
         )?.[1] ?? 0,
       );
     const before = rss();

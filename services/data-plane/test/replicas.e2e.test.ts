@@ -1,4 +1,3 @@
-import { createRequire } from "node:module";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -6,6 +5,7 @@ import { CreateMessageRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type Api,
+  everythingEntry,
   initializeRequest,
   type Stack,
   startStack,
@@ -13,11 +13,6 @@ import {
   type TestUpstream,
   waitForReady,
 } from "../../../packages/testing/src/index.ts";
-
-const require = createRequire(import.meta.url);
-const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js", {
-  paths: [require.resolve("../../../packages/testing/package.json")],
-});
 
 describe("sessions survive the replica that answers (and the one that started them)", () => {
   let stack: Stack;

@@ -1,16 +1,16 @@
-import { createRequire } from "node:module";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Api, type Stack, startStack, statelessPost } from "../../../packages/testing/src/index.ts";
+import {
+  type Api,
+  everythingEntry,
+  type Stack,
+  startStack,
+  statelessPost,
+} from "../../../packages/testing/src/index.ts";
 import { connectV2Client, startV2Upstream, type V2Upstream } from "../../../packages/testing/src/v2.ts";
-
-const require = createRequire(import.meta.url);
-const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js", {
-  paths: [require.resolve("../../../packages/testing/package.json")],
-});
 
 /** A raw 2026-07-28 answer, as far as these tests read it. */
 interface RpcAnswer {

@@ -1,6 +1,5 @@
 import { readFileSync } from "node:fs";
 import { type IncomingMessage, request } from "node:http";
-import { createRequire } from "node:module";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -8,15 +7,11 @@ import { WebSocket } from "ws";
 import {
   type Api,
   eventually,
+  everythingEntry,
   initializeRequest,
   type Stack,
   startStack,
 } from "../../../packages/testing/src/index.ts";
-
-const require = createRequire(import.meta.url);
-const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js", {
-  paths: [require.resolve("../../../packages/testing/package.json")],
-});
 
 /** The data plane's per-client backlog limit (MAX_CLIENT_BACKLOG_BYTES). */
 const BACKLOG_LIMIT = 8 * 1024 * 1024;

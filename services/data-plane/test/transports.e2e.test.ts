@@ -1,4 +1,3 @@
-import { createRequire } from "node:module";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -9,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket as NodeWebSocket } from "ws";
 import {
   type Api,
+  everythingEntry,
   freePort,
   type ManagedProcess,
   type Stack,
@@ -17,11 +17,6 @@ import {
   startStack,
   statelessPost,
 } from "../../../packages/testing/src/index.ts";
-
-const require = createRequire(import.meta.url);
-const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js", {
-  paths: [require.resolve("../../../packages/testing/package.json")],
-});
 
 type ClientKind = "streamable_http" | "sse" | "websocket";
 type UpstreamKind = "streamable_http" | "sse" | "stdio";

@@ -31,7 +31,6 @@ const SESSION_REVISIONS = new Set(["2025-11-25", "2025-06-18", "2025-03-26", "20
 
 /** An `Mcp-Name` / header value: plain ASCII as is, anything else base64-encoded (2026-07-28). */
 function headerValue(value: string): string {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: the printable-ASCII test needs the range
   return /^[\x20-\x7e]*$/.test(value) && value.trim() === value
     ? value
     : `=?base64?${Buffer.from(value, "utf8").toString("base64")}?=`;
@@ -439,7 +438,7 @@ export class UpstreamRevisions {
   /** True when the server is known to speak only the stateless revision (no probe). */
   knownStateless(serverId: string): boolean {
     const k = this.known.get(serverId);
-    return k !== undefined && k.stateless && Date.now() - k.at < this.ttlMs;
+    return k?.stateless === true && Date.now() - k.at < this.ttlMs;
   }
 
   /** Whether to reach this server statelessly, probing it when not known recently. */
