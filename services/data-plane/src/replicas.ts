@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Bus, BusMessage, KvBucket } from "@mcpgw/bus";
-import { Counter, type Logger, type Registry } from "@mcpgw/telemetry";
+import { Counter, type Logger, type Registry, SpanStatusCode, tracer } from "@mcpgw/telemetry";
 import { request } from "undici";
 import {
   FORWARDED_PEER_HEADER,
@@ -24,6 +24,7 @@ const HEAD_TIMEOUT_MS = 10 * 60_000;
 /** How long the owner has to say it received a request (NATS down, owner gone: give up fast). */
 const ACK_TIMEOUT_MS = 3_000;
 const NO_BYTES = new Uint8Array();
+const spans = tracer("mcpgw-data-plane");
 
 /** Request headers that describe one hop, not the request: never carried to the owner. */
 const HOP_HEADERS = new Set([
@@ -235,7 +236,12 @@ export class ReplicaDirectory {
           : frame("body", id, chunk, { more }),
       );
     } while (offset < payload.byteLength);
+    const span = spans.startSpan("mcp.forward", {
+      attributes: { "mcpgw.replica.owner": ownerId, "http.request.method": req.method ?? "" },
+    });
     const ok = await headReceived;
+    if (!ok && !gone) span.setStatus({ code: SpanStatusCode.ERROR, message: "owner did not answer" });
+    span.end();
     this.forwarded?.inc({ direction: "out", outcome: ok ? "answered" : "unanswered" });
     if (!ok && !gone)
       this.o.logger.warn({ owner: ownerId }, "could not forward a session request to its replica");
@@ -364,6 +370,9 @@ export class ReplicaDirectory {
     const body = Buffer.concat(inb.chunks);
     inb.chunks = [];
     inb.replaying = true;
+    const span = spans.startSpan("mcp.forward.replay", {
+      attributes: { "mcpgw.replica.from": inb.from, "http.request.method": inb.meta.method },
+    });
     try {
       const answer = await request(`${this.o.loopbackUrl}${inb.meta.url}`, {
         method: inb.meta.method as "GET",
@@ -405,7 +414,9 @@ export class ReplicaDirectory {
         this.o.logger.warn({ from: inb.from, err: (err as Error).message }, "forwarded request failed here");
       }
       this.forwarded?.inc({ direction: "in", outcome: cancelled ? "cancelled" : "failed" });
+      if (!cancelled) span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
     } finally {
+      span.end();
       this.inbound.delete(id);
     }
   }
