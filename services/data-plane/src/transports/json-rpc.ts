@@ -1,6 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import { isJsonRpcMessage, JsonRpcErrorCode, type JsonRpcId, jsonRpcError } from "@mcpgw/protocol";
+import {
+  isJsonRpcMessage,
+  JsonRpcErrorCode,
+  type JsonRpcId,
+  jsonRpcError,
+  STATELESS_PROTOCOL_VERSION,
+} from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
@@ -11,7 +17,6 @@ import { sendJsonRpcError } from "./http-errors.ts";
 import type { SessionContext } from "./message-sessions.ts";
 
 const PROTOCOL_VERSION = "2025-11-25";
-const STATELESS_VERSION = "2026-07-28";
 
 /** MCP methods a plain JSON-RPC client can use through `/rpc` (no server-to-client requests). */
 export const RPC_METHODS = [
@@ -539,7 +544,7 @@ export class JsonRpcGateway {
           resultType: "complete",
           ttlMs: 0,
           cacheScope: "private",
-          supportedVersions: [STATELESS_VERSION],
+          supportedVersions: [STATELESS_PROTOCOL_VERSION],
           capabilities: init?.capabilities ?? {},
           ...(init?.instructions ? { instructions: init.instructions } : {}),
           _meta: { "io.modelcontextprotocol/serverInfo": init?.serverInfo ?? {} },
