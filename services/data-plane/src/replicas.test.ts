@@ -143,3 +143,51 @@ describe("ReplicaDirectory forwarding over the bus", () => {
     expect(again.status).toBe(404);
   });
 });
+
+describe("ReplicaDirectory over a bus that loses frames", () => {
+  /** The in-process bus, except that it loses every `end` frame (NATS core is at-most-once). */
+  class LossyBus extends MemoryBus {
+    override publish(subject: string, message: Parameters<MemoryBus["publish"]>[1]): void {
+      if (message.headers.t !== "end") super.publish(subject, message);
+    }
+  }
+  const bus = new LossyBus();
+  const ownerListener = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end('{"ok":true}');
+  });
+  let owner: ReplicaDirectory;
+  let front: ReplicaDirectory;
+  const frontListener = createServer(async (req, res) => {
+    if (!(await front.forward(req, res, "owner"))) res.writeHead(404).end();
+  });
+  let frontUrl = "";
+
+  beforeAll(async () => {
+    const options = { busPrefix: "lossy", maxBodyBytes: 1024, logger, keepaliveMs: 100 };
+    owner = new ReplicaDirectory({
+      ...options,
+      replicaId: "owner",
+      loopbackUrl: await listen(ownerListener),
+    });
+    front = new ReplicaDirectory({ ...options, replicaId: "front", loopbackUrl: "http://127.0.0.1:9" });
+    frontUrl = await listen(frontListener);
+    const bucket = await bus.bucket("lossy_replicas");
+    await owner.attach(bus, bucket);
+    await front.attach(bus, bucket);
+  });
+  afterAll(async () => {
+    await front.stop();
+    await owner.stop();
+    await Promise.all([ownerListener, frontListener].map((s) => new Promise((r) => s.close(r))));
+  });
+
+  it("ends an exchange whose end frame was lost once the owner stops saying it is alive", async () => {
+    const started = Date.now();
+    const res = await fetch(`${frontUrl}/answer`);
+    expect(res.status).toBe(200);
+    // The body arrived, its end never does: the client sees the stream cut, not a hang.
+    await expect(res.text()).rejects.toThrow();
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+});

@@ -43,7 +43,7 @@ const HOP_HEADERS = new Set([
 const ASSEMBLY_TIMEOUT_MS = 10_000;
 
 /** Frames of the forwarding exchange (header `t`). */
-type Frame = "req" | "body" | "cancel" | "ack" | "head" | "data" | "end" | "fail";
+type Frame = "req" | "body" | "cancel" | "ack" | "alive" | "head" | "data" | "end" | "fail";
 
 /** A request this replica forwarded and whose answer it relays to its client. */
 interface Outbound {
@@ -56,6 +56,8 @@ interface Outbound {
   headSent: boolean;
   /** The sequence number the next data frame must carry (a gap means a lost frame). */
   nextSeq: number;
+  /** When the owner last sent anything for this exchange. */
+  lastHeard: number;
   timers: NodeJS.Timeout[];
 }
 
@@ -81,6 +83,11 @@ export interface ReplicaDirectoryOptions {
   maxBodyBytes: number;
   logger: Logger;
   metrics?: Registry | undefined;
+  /**
+   * How often an owner says a replay is still under way (default 5 s); a forwarded exchange that
+   * hears nothing for three of these ends (a lost `end` frame, a stuck owner).
+   */
+  keepaliveMs?: number | undefined;
 }
 
 /**
@@ -104,9 +111,11 @@ export class ReplicaDirectory {
   private bus: Bus | undefined;
 
   readonly replicaId: string;
+  private readonly keepaliveMs: number;
 
   constructor(private readonly o: ReplicaDirectoryOptions) {
     this.replicaId = o.replicaId;
+    this.keepaliveMs = o.keepaliveMs ?? HEARTBEAT_MS / 2;
     this.forwarded = o.metrics
       ? new Counter({
           name: "mcpgw_forwarded_requests_total",
@@ -148,7 +157,7 @@ export class ReplicaDirectory {
     beat();
     this.timer = setInterval(beat, HEARTBEAT_MS);
     this.timer.unref();
-    this.sweeper = setInterval(() => this.sweepInbound(), HEARTBEAT_MS / 2);
+    this.sweeper = setInterval(() => this.sweepInbound(), this.keepaliveMs);
     this.sweeper.unref();
   }
 
@@ -197,14 +206,20 @@ export class ReplicaDirectory {
         headSent: false,
         acked: false,
         nextSeq: 0,
+        lastHeard: Date.now(),
         timers: [],
       };
-      const liveness = setInterval(() => {
-        if (this.isLive(ownerId)) return;
-        // The owner died mid-stream: its session is gone, end the client's stream.
-        this.o.logger.warn({ owner: ownerId }, "replica owning a forwarded stream went silent");
-        this.finishOutbound(id, false);
-      }, HEARTBEAT_MS / 2);
+      const liveness = setInterval(
+        () => {
+          // The owner died mid-stream (its session is gone), or stopped talking about this exchange
+          // (its end frame was lost): end the client's stream.
+          const silent = out.acked && Date.now() - out.lastHeard > this.keepaliveMs * 3;
+          if (this.isLive(ownerId) && !silent) return;
+          this.o.logger.warn({ owner: ownerId, silent }, "replica owning a forwarded stream went silent");
+          this.finishOutbound(id, false);
+        },
+        Math.min(HEARTBEAT_MS / 2, this.keepaliveMs),
+      );
       liveness.unref();
       // An owner that does not acknowledge is gone (or NATS is): give up quickly. One that did
       // acknowledge bounds the answer with its own timeouts; the head timeout is a backstop.
@@ -253,7 +268,10 @@ export class ReplicaDirectory {
     const id = m.headers.id ?? "";
     const out = this.outbound.get(id);
     if (!out) return;
+    out.lastHeard = Date.now();
     switch (m.headers.t as Frame) {
+      case "alive":
+        return;
       case "ack":
         out.acked = true;
         return;
@@ -357,6 +375,8 @@ export class ReplicaDirectory {
       if (stale || !this.isLive(inb.from)) {
         inb.abort.abort();
         this.inbound.delete(id);
+      } else if (inb.replaying) {
+        this.bus?.publish(this.subject(inb.from, "out"), frame("alive", id));
       }
     }
   }
