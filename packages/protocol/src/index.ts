@@ -1,2 +1,3 @@
 export * from "./json-rpc.ts";
+export * from "./stateless.ts";
 export * from "./versions.ts";

@@ -1,10 +1,13 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import {
+  decodeHeaderValue,
   isJsonRpcMessage,
   JsonRpcErrorCode,
   type JsonRpcId,
   jsonRpcError,
+  PROTOCOL_META_PREFIX,
+  STATELESS_META,
   STATELESS_PROTOCOL_VERSION,
 } from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
@@ -146,7 +149,7 @@ type Rpc = Record<string, unknown> & { id?: JsonRpcId; method?: string; params?:
  */
 function inputCapabilities(message: Rpc): Record<string, unknown> {
   const meta = message.params?._meta as Record<string, unknown> | undefined;
-  const declared = meta?.["io.modelcontextprotocol/clientCapabilities"];
+  const declared = meta?.[STATELESS_META.clientCapabilities];
   const capabilities: Record<string, unknown> = {};
   if (declared && typeof declared === "object")
     for (const c of Object.values(INPUT_METHODS))
@@ -187,12 +190,6 @@ const REMOVED_IN_STATELESS = new Set([
   "resources/subscribe",
   "resources/unsubscribe",
 ]);
-
-/** An `Mcp-Name` header value, decoded from its `=?base64?…?=` form when it has one. */
-function decodeHeaderValue(value: string): string {
-  const m = /^=\?base64\?(.*)\?=$/.exec(value);
-  return m ? Buffer.from(m[1]!, "base64").toString("utf8") : value;
-}
 
 /**
  * The checks a 2026-07-28 server makes before it answers (routing headers agree with the body,
@@ -247,8 +244,8 @@ export function checkStatelessRequest(
       );
   }
   const meta = m.params?._meta as Record<string, unknown> | undefined;
-  const version = meta?.["io.modelcontextprotocol/protocolVersion"];
-  const capabilities = meta?.["io.modelcontextprotocol/clientCapabilities"];
+  const version = meta?.[STATELESS_META.protocolVersion];
+  const capabilities = meta?.[STATELESS_META.clientCapabilities];
   if (typeof version !== "string" || !capabilities || typeof capabilities !== "object")
     return refuse(
       400,
@@ -547,13 +544,13 @@ export class JsonRpcGateway {
           supportedVersions: [STATELESS_PROTOCOL_VERSION],
           capabilities: init?.capabilities ?? {},
           ...(init?.instructions ? { instructions: init.instructions } : {}),
-          _meta: { "io.modelcontextprotocol/serverInfo": init?.serverInfo ?? {} },
+          _meta: { [STATELESS_META.serverInfo]: init?.serverInfo ?? {} },
         },
       };
     }
     // Per-request negotiation keys mean nothing to a session-based server.
     const meta = { ...givenMeta };
-    for (const key of Object.keys(meta)) if (key.startsWith("io.modelcontextprotocol/")) delete meta[key];
+    for (const key of Object.keys(meta)) if (key.startsWith(PROTOCOL_META_PREFIX)) delete meta[key];
     let params: Record<string, unknown> | undefined;
     if (message.params) {
       const { _meta: _dropped, inputResponses, requestState, ...rest } = message.params;
@@ -838,7 +835,7 @@ export class JsonRpcGateway {
     notification: { jsonrpc: string; method?: string; params: Record<string, unknown> },
   ) {
     const meta = { ...((notification.params._meta as Record<string, unknown> | undefined) ?? {}) };
-    meta["io.modelcontextprotocol/subscriptionId"] = l.subscriptionId;
+    meta[STATELESS_META.subscriptionId] = l.subscriptionId;
     l.res.write(
       `event: message\ndata: ${JSON.stringify({ ...notification, params: { ...notification.params, _meta: meta } })}\n\n`,
     );

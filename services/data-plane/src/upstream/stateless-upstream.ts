@@ -1,5 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { JsonRpcErrorCode, STATELESS_PROTOCOL_VERSION } from "@mcpgw/protocol";
+import {
+  encodeHeaderValue,
+  JsonRpcErrorCode,
+  STATELESS_META,
+  STATELESS_PROTOCOL_VERSION,
+} from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
@@ -13,11 +18,11 @@ type Rpc = {
   error?: unknown;
 };
 
-const META_VERSION = "io.modelcontextprotocol/protocolVersion";
-const META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities";
-const META_CLIENT = "io.modelcontextprotocol/clientInfo";
-const META_SERVER = "io.modelcontextprotocol/serverInfo";
-const META_SUBSCRIPTION = "io.modelcontextprotocol/subscriptionId";
+const META_VERSION = STATELESS_META.protocolVersion;
+const META_CAPABILITIES = STATELESS_META.clientCapabilities;
+const META_CLIENT = STATELESS_META.clientInfo;
+const META_SERVER = STATELESS_META.serverInfo;
+const META_SUBSCRIPTION = STATELESS_META.subscriptionId;
 /** Rounds of input a request may take before the gateway gives up on it. */
 const MAX_INPUT_ROUNDS = 16;
 /** How long the client may take to answer a question the upstream asked. */
@@ -28,13 +33,6 @@ const LISTEN_RETRY_MAX_MS = 60_000;
 /** The newest session-based revision, offered to clients that ask for something newer. */
 const SESSION_REVISION = "2025-11-25";
 const SESSION_REVISIONS = new Set(["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"]);
-
-/** An `Mcp-Name` / header value: plain ASCII as is, anything else base64-encoded (2026-07-28). */
-function headerValue(value: string): string {
-  return /^[\x20-\x7e]*$/.test(value) && value.trim() === value
-    ? value
-    : `=?base64?${Buffer.from(value, "utf8").toString("base64")}?=`;
-}
 
 /** Reads a JSON or SSE response body as JSON-RPC messages, in order. */
 async function* messagesOf(res: Response): AsyncGenerator<Rpc> {
@@ -202,21 +200,7 @@ export class StatelessUpstreamTransport implements Transport {
   }
 
   private post(body: Rpc, signal: AbortSignal): Promise<Response> {
-    const name = body.params?.name ?? body.params?.uri;
-    return this.o.fetch(this.o.url, {
-      method: "POST",
-      headers: {
-        ...this.o.headers,
-        "content-type": "application/json",
-        accept: "application/json, text/event-stream",
-        "mcp-protocol-version": STATELESS_PROTOCOL_VERSION,
-        "mcp-method": body.method ?? "",
-        ...(typeof name === "string" ? { "mcp-name": headerValue(name) } : {}),
-      },
-      body: JSON.stringify(body),
-      signal,
-      redirect: "error",
-    });
+    return postStateless(this.o.fetch, this.o.url, this.o.headers, body, signal);
   }
 
   /**
@@ -373,6 +357,34 @@ export class StatelessUpstreamTransport implements Transport {
   }
 }
 
+/**
+ * One 2026-07-28 request upstream: the routing headers (`Mcp-Method`, `Mcp-Name` for named
+ * requests) next to the gateway's own credentials; redirects are refused.
+ */
+function postStateless(
+  fetch: typeof globalThis.fetch,
+  url: string,
+  headers: Record<string, string>,
+  body: Rpc,
+  signal: AbortSignal,
+): Promise<Response> {
+  const name = body.params?.name ?? body.params?.uri;
+  return fetch(url, {
+    method: "POST",
+    headers: {
+      ...headers,
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      "mcp-protocol-version": STATELESS_PROTOCOL_VERSION,
+      "mcp-method": body.method ?? "",
+      ...(typeof name === "string" ? { "mcp-name": encodeHeaderValue(name) } : {}),
+    },
+    body: JSON.stringify(body),
+    signal,
+    redirect: "error",
+  });
+}
+
 function unavailable(message: string): Rpc {
   return { error: { code: JsonRpcErrorCode.UpstreamUnavailable, message } };
 }
@@ -388,24 +400,18 @@ export async function speaksStateless(
   fetch: typeof globalThis.fetch = globalThis.fetch,
 ): Promise<boolean> {
   try {
-    const res = await fetch(url, {
-      method: "POST",
-      headers: {
-        ...headers,
-        "content-type": "application/json",
-        accept: "application/json, text/event-stream",
-        "mcp-protocol-version": STATELESS_PROTOCOL_VERSION,
-        "mcp-method": "server/discover",
-      },
-      body: JSON.stringify({
+    const res = await postStateless(
+      fetch,
+      url,
+      headers,
+      {
         jsonrpc: "2.0",
         id: "gw-discover",
         method: "server/discover",
         params: { _meta: { [META_VERSION]: STATELESS_PROTOCOL_VERSION, [META_CAPABILITIES]: {} } },
-      }),
-      signal: AbortSignal.timeout(timeoutMs),
-      redirect: "error",
-    });
+      },
+      AbortSignal.timeout(timeoutMs),
+    );
     if (!res.ok) {
       await res.body?.cancel().catch(() => {});
       return false;
