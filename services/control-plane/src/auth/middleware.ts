@@ -16,7 +16,7 @@ export function requireAuth(deps: Pick<ControlPlaneDeps, "tokens" | "db">): Midd
     } catch {
       throw unauthorized("invalid or expired token");
     }
-    if (await isRevoked(deps.db, claims.jti, claims.sub, claims.iat)) throw unauthorized("token was revoked");
+    if (await isRevoked(deps.db, claims)) throw unauthorized("token was revoked");
     // A token may outlive its user, key or org: it must not act for them.
     if (!(await principalStillActive(deps.db, claims.sub, claims.key_id)))
       throw unauthorized("the token's user or key no longer exists");

@@ -26,6 +26,8 @@ export interface AccessClaims {
   key_id?: string | undefined;
   namespace_id?: string | undefined;
   scope?: string | undefined;
+  /** User tokens: the refresh family (login) they came from, so a replayed refresh token voids them. */
+  fid?: string | undefined;
 }
 
 export interface VerifiedAccess extends AccessClaims {
@@ -151,6 +153,7 @@ export class TokenIssuer {
       role: payload.role,
       platform_admin: payload.platform_admin === true,
       key_id: typeof payload.key_id === "string" ? payload.key_id : undefined,
+      fid: typeof payload.fid === "string" ? payload.fid : undefined,
       jti: String(payload.jti),
       exp: Number(payload.exp),
       iat: typeof payload.iat_ms === "number" ? payload.iat_ms : Number(payload.iat) * 1000,

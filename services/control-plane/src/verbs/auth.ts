@@ -10,7 +10,7 @@ import {
   rotateRefreshToken,
   sha256,
 } from "../auth/refresh-tokens.ts";
-import type { TokenIssuer } from "../auth/token-issuer.ts";
+import type { TokenIssuer, VerifiedAccess } from "../auth/token-issuer.ts";
 import type { Actor, PublishTrigger, RequestMeta, Role } from "../context.ts";
 import { assertChanges, forbidden, unauthorized, validation } from "../errors.ts";
 
@@ -31,18 +31,24 @@ export interface AuthDeps {
 
 type UserRow = typeof schema.users.$inferSelect;
 
-async function tokenPair(deps: AuthDeps, user: UserRow, refreshToken: string): Promise<TokenPair> {
+/** An access token with the user row's current role, tied to the refresh token's family. */
+async function tokenPair(
+  deps: AuthDeps,
+  user: UserRow,
+  refresh: { token: string; familyId: string },
+): Promise<TokenPair> {
   const { token, expiresIn } = await deps.tokens.issue({
     sub: user.id,
     org_id: user.org_id,
     role: user.role,
     platform_admin: user.platform_admin,
+    fid: refresh.familyId,
   });
   return {
     access_token: token,
     token_type: "Bearer",
     expires_in: expiresIn,
-    refresh_token: refreshToken,
+    refresh_token: refresh.token,
     user: { id: user.id, email: user.email, name: user.name, role: user.role, org_id: user.org_id },
   };
 }
@@ -85,28 +91,46 @@ export async function login(
     }
     throw unauthorized("invalid email or password");
   }
-  await deps.db
-    .update(schema.users)
-    .set({ last_login_at: new Date(), failed_logins: 0, locked_until: null })
-    .where(eq(schema.users.id, user.id));
-  const refresh = await issueRefreshToken(deps.db, user.id);
-  return tokenPair(deps, user, refresh.token);
+  // The row lock orders this login with a concurrent change of the user (users.ts locks the row
+  // too): the token carries the new role, or it was issued before that change revoked it.
+  return deps.db.transaction(async (tx) => {
+    const [current] = await tx
+      .update(schema.users)
+      .set({ last_login_at: new Date(), failed_logins: 0, locked_until: null })
+      .where(eq(schema.users.id, user.id))
+      .returning();
+    if (!current?.active || current.password_hash !== user.password_hash) {
+      throw unauthorized("invalid email or password");
+    }
+    return tokenPair(deps, current, await issueRefreshToken(tx, current.id));
+  });
 }
 
-/** Rotates a refresh token into a new token pair; a replayed token revokes its whole family. */
+/**
+ * Rotates a refresh token into a new token pair with the user's current role. A replayed token
+ * revokes its whole family, and the access tokens issued from it on every replica.
+ */
 export async function refresh(deps: AuthDeps, presented: string): Promise<TokenPair> {
-  const outcome = await rotateRefreshToken(deps.db, presented);
-  if (outcome.kind === "reused")
+  const result = await deps.db.transaction(async (tx) => {
+    const outcome = await rotateRefreshToken(tx, presented);
+    if (outcome.kind === "reused") await revokeFamily(tx, outcome.familyId, deps.tokens.ttlSeconds);
+    if (outcome.kind !== "rotated") return outcome;
+    // rotateRefreshToken holds a share lock on the user row: a concurrent role change waits.
+    const [user] = await tx.select().from(schema.users).where(eq(schema.users.id, outcome.userId));
+    if (!user?.active) throw unauthorized("user is disabled");
+    return { kind: "issued", pair: await tokenPair(deps, user, outcome) } as const;
+  });
+  if (result.kind === "reused") {
+    deps.publisher.notify("global");
     throw unauthorized("refresh token was already used; all sessions of this login are revoked");
-  if (outcome.kind === "invalid") throw unauthorized("invalid or expired refresh token");
-  const [user] = await deps.db.select().from(schema.users).where(eq(schema.users.id, outcome.userId));
-  if (!user?.active) throw unauthorized("user is disabled");
-  return tokenPair(deps, user, outcome.token);
+  }
+  if (result.kind === "invalid") throw unauthorized("invalid or expired refresh token");
+  return result.pair;
 }
 
 /**
  * Revokes the caller's access token (data planes learn it through the global snapshot) and,
- * when given, the refresh token's family.
+ * when given, the refresh token's family with every access token issued from it.
  */
 export async function logout(
   deps: AuthDeps,
@@ -115,16 +139,9 @@ export async function logout(
   refreshToken?: string,
 ): Promise<void> {
   await deps.db.transaction(async (tx) => {
-    if (refreshToken) await revokeRefreshFamily(tx, refreshToken, actor.user_id);
-    if (actor.token) {
-      await tx
-        .insert(schema.revokedTokens)
-        .values({ jti: actor.token.jti, expires_at: new Date(actor.token.exp * 1000) })
-        .onConflictDoNothing();
-      await tx
-        .update(schema.globalConfig)
-        .set({ config_version: sql`${schema.globalConfig.config_version} + 1` });
-    }
+    const family = refreshToken ? await revokeRefreshFamily(tx, refreshToken, actor.user_id) : undefined;
+    if (family) await revokeFamily(tx, family, deps.tokens.ttlSeconds);
+    if (actor.token) await recordRevocation(tx, actor.token.jti, new Date(actor.token.exp * 1000));
     await recordAudit(
       tx,
       { actor, meta },
@@ -137,34 +154,64 @@ export async function logout(
 /** Revocation rows of a whole subject use this prefix: `sub:<user id>` (see `revokeSubject`). */
 export const SUBJECT_PREFIX = "sub:";
 
+/**
+ * Revocation rows of a refresh family use this prefix: `fam:<family id>` (see `revokeFamily`).
+ * The snapshot ships them among `revoked_jti`; data planes match them against the `fid` claim.
+ */
+export const FAMILY_PREFIX = "fam:";
+
 /** Longest a revocation of a subject must be remembered: past any access token's lifetime. */
 const SUBJECT_REVOCATION_S = 24 * 3600;
 
-/**
- * Voids every access token of a user issued until now (deactivated, deleted, new password):
- * data planes learn it through the global snapshot within a second.
- */
-export async function revokeSubject(tx: Tx, userId: string): Promise<void> {
-  const now = new Date();
-  const until = new Date(now.getTime() + SUBJECT_REVOCATION_S * 1000);
+/** How long a family revocation outlives its tokens, for clock skew between replicas. */
+const FAMILY_REVOCATION_MARGIN_S = 60;
+
+/** Records a revocation row and bumps the global version, so data planes learn it after commit. */
+async function recordRevocation(tx: Tx, jti: string, until: Date, at = new Date()): Promise<void> {
   await tx
     .insert(schema.revokedTokens)
-    .values({ jti: `${SUBJECT_PREFIX}${userId}`, expires_at: until, created_at: now })
-    .onConflictDoUpdate({ target: schema.revokedTokens.jti, set: { expires_at: until, created_at: now } });
+    .values({ jti, expires_at: until, created_at: at })
+    .onConflictDoUpdate({ target: schema.revokedTokens.jti, set: { expires_at: until, created_at: at } });
   await tx
     .update(schema.globalConfig)
     .set({ config_version: sql`${schema.globalConfig.config_version} + 1` });
 }
 
-/** True when the token was revoked (logout), or its subject's tokens issued before now were. */
-export async function isRevoked(db: Db, jti: string, sub?: string, issuedAt?: number): Promise<boolean> {
-  const ids = sub ? [jti, `${SUBJECT_PREFIX}${sub}`] : [jti];
+/**
+ * Voids every access token of a user issued until now (deactivated, deleted, new password, new
+ * role): data planes learn it through the global snapshot within a second.
+ */
+export async function revokeSubject(tx: Tx, userId: string): Promise<void> {
+  const now = new Date();
+  const until = new Date(now.getTime() + SUBJECT_REVOCATION_S * 1000);
+  await recordRevocation(tx, `${SUBJECT_PREFIX}${userId}`, until, now);
+}
+
+/**
+ * Voids every access token issued from a refresh family (a replayed refresh token, a logout). The
+ * family is dead, so no later token carries it: the row only has to outlive the tokens it voids.
+ */
+export async function revokeFamily(tx: Tx, familyId: string, accessTtlS: number): Promise<void> {
+  const until = new Date(Date.now() + (accessTtlS + FAMILY_REVOCATION_MARGIN_S) * 1000);
+  await recordRevocation(tx, `${FAMILY_PREFIX}${familyId}`, until);
+}
+
+/**
+ * True when the token was revoked (logout), its refresh family was, or its subject's tokens
+ * issued before now were.
+ */
+export async function isRevoked(
+  db: Db,
+  token: Pick<VerifiedAccess, "jti" | "sub" | "iat" | "fid">,
+): Promise<boolean> {
+  const subject = `${SUBJECT_PREFIX}${token.sub}`;
+  const ids = [token.jti, subject, ...(token.fid ? [`${FAMILY_PREFIX}${token.fid}`] : [])];
   const rows = await db
     .select({ jti: schema.revokedTokens.jti, at: schema.revokedTokens.created_at })
     .from(schema.revokedTokens)
     .where(and(inArray(schema.revokedTokens.jti, ids), gt(schema.revokedTokens.expires_at, new Date())));
-  // `issuedAt` in ms (the `iat_ms` claim): a login right after a password change keeps working.
-  return rows.some((r) => r.jti === jti || (issuedAt !== undefined && r.at.getTime() > issuedAt));
+  // `iat` in ms (the `iat_ms` claim): a login right after a password change keeps working.
+  return rows.some((r) => r.jti !== subject || r.at.getTime() > token.iat);
 }
 
 /** True while the token's user (or, for a2a tokens, its key) exists and is active. */

@@ -126,12 +126,16 @@ export async function updateUser({
   const { password, ...fields } = patch;
   const changes: Partial<UserRow> = { ...fields };
   if (password) changes.password_hash = await hashPassword(password);
-  const row = await ctx.db.transaction(async (tx) => {
+  const { row, revoked } = await ctx.db.transaction(async (tx) => {
     const [before] = await tx.select().from(schema.users).where(inOrg(ctx, id)).for("update");
     if (!before) throw notFound("user");
     const [after] = await tx.update(schema.users).set(changes).where(inOrg(ctx, id)).returning();
-    if (patch.active === false || password) await revokeSubject(tx, id);
-    if (patch.active === false || password) {
+    const lockedOut = patch.active === false || Boolean(password);
+    // Access tokens carry the role: earlier ones must not keep it. Refresh tokens do not, so they
+    // live on and yield tokens with the new role.
+    const roleChanged = patch.role !== undefined && patch.role !== before.role;
+    if (lockedOut || roleChanged) await revokeSubject(tx, id);
+    if (lockedOut) {
       await tx
         .update(schema.refreshTokens)
         .set({ revoked_at: new Date() })
@@ -146,10 +150,10 @@ export async function updateUser({
     });
     // API keys act with their user's role and activity: data planes need the change.
     await bumpOrgVersion(tx, ctx.actor.org_id);
-    return after!;
+    return { row: after!, revoked: lockedOut || roleChanged };
   });
   ctx.publisher.notify(ctx.actor.org_id);
-  if (patch.active === false || password) ctx.publisher.notify("global");
+  if (revoked) ctx.publisher.notify("global");
   return toUserDto(row);
 }
 

@@ -3,11 +3,23 @@ import { LRUCache } from "lru-cache";
 import type { GatewayState, SnapshotStore } from "../snapshot/store.ts";
 import { AuthError, type Principal } from "./principal.ts";
 
+/** What a verified token is checked against revocations by, besides its principal. */
+type VerifiedToken = Principal & {
+  jti: string;
+  /** Issue time, epoch ms. */
+  iat: number;
+  /** The refresh family (login) of a user token; a replayed refresh token revokes it. */
+  fid?: string | undefined;
+};
+
+/** The control plane's revocation row of a refresh family, listed among `revoked_jti`. */
+const familyRevocation = (fid: string) => `fam:${fid}`;
+
 /**
  * Verifies control-plane access tokens (user and a2a) with the public keys of the global
  * snapshot, locally. Verified tokens are cached until they expire (ES256 verification costs
- * ~100 µs; a cache hit ~1 µs); revocations are checked on every hit, so a logged-out token
- * stops with the next global snapshot.
+ * ~100 µs; a cache hit ~1 µs); revocations (of a token, its login's refresh family or its user)
+ * are checked on every hit, so a revoked token stops with the next global snapshot.
  */
 export class ControlPlaneTokens {
   private jwks: ReturnType<typeof createLocalJWKSet> | undefined;
@@ -17,11 +29,15 @@ export class ControlPlaneTokens {
   /** User id → tokens issued before this time (epoch ms) are void. */
   private revokedSubjects: ReadonlyMap<string, number> = new Map();
   private keysVersion = -1;
-  private readonly cache = new LRUCache<string, Principal & { jti: string; iat: number }>({ max: 50_000 });
+  private readonly cache = new LRUCache<string, VerifiedToken>({ max: 50_000 });
 
-  /** Revoked token, or a token of a user whose tokens were all voided after it was issued. */
-  private isRevoked(p: Principal & { jti: string; iat: number }): boolean {
+  /**
+   * Revoked token, a token of a revoked refresh family, or a token of a user whose tokens were
+   * all voided after it was issued.
+   */
+  private isRevoked(p: VerifiedToken): boolean {
     if (this.revoked.has(p.jti)) return true;
+    if (p.fid && this.revoked.has(familyRevocation(p.fid))) return true;
     const before = p.user_id ? this.revokedSubjects.get(p.user_id) : undefined;
     return before !== undefined && before > p.iat;
   }
@@ -103,7 +119,7 @@ export class ControlPlaneTokens {
         : typeof payload.iat === "number"
           ? payload.iat * 1000
           : 0;
-    const principal: Principal & { jti: string; iat: number } = keyId
+    const principal: VerifiedToken = keyId
       ? {
           kind: "a2a",
           id: `a2a:${keyId}`,
@@ -124,6 +140,7 @@ export class ControlPlaneTokens {
           exp: Number(payload.exp),
           jti: payload.jti,
           iat,
+          fid: typeof payload.fid === "string" ? payload.fid : undefined,
         };
     if (this.isRevoked(principal)) throw new AuthError("token revoked");
     this.cache.set(token, principal, { ttl: Math.max(1, ((principal.exp ?? now) - now) * 1000) });
