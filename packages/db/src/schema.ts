@@ -1,3 +1,4 @@
+import type { StdioParameter, StdioValue } from "@mcpgw/snapshot";
 import {
   bigint,
   boolean,
@@ -130,6 +131,26 @@ export interface UpstreamEndpoint {
   weight: number;
 }
 
+/**
+ * Launchable stdio servers, defined by platform administrators: the command, its argument
+ * template and fixed environment, and the parameters an org may fill. Orgs create stdio servers
+ * from an entry; they never write a command line (it would run on the data planes' hosts).
+ */
+export const stdioCatalog = pgTable("stdio_catalog", {
+  id: id(),
+  slug: citext("slug").notNull().unique(),
+  name: text("name").notNull(),
+  description: text("description"),
+  command: text("command").notNull(),
+  /** Argument template: `{{name}}` is replaced by the parameter's value. */
+  args: jsonb("args").$type<string[]>().notNull().default([]),
+  /** Fixed, non-secret environment of every process of this entry. */
+  env: jsonb("env").$type<Record<string, string>>().notNull().default({}),
+  parameters: jsonb("parameters").$type<StdioParameter[]>().notNull().default([]),
+  enabled: boolean("enabled").notNull().default(true),
+  ...timestamps,
+});
+
 export const mcpServers = pgTable(
   "mcp_servers",
   {
@@ -142,10 +163,11 @@ export const mcpServers = pgTable(
     description: text("description"),
     transport: serverTransport("transport").notNull(),
     url: text("url"),
-    command: text("command"),
-    args: jsonb("args").$type<string[]>().notNull().default([]),
-    env: jsonb("env").$type<Record<string, string>>().notNull().default({}),
-    cwd: text("cwd"),
+    /** stdio servers: the catalog entry they launch, and the org's values for its parameters. */
+    catalog_entry_id: uuid("catalog_entry_id").references(() => stdioCatalog.id, { onDelete: "restrict" }),
+    parameters: jsonb("parameters").$type<Record<string, StdioValue>>().notNull().default({}),
+    /** Secret parameter values, sealed with the master keyring (write-only). */
+    secrets_sealed: text("secrets_sealed"),
     version: text("version"),
     endpoints: jsonb("endpoints").$type<UpstreamEndpoint[]>().notNull().default([]),
     timeout_ms: integer("timeout_ms").notNull().default(30_000),

@@ -1,2 +1,3 @@
 export * from "./schema.ts";
 export * from "./signing.ts";
+export * from "./stdio-launch.ts";

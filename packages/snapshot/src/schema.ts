@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { stdioLaunchSchema } from "./stdio-launch.ts";
 
 export const upstreamEndpointSchema = z.object({ url: z.string(), weight: z.number().int().positive() });
 
@@ -9,10 +10,8 @@ export const serverEntrySchema = z.object({
   transport: z.enum(["streamable_http", "sse", "stdio", "virtual"]),
   enabled: z.boolean(),
   endpoints: z.array(upstreamEndpointSchema),
-  command: z.string().nullable(),
-  args: z.array(z.string()),
-  env: z.record(z.string(), z.string()),
-  cwd: z.string().nullable(),
+  /** How a stdio server is launched (from the platform's catalog); null for other transports. */
+  stdio: stdioLaunchSchema.nullable(),
   timeout_ms: z.number().int().positive(),
   connect_timeout_ms: z.number().int().positive(),
   retries: z.number().int().nonnegative(),
@@ -106,6 +105,8 @@ export const orgSnapshotSchema = z.object({
     active: z.boolean(),
     max_sessions: z.number().int(),
     policy_default: z.enum(["allow", "deny"]),
+    /** The platform administrators' own org (see the data plane's stdio isolation). */
+    platform: z.boolean().default(false),
   }),
   namespaces: z.array(namespaceEntrySchema),
   servers: z.array(serverEntrySchema),
@@ -142,11 +143,3 @@ export function snapshotKey(snapshot: Pick<Snapshot, "kind"> & { org_id?: string
 
 export const GLOBAL_KEY = "global";
 export const orgKey = (orgId: string) => `org.${orgId}`;
-
-/**
- * Variables that would let a server's configuration run code of its own choosing inside an
- * allowed command (loader hooks, preload libraries, interpreter options) or pick another
- * executable. Checked by the control plane at registration and by data planes before spawning.
- */
-export const UNSAFE_STDIO_ENV =
-  /^(PATH|NODE_OPTIONS|NODE_PATH|LD_\w*|DYLD_\w*|PYTHON\w*|PERL5\w*|PERLLIB|RUBY\w*|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|PS4|GCONV_PATH|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS|DENO_\w*|BUN_\w*|NPM_CONFIG_\w*|npm_config_\w*|UV_\w*)$/i;

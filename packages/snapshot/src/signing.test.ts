@@ -14,7 +14,7 @@ const snapshot: OrgSnapshot = {
   org_id: "o1",
   version: 3,
   issued_at: new Date().toISOString(),
-  org: { slug: "acme", plan: "free", active: true, max_sessions: 10, policy_default: "allow" },
+  org: { slug: "acme", plan: "free", active: true, max_sessions: 10, policy_default: "allow", platform: false },
   namespaces: [],
   servers: [],
   api_keys: [],

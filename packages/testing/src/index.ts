@@ -8,4 +8,5 @@ export * from "./oidc-issuer.ts";
 export * from "./processes.ts";
 export * from "./redis.ts";
 export * from "./stack.ts";
+export * from "./stdio.ts";
 export * from "./upstream-server.ts";

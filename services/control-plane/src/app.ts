@@ -15,6 +15,7 @@ import { organizationRoutes } from "./routes/organizations.ts";
 import { policyRoutes } from "./routes/policies.ts";
 import { rateLimitRoutes } from "./routes/rate-limits.ts";
 import { serverRoutes } from "./routes/servers.ts";
+import { stdioCatalogRoutes } from "./routes/stdio-catalog.ts";
 import { userRoutes } from "./routes/users.ts";
 
 /** Builds the control-plane HTTP app from its dependencies. */
@@ -73,6 +74,7 @@ export function createControlPlaneApp(deps: ControlPlaneDeps) {
   app.use("/api/v1/*", requireAuth(deps));
   app.route("/api/v1/namespaces", namespaceRoutes(deps));
   app.route("/api/v1/servers", serverRoutes(deps));
+  app.route("/api/v1/stdio-catalog", stdioCatalogRoutes(deps));
   app.route("/api/v1/users", userRoutes(deps));
   app.route("/api/v1/organizations", organizationRoutes(deps));
   app.route("/api/v1/api-keys", apiKeyRoutes(deps));

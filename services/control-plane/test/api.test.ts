@@ -84,6 +84,25 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     });
     app = cp.app;
     tokens.admin = await loginAs(admin.email, admin.password);
+    // stdio servers are made from the platform's catalog (the bootstrap admin is a platform admin).
+    const entry = await call("POST", "/api/v1/stdio-catalog", {
+      slug: "node-basic",
+      name: "Node server",
+      command: "node",
+      args: ["server.js"],
+    });
+    expect(entry.status, JSON.stringify(entry.body)).toBe(201);
+    const tokenEntry = await call("POST", "/api/v1/stdio-catalog", {
+      slug: "node-token",
+      name: "Node server with a token",
+      command: "node",
+      args: ["server.js", "--mode={{mode}}"],
+      parameters: [
+        { name: "api_token", type: "string", secret: true, required: true, env: "API_TOKEN" },
+        { name: "mode", type: "string", enum: ["fast", "safe"] },
+      ],
+    });
+    expect(tokenEntry.status, JSON.stringify(tokenEntry.body)).toBe(201);
     const { db } = database;
     const [defaultOrg] = await db
       .select()
@@ -190,12 +209,43 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       namespace_id: ns.body.id,
       name: "stdio-tool",
       transport: "stdio",
-      command: "node",
-      args: ["server.js"],
-      env: { API_TOKEN: "super-secret-value" },
+      catalog_entry_id: "node-token",
+      parameters: { api_token: "super-secret-value", mode: "fast" },
     });
-    expect(server.status).toBe(201);
-    expect(server.body).toMatchObject({ enabled: true, status: "unknown", has_credentials: false });
+    expect(server.status, JSON.stringify(server.body)).toBe(201);
+    expect(server.body).toMatchObject({
+      enabled: true,
+      status: "unknown",
+      has_credentials: false,
+      has_secrets: true,
+      parameters: { mode: "fast" },
+    });
+    expect(JSON.stringify(server.body)).not.toContain("super-secret-value");
+    // A viewer sees the server but never its secret parameters.
+    const seen = await call("GET", `/api/v1/servers/${server.body.id}`, undefined, tokens.viewer);
+    expect(seen.status).toBe(200);
+    expect(JSON.stringify(seen.body)).not.toContain("super-secret-value");
+    const [stored] = await database.db
+      .select()
+      .from(schema.mcpServers)
+      .where(eq(schema.mcpServers.id, server.body.id));
+    expect(JSON.stringify(stored)).not.toContain("super-secret-value");
+    // Merged on update: the secret stays, the plain value changes; a value off the enum is refused.
+    const changed = await call("PATCH", `/api/v1/servers/${server.body.id}`, {
+      parameters: { mode: "safe" },
+    });
+    expect(changed.body).toMatchObject({ parameters: { mode: "safe" }, has_secrets: true });
+    const offEnum = await call("PATCH", `/api/v1/servers/${server.body.id}`, { parameters: { mode: "-e" } });
+    expect(offEnum.status).toBe(400);
+    expect(offEnum.body.detail).toContain("mode");
+    const missing = await call("POST", "/api/v1/servers", {
+      namespace_id: ns.body.id,
+      name: "no-token",
+      transport: "stdio",
+      catalog_entry_id: "node-token",
+    });
+    expect(missing.status).toBe(400);
+    expect(missing.body.detail).toContain("api_token");
     const disabled = await call("PATCH", `/api/v1/servers/${server.body.id}`, { enabled: false });
     expect(disabled.body.enabled).toBe(false);
     const list = await call("GET", `/api/v1/servers?namespace_id=${ns.body.id}`);
@@ -204,12 +254,11 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       .select()
       .from(schema.auditLogs)
       .where(eq(schema.auditLogs.resource_id, server.body.id));
-    expect(audit.map((a) => a.action).sort()).toEqual(["server.create", "server.disable"]);
+    expect(audit.map((a) => a.action).sort()).toEqual(["server.create", "server.disable", "server.update"]);
     expect(JSON.stringify(audit)).not.toContain("super-secret-value");
-    const unsafe = await call("POST", "/api/v1/servers", {
-      namespace_id: ns.body.id,
+    const unsafe = await call("POST", "/api/v1/stdio-catalog", {
+      slug: "preloaded",
       name: "preloaded",
-      transport: "stdio",
       command: "node",
       env: { NODE_OPTIONS: "--require /tmp/evil.js" },
     });
@@ -319,7 +368,7 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       namespace_id: "00000000-0000-4000-8000-000000000000",
       name: "x",
       transport: "stdio",
-      command: "node",
+      catalog_entry_id: "node-basic",
     });
     expect(noNamespace.status).toBe(404);
     const unicode = await call("POST", "/api/v1/namespaces", { name: "Ünïcødé 名前 🚀", slug: "unicode" });
@@ -340,7 +389,11 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       ["PATCH", "/api/v1/namespaces/{ns}", { description: "x" }],
       ["DELETE", "/api/v1/namespaces/{ns}"],
       ["GET", "/api/v1/servers"],
-      ["POST", "/api/v1/servers", { namespace_id: "{ns}", name: "s", transport: "stdio", command: "node" }],
+      [
+        "POST",
+        "/api/v1/servers",
+        { namespace_id: "{ns}", name: "s", transport: "stdio", catalog_entry_id: "node-basic" },
+      ],
       ["GET", "/api/v1/servers/{srv}"],
       ["PATCH", "/api/v1/servers/{srv}", { enabled: false }],
       ["DELETE", "/api/v1/servers/{srv}"],
@@ -420,7 +473,7 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
           namespace_id: ns,
           name: "secured",
           transport: "stdio",
-          command: "node",
+          catalog_entry_id: "node-basic",
         })
       ).body.id;
       ids.usr = (
@@ -499,11 +552,82 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       ).toBe(403);
     });
 
+    it("refuses an org admin's interpreter one-liner: commands come only from the platform's catalog", async () => {
+      const otherNs = (
+        await call("POST", "/api/v1/namespaces", { name: "Shell", slug: "shell" }, tokens.other)
+      ).body.id;
+      const oneLiner = await call(
+        "POST",
+        "/api/v1/servers",
+        {
+          namespace_id: otherNs,
+          name: "pwn",
+          transport: "stdio",
+          command: "node",
+          args: ["-e", "require('fs').readFileSync('/proc/' + process.ppid + '/environ')"],
+        },
+        tokens.other,
+      );
+      expect(oneLiner.status).toBe(400);
+      const noEntry = await call(
+        "POST",
+        "/api/v1/servers",
+        { namespace_id: otherNs, name: "pwn", transport: "stdio" },
+        tokens.other,
+      );
+      expect(noEntry.status).toBe(400);
+      expect(noEntry.body.detail).toContain("catalog entry");
+      const entry = { slug: "mine", name: "mine", command: "node", args: ["-e", "1"] };
+      expect((await call("POST", "/api/v1/stdio-catalog", entry, tokens.other)).status).toBe(403);
+      const [basic] = await database.db
+        .select()
+        .from(schema.stdioCatalog)
+        .where(eq(schema.stdioCatalog.slug, "node-basic"));
+      expect(
+        (await call("PATCH", `/api/v1/stdio-catalog/${basic!.id}`, { args: ["-e", "1"] }, tokens.other))
+          .status,
+      ).toBe(403);
+      expect(
+        (await call("DELETE", `/api/v1/stdio-catalog/${basic!.id}`, undefined, tokens.other)).status,
+      ).toBe(403);
+      // Org admins read the catalog to choose from it.
+      expect((await call("GET", "/api/v1/stdio-catalog", undefined, tokens.other)).status).toBe(200);
+      const rows = await database.db
+        .select()
+        .from(schema.mcpServers)
+        .where(eq(schema.mcpServers.namespace_id, otherNs));
+      expect(rows).toHaveLength(0);
+    });
+
+    it("keeps a catalog entry that servers use, and republishes their orgs when it changes", async () => {
+      const [basic] = await database.db
+        .select()
+        .from(schema.stdioCatalog)
+        .where(eq(schema.stdioCatalog.slug, "node-basic"));
+      expect((await call("DELETE", `/api/v1/stdio-catalog/${basic!.id}`)).status).toBe(409);
+      const [before] = await database.db
+        .select()
+        .from(schema.organizations)
+        .where(eq(schema.organizations.slug, "default"));
+      const changed = await call("PATCH", `/api/v1/stdio-catalog/${basic!.id}`, {
+        args: ["server.js", "--v2"],
+      });
+      expect(changed.status).toBe(200);
+      const [after] = await database.db
+        .select()
+        .from(schema.organizations)
+        .where(eq(schema.organizations.slug, "default"));
+      expect(after!.config_version).toBeGreaterThan(before!.config_version);
+      const bad = await call("PATCH", `/api/v1/stdio-catalog/${basic!.id}`, { args: ["{{undeclared}}"] });
+      expect(bad.status).toBe(400);
+      expect(bad.body.detail).toContain("undeclared");
+    });
+
     it("lets only admins register stdio commands", async () => {
       const res = await call(
         "POST",
         "/api/v1/servers",
-        { namespace_id: ns, name: "op", transport: "stdio", command: "node" },
+        { namespace_id: ns, name: "op", transport: "stdio", catalog_entry_id: "node-basic" },
         tokens.operator,
       );
       expect(res.status).toBe(403);
@@ -524,7 +648,7 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
             await call(
               "POST",
               "/api/v1/servers",
-              { namespace_id: otherNs, name, transport: "stdio", command: "node" },
+              { namespace_id: otherNs, name, transport: "stdio", catalog_entry_id: "node-basic" },
               tokens.other,
             )
           ).status,
@@ -533,7 +657,7 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       const over = await call(
         "POST",
         "/api/v1/servers",
-        { namespace_id: otherNs, name: "c", transport: "stdio", command: "node" },
+        { namespace_id: otherNs, name: "c", transport: "stdio", catalog_entry_id: "node-basic" },
         tokens.other,
       );
       expect(over.status).toBe(409);

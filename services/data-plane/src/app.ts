@@ -25,7 +25,7 @@ import { sendJsonRpcError } from "./transports/http-errors.ts";
 import type { JsonRpcGateway } from "./transports/json-rpc.ts";
 import { type MessageSessions, type SessionContext, serverContext } from "./transports/message-sessions.ts";
 import { type ProxyHooks, proxyStreamableHttp, type SessionGate } from "./transports/streamable-http.ts";
-import { type ConnectDeps, connectUpstream } from "./upstream/connect.ts";
+import { type ConnectDeps, connectUpstream, stdioOwner } from "./upstream/connect.ts";
 import type { UpstreamPools } from "./upstream/pools.ts";
 
 export interface DataPlaneDeps {
@@ -351,7 +351,13 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
         const aggregate = new NamespaceUpstream({
           namespace,
           members,
-          connect: (server) => connectUpstream(server, `${sessionId}.${server.id}`, deps.connect),
+          connect: (server) =>
+            connectUpstream(
+              server,
+              `${sessionId}.${server.id}`,
+              deps.connect,
+              stdioOwner({ org }, principal),
+            ),
           memberTimeoutMs: deps.aggregateMemberTimeoutMs,
           logger: deps.logger,
         });
@@ -753,7 +759,11 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     const aggregate = new NamespaceUpstream({
       namespace,
       members,
-      connect: (server) => connectUpstream(server, `${sessionId}.${server.id}`, deps.connect),
+      // Inspection is the control plane's: it counts as the org's, for no principal of it.
+      connect: (server) =>
+        connectUpstream(server, `${sessionId}.${server.id}`, deps.connect, {
+          ...stdioOwner({ org }, { id: "inspect" }),
+        }),
       memberTimeoutMs: Math.min(deps.aggregateMemberTimeoutMs, options.memberTimeoutMs ?? Infinity),
       logger: deps.logger,
     });

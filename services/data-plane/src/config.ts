@@ -33,6 +33,18 @@ const schema = z.object({
     .default(false),
   MCPGW_STDIO_ALLOWED_COMMANDS: z.string().default(""),
   MCPGW_STDIO_MAX_PROCESSES: z.coerce.number().int().positive().default(32),
+  /** Shares of the processes one org / one principal may hold (default: half / a quarter). */
+  MCPGW_STDIO_MAX_PER_ORG: z.coerce.number().int().positive().optional(),
+  MCPGW_STDIO_MAX_PER_PRINCIPAL: z.coerce.number().int().positive().optional(),
+  /** When the data plane runs as root, stdio children run as this unprivileged user (name or uid[:gid]). */
+  MCPGW_STDIO_USER: z.string().min(1).default("mcpgw-stdio"),
+  /** Not root and no sandbox: run every org's stdio servers anyway (children share this identity). */
+  MCPGW_STDIO_ALLOW_SHARED_IDENTITY: z
+    .enum(["true", "false", "1", "0"])
+    .transform((v) => v === "true" || v === "1")
+    .default(false),
+  MCPGW_STDIO_SANDBOX: z.enum(["none", "bwrap"]).default("none"),
+  MCPGW_STDIO_UNUSED_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
   MCPGW_STDIO_POOL_SIZE: z.coerce.number().int().min(0).default(1),
   MCPGW_STDIO_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().default(300_000),
   MCPGW_SESSION_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().default(900_000),

@@ -8,6 +8,7 @@ import { AuthError, type Principal } from "./auth/principal.ts";
 import type { DataPlaneEnv } from "./env.ts";
 import type { SnapshotStore } from "./snapshot/store.ts";
 import type { MessageSessions } from "./transports/message-sessions.ts";
+import { stdioOwner } from "./upstream/connect.ts";
 import type { StdioProcessManager } from "./upstream/stdio-processes.ts";
 
 /** A request one replica answers for the operator endpoints (carried over the bus). */
@@ -355,6 +356,7 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
         server.server,
         messages as JSONRPCMessage[],
         Math.min(Number(b.wait_ms ?? 5000), 30_000),
+        stdioOwner(server, p),
       );
       deps.logger.info(
         { server: b.server_id, by: p.id, sent: messages.length },

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { type Bus, bucketNames } from "@mcpgw/bus";
 import type { JobProducer } from "@mcpgw/queue";
 import { Keyring } from "@mcpgw/secrets";
-import { importSnapshotKey } from "@mcpgw/snapshot";
+import { importSnapshotKey, stdioSecretsContext } from "@mcpgw/snapshot";
 import type { Logger, Registry } from "@mcpgw/telemetry";
 import { UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Redis } from "ioredis";
@@ -19,7 +19,7 @@ import { JsonRpcGateway } from "./transports/json-rpc.ts";
 import { MessageSessions } from "./transports/message-sessions.ts";
 import { UpstreamPools } from "./upstream/pools.ts";
 import { UpstreamRevisions } from "./upstream/stateless-upstream.ts";
-import { StdioProcessManager } from "./upstream/stdio-processes.ts";
+import { StdioProcessManager, stdioIsolation } from "./upstream/stdio-processes.ts";
 import { UsageReporter } from "./usage-reporter.ts";
 
 /**
@@ -79,8 +79,16 @@ export interface DataPlaneRuntimeOptions {
     /** Executables registered stdio servers may run here; none by default. */
     allowedCommands?: string[] | undefined;
     maxProcesses?: number | undefined;
+    maxPerOrg?: number | undefined;
+    maxPerPrincipal?: number | undefined;
     poolSize?: number | undefined;
     idleTimeoutMs?: number | undefined;
+    unusedTimeoutMs?: number | undefined;
+    /** Children of a root data plane run as this user (default `mcpgw-stdio`). */
+    user?: string | undefined;
+    /** Not root: run every org's stdio servers although children share this identity. */
+    allowSharedIdentity?: boolean | undefined;
+    sandbox?: "none" | "bwrap" | undefined;
   };
   /** Message-level sessions idle this long are closed. */
   sessionIdleTimeoutMs?: number | undefined;
@@ -133,14 +141,27 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   });
   const usage = new UsageReporter(o.jobs, o.logger, o.replicaId);
   const authenticator = new Authenticator(store, usage.keyUsed);
-  const credentials = new UpstreamCredentials(
-    o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined,
-  );
+  const keyring = o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined;
+  const credentials = new UpstreamCredentials(keyring);
+  const maxProcesses = o.stdio?.maxProcesses ?? 32;
   const stdio = new StdioProcessManager({
     allowedCommands: new Set(o.stdio?.allowedCommands ?? []),
-    maxProcesses: o.stdio?.maxProcesses ?? 32,
+    maxProcesses,
+    maxPerOrg: o.stdio?.maxPerOrg ?? Math.max(1, Math.ceil(maxProcesses / 2)),
+    maxPerPrincipal: o.stdio?.maxPerPrincipal ?? Math.max(1, Math.ceil(maxProcesses / 4)),
     poolSize: o.stdio?.poolSize ?? 1,
     idleTimeoutMs: o.stdio?.idleTimeoutMs ?? 5 * 60_000,
+    unusedTimeoutMs: o.stdio?.unusedTimeoutMs,
+    isolation: stdioIsolation({
+      user: o.stdio?.user ?? "mcpgw-stdio",
+      acceptShared: o.stdio?.allowSharedIdentity ?? false,
+      sandbox: o.stdio?.sandbox ?? "none",
+      logger: o.logger,
+    }),
+    openSecrets: keyring
+      ? (server) =>
+          JSON.parse(keyring.open(server.stdio?.secrets_sealed ?? "", stdioSecretsContext(server.id)))
+      : undefined,
     logger: o.logger,
     metrics: o.metrics,
   });

@@ -14,6 +14,7 @@ import {
   eventually,
   everythingEntry,
   type ManagedProcess,
+  registerStdioServer,
   type Stack,
   startEverythingServer,
   startStack,
@@ -95,15 +96,13 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
       viaGateway[name] = `${proxy.url}/servers/${server.body.id}/mcp`;
     }
     // The same server over stdio: the gateway relays it message by message, not byte by byte.
-    const stdio = await api.call<{ id: string }>("POST", "/api/v1/servers", {
+    const stdio = await registerStdioServer(api, {
       namespace_id: ns.body.id,
       name: "stdio",
-      transport: "stdio",
       command: process.execPath,
       args: [everythingEntry, "stdio"],
     });
-    expect(stdio.status, JSON.stringify(stdio.body)).toBe(201);
-    viaGateway.stdio = `${proxy.url}/servers/${stdio.body.id}/mcp`;
+    viaGateway.stdio = `${proxy.url}/servers/${stdio.id}/mcp`;
     // The data plane learns of the key and the servers from the next snapshot.
     await eventually(async () => {
       const res = await fetch(viaGateway.everything, {

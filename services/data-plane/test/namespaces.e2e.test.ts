@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type Api,
   everythingEntry,
+  registerStdioServer,
   type Stack,
   startStack,
   startTestUpstream,
@@ -62,8 +63,9 @@ describe("namespace endpoints aggregate every server of a namespace", () => {
     };
     await add(team, "alpha", { transport: "streamable_http", url: alpha.url });
     await add(team, "beta", { transport: "streamable_http", url: beta.url });
-    await add(team, "gamma", {
-      transport: "stdio",
+    await registerStdioServer(api, {
+      namespace_id: team,
+      name: "gamma",
       command: process.execPath,
       args: [everythingEntry, "stdio"],
     });

@@ -6,6 +6,7 @@ import {
   eventually,
   everythingEntry,
   login,
+  registerStdioServer,
   type Stack,
   startStack,
 } from "../../../packages/testing/src/index.ts";
@@ -35,14 +36,13 @@ describe("operator endpoints, answered by every replica and scoped to the caller
     api = await stack.api();
     const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", { name: "Ops", slug: "ops" });
     serverId = (
-      await api.call<{ id: string }>("POST", "/api/v1/servers", {
+      await registerStdioServer(api, {
         namespace_id: ns.body.id,
         name: "everything",
-        transport: "stdio",
         command: process.execPath,
         args: [everythingEntry, "stdio"],
       })
-    ).body.id;
+    ).id;
     await api.call("POST", "/api/v1/organizations", {
       name: "Other",
       slug: "other-ops",

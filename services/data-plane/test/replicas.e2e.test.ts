@@ -7,6 +7,7 @@ import {
   type Api,
   everythingEntry,
   initializeRequest,
+  registerStdioServer,
   type Stack,
   startStack,
   startTestUpstream,
@@ -79,14 +80,13 @@ describe("sessions survive the replica that answers (and the one that started th
       })
     ).body.id;
     stdioServer = (
-      await api.call<{ id: string }>("POST", "/api/v1/servers", {
+      await registerStdioServer(api, {
         namespace_id: ns.body.id,
         name: "stdio",
-        transport: "stdio",
         command: process.execPath,
         args: [everythingEntry, "stdio"],
       })
-    ).body.id;
+    ).id;
     // Replicas announce themselves to each other over NATS.
     await new Promise((r) => setTimeout(r, 1000));
   }, 90_000);

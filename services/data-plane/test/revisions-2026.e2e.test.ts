@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type Api,
   everythingEntry,
+  registerStdioServer,
   type Stack,
   startStack,
   statelessPost,
@@ -52,14 +53,13 @@ describe("MCP 2026-07-28 through the gateway (v2 SDK)", () => {
       slug: "rev2026",
     });
     stdioServer = (
-      await api.call<{ id: string }>("POST", "/api/v1/servers", {
+      await registerStdioServer(api, {
         namespace_id: ns.body.id,
         name: "everything",
-        transport: "stdio",
         command: process.execPath,
         args: [everythingEntry, "stdio"],
       })
-    ).body.id;
+    ).id;
     v2Server = (
       await api.call<{ id: string }>("POST", "/api/v1/servers", {
         namespace_id: ns.body.id,

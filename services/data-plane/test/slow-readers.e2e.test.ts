@@ -9,6 +9,7 @@ import {
   eventually,
   everythingEntry,
   initializeRequest,
+  registerStdioServer,
   type Stack,
   startStack,
 } from "../../../packages/testing/src/index.ts";
@@ -114,15 +115,14 @@ describe("slow readers: a client that stops reading is dropped, never buffered f
       name: "Slow readers",
       slug: "slow-readers",
     });
-    const created = await api.call<{ id: string }>("POST", "/api/v1/servers", {
-      namespace_id: ns.body.id,
-      name: "everything",
-      transport: "stdio",
-      command: process.execPath,
-      args: [everythingEntry, "stdio"],
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    serverId = created.body.id;
+    serverId = (
+      await registerStdioServer(api, {
+        namespace_id: ns.body.id,
+        name: "everything",
+        command: process.execPath,
+        args: [everythingEntry, "stdio"],
+      })
+    ).id;
     // The data plane has the server once its snapshot arrived.
     await eventually(async () => {
       const res = await fetch(`${dp().url}/servers/${serverId}/rpc`, {

@@ -11,6 +11,7 @@ import {
   everythingEntry,
   freePort,
   type ManagedProcess,
+  registerStdioServer,
   type Stack,
   startEverythingServer,
   startProcess,
@@ -67,7 +68,14 @@ describe("every client transport × every upstream transport, against server-eve
     };
     await register("streamable_http", { url: http.url });
     await register("sse", { url: sse.url });
-    await register("stdio", { command: process.execPath, args: [everythingEntry, "stdio"] });
+    servers.stdio = (
+      await registerStdioServer(api, {
+        namespace_id: ns.body.id,
+        name: "stdio",
+        command: process.execPath,
+        args: [everythingEntry, "stdio"],
+      })
+    ).id;
     await new Promise((r) => setTimeout(r, 500));
   }, 90_000);
 

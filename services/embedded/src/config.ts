@@ -22,6 +22,11 @@ const schema = z.object({
     .default(4 * 1024 * 1024),
   // Only admins register stdio servers; on a single-user install the usual launchers are allowed.
   MCPGW_STDIO_ALLOWED_COMMANDS: z.string().default("node,npx,uvx,python,python3,deno,bun"),
+  // Commands come from the platform admins' catalog. On a single-user install run as that user,
+  // stdio children share its identity (said at start); run as root, they get MCPGW_STDIO_USER.
+  MCPGW_STDIO_USER: z.string().min(1).default("mcpgw-stdio"),
+  MCPGW_STDIO_ALLOW_SHARED_IDENTITY: bool.default(true),
+  MCPGW_STDIO_SANDBOX: z.enum(["none", "bwrap"]).default("none"),
   WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(5_000),
 });
 

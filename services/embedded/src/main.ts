@@ -52,6 +52,9 @@ const dp = await startDataPlane({
     allowedCommands: config.MCPGW_STDIO_ALLOWED_COMMANDS.split(",")
       .map((c) => c.trim())
       .filter(Boolean),
+    user: config.MCPGW_STDIO_USER,
+    allowSharedIdentity: config.MCPGW_STDIO_ALLOW_SHARED_IDENTITY,
+    sandbox: config.MCPGW_STDIO_SANDBOX,
   },
   publicUrl: config.MCPGW_PUBLIC_URL ?? `http://${config.MCPGW_HOST}:${config.DP_PORT}`,
   loopbackUrl: loopbackUrl(config.MCPGW_HOST, config.DP_PORT),

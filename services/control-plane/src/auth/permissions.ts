@@ -2,8 +2,9 @@ import type { Actor, Role } from "../context.ts";
 import { forbidden } from "../errors.ts";
 
 /**
- * The one permission table. `admin` manages everything in its org, including registering stdio
- * commands (they run on data-plane hosts); `operator` manages namespaces and HTTP servers;
+ * The one permission table. `admin` manages everything in its org, including stdio servers
+ * (made from the platform's catalog; they run on data-plane hosts); `operator` manages
+ * namespaces and HTTP servers;
  * `user`, `viewer` and `api_user` read configuration (and use servers through the data plane).
  */
 export const PERMISSIONS = {
@@ -11,7 +12,7 @@ export const PERMISSIONS = {
   "namespaces:write": ["admin", "operator"],
   "servers:read": ["admin", "operator", "user", "viewer", "api_user"],
   "servers:write": ["admin", "operator"],
-  "servers:register_command": ["admin"],
+  "servers:stdio": ["admin"],
   "users:read": ["admin", "operator"],
   "users:write": ["admin"],
   "api_keys:create": ["admin", "operator", "user", "viewer", "api_user"],
@@ -34,8 +35,11 @@ export function can(actor: Actor, permission: Permission): boolean {
 }
 
 /** Platform administrators manage organizations; no org role grants that. */
-export function authorizePlatformAdmin(actor: Actor): void {
-  if (!actor.platform_admin) throw forbidden("only platform administrators manage organizations");
+export function authorizePlatformAdmin(
+  actor: Actor,
+  why = "only platform administrators manage organizations",
+): void {
+  if (!actor.platform_admin) throw forbidden(why);
 }
 
 /** Throws Forbidden unless the actor's role grants `permission`. */

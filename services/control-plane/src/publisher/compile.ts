@@ -1,6 +1,6 @@
 import { type Db, schema } from "@mcpgw/db";
 import type { GlobalSnapshot, OrgSnapshot } from "@mcpgw/snapshot";
-import { and, eq, gt } from "drizzle-orm";
+import { and, eq, gt, inArray } from "drizzle-orm";
 import type { TokenIssuer } from "../auth/token-issuer.ts";
 import { SUBJECT_PREFIX } from "../verbs/auth.ts";
 import { planRateLimits } from "../verbs/plans.ts";
@@ -16,6 +16,18 @@ export async function compileOrgSnapshot(db: Db, orgId: string): Promise<OrgSnap
       if (!org) return null;
       const namespaces = await tx.select().from(schema.namespaces).where(eq(schema.namespaces.org_id, orgId));
       const servers = await tx.select().from(schema.mcpServers).where(eq(schema.mcpServers.org_id, orgId));
+      const entryIds = [...new Set(servers.flatMap((s) => (s.catalog_entry_id ? [s.catalog_entry_id] : [])))];
+      const entries = new Map(
+        (entryIds.length
+          ? await tx.select().from(schema.stdioCatalog).where(inArray(schema.stdioCatalog.id, entryIds))
+          : []
+        ).map((e) => [e.id, e]),
+      );
+      const [platformAdmin] = await tx
+        .select({ id: schema.users.id })
+        .from(schema.users)
+        .where(and(eq(schema.users.org_id, orgId), eq(schema.users.platform_admin, true)))
+        .limit(1);
       const keys = await tx
         .select({ key: schema.apiKeys, owner_role: schema.users.role, owner_active: schema.users.active })
         .from(schema.apiKeys)
@@ -41,6 +53,7 @@ export async function compileOrgSnapshot(db: Db, orgId: string): Promise<OrgSnap
           active: org.active,
           max_sessions: org.max_sessions,
           policy_default: org.policy_default,
+          platform: platformAdmin !== undefined,
         },
         namespaces: namespaces.map((n) => ({
           id: n.id,
@@ -49,22 +62,34 @@ export async function compileOrgSnapshot(db: Db, orgId: string): Promise<OrgSnap
           tool_naming: n.tool_naming,
           tool_separator: n.tool_separator,
         })),
-        servers: servers.map((s) => ({
-          id: s.id,
-          namespace_id: s.namespace_id,
-          name: s.name,
-          transport: s.transport,
-          enabled: s.enabled,
-          endpoints: s.endpoints,
-          command: s.command,
-          args: s.args,
-          env: s.env,
-          cwd: s.cwd,
-          timeout_ms: s.timeout_ms,
-          connect_timeout_ms: s.connect_timeout_ms,
-          retries: s.retries,
-          credentials_sealed: s.credentials_sealed,
-        })),
+        servers: servers.map((s) => {
+          const entry = s.catalog_entry_id ? entries.get(s.catalog_entry_id) : undefined;
+          return {
+            id: s.id,
+            namespace_id: s.namespace_id,
+            name: s.name,
+            transport: s.transport,
+            // A disabled catalog entry disables every server made from it.
+            enabled: s.enabled && (s.transport !== "stdio" || entry?.enabled === true),
+            endpoints: s.endpoints,
+            stdio:
+              s.transport === "stdio" && entry
+                ? {
+                    catalog_entry_id: entry.id,
+                    command: entry.command,
+                    args: entry.args,
+                    env: entry.env,
+                    parameters: entry.parameters,
+                    values: s.parameters,
+                    secrets_sealed: s.secrets_sealed,
+                  }
+                : null,
+            timeout_ms: s.timeout_ms,
+            connect_timeout_ms: s.connect_timeout_ms,
+            retries: s.retries,
+            credentials_sealed: s.credentials_sealed,
+          };
+        }),
         api_keys: keys
           // A user key lives only while its user does.
           .filter(({ key, owner_active }) => key.kind === "a2a" || owner_active === true)

@@ -9,9 +9,12 @@ const Endpoint = z.strictObject({
   weight: z.number().int().min(1).max(1000).default(1),
 });
 const Transport = z.enum(["streamable_http", "sse", "stdio", "virtual"]);
-const EnvName = z
-  .string()
-  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "environment variable names are letters, digits and _");
+const ParameterValue = z.union([
+  z.string().max(8192),
+  z.number(),
+  z.boolean(),
+  z.array(z.string().max(8192)).max(64),
+]);
 
 const Server = z
   .object({
@@ -23,10 +26,9 @@ const Server = z
     transport: Transport,
     url: z.string().nullable(),
     endpoints: z.array(z.object({ url: z.string(), weight: z.number() })),
-    command: z.string().nullable(),
-    args: z.array(z.string()),
-    env: z.record(z.string(), z.string()),
-    cwd: z.string().nullable(),
+    catalog_entry_id: z.string().nullable(),
+    parameters: z.record(z.string(), ParameterValue),
+    has_secrets: z.boolean(),
     version: z.string().nullable(),
     timeout_ms: z.number(),
     connect_timeout_ms: z.number(),
@@ -72,10 +74,10 @@ const serverFields = {
   description: z.string().max(2000).nullable().optional(),
   url: z.string().max(2048).nullable().optional(),
   endpoints: z.array(Endpoint).min(1).max(32).optional(),
-  command: z.string().min(1).max(1024).nullable().optional(),
-  args: z.array(z.string().max(4096)).max(64).optional(),
-  env: z.record(EnvName, z.string().max(8192)).optional(),
-  cwd: z.string().max(1024).nullable().optional(),
+  parameters: z.record(z.string().max(64), ParameterValue.nullable()).optional().openapi({
+    description:
+      "stdio servers: values for the catalog entry's parameters, merged on update (`null` removes one); secret ones are write-only",
+  }),
   version: z.string().max(64).nullable().optional(),
   timeout_ms: z.number().int().min(100).max(3_600_000).optional(),
   connect_timeout_ms: z.number().int().min(100).max(120_000).optional(),
@@ -90,7 +92,17 @@ const serverFields = {
 };
 
 const ServerInput = z
-  .strictObject({ namespace_id: z.uuid(), transport: Transport, ...serverFields })
+  .strictObject({
+    namespace_id: z.uuid(),
+    transport: Transport,
+    catalog_entry_id: z
+      .string()
+      .min(1)
+      .max(128)
+      .optional()
+      .openapi({ description: "stdio servers: the id or slug of an entry of /api/v1/stdio-catalog" }),
+    ...serverFields,
+  })
   .openapi("ServerInput");
 const ServerPatch = z.strictObject(serverFields).partial().openapi("ServerPatch");
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { schema, type UpstreamEndpoint } from "@mcpgw/db";
-import { UNSAFE_STDIO_ENV } from "@mcpgw/snapshot";
+import { checkStdioValues, StdioLaunchError, type StdioValue, stdioSecretsContext } from "@mcpgw/snapshot";
 import { and, count, eq } from "drizzle-orm";
 import { recordAudit } from "../audit.ts";
 import { authorize } from "../auth/permissions.ts";
@@ -8,6 +8,7 @@ import type { VerbContext } from "../context.ts";
 import { AppError, assertChanges, conflict, notFound, validation } from "../errors.ts";
 import { bumpOrgVersion } from "./config-version.ts";
 import { type Page, type PageRequest, pageQuery, toPage } from "./pagination.ts";
+import { findCatalogEntry } from "./stdio-catalog.ts";
 import { assertSafeUpstreamUrl } from "./upstream-url.ts";
 
 type ServerRow = typeof schema.mcpServers.$inferSelect;
@@ -20,10 +21,10 @@ export interface ServerInput {
   transport: Transport;
   url?: string | null | undefined;
   endpoints?: UpstreamEndpoint[] | undefined;
-  command?: string | null | undefined;
-  args?: string[] | undefined;
-  env?: Record<string, string> | undefined;
-  cwd?: string | null | undefined;
+  /** stdio servers: the catalog entry (id or slug) and values for the parameters it declares. */
+  catalog_entry_id?: string | undefined;
+  /** Merged into the stored values on update; `null` removes one. Secret ones are write-only. */
+  parameters?: Record<string, StdioValue | null> | undefined;
   version?: string | null | undefined;
   timeout_ms?: number | undefined;
   connect_timeout_ms?: number | undefined;
@@ -50,11 +51,16 @@ export type UpstreamCredentials =
       audience?: string | undefined;
     };
 
-export type ServerPatch = Partial<Omit<ServerInput, "namespace_id" | "transport">>;
+export type ServerPatch = Partial<Omit<ServerInput, "namespace_id" | "transport" | "catalog_entry_id">>;
 
 export interface ServerDto
-  extends Omit<ServerRow, "credentials_sealed" | "created_at" | "updated_at" | "last_health_check_at"> {
+  extends Omit<
+    ServerRow,
+    "credentials_sealed" | "secrets_sealed" | "created_at" | "updated_at" | "last_health_check_at"
+  > {
   has_credentials: boolean;
+  /** Whether secret parameters are set (their values are never returned). */
+  has_secrets: boolean;
   last_health_check_at: string | null;
   created_at: string;
   updated_at: string;
@@ -62,10 +68,11 @@ export interface ServerDto
 
 /** The API shape of a server: never the sealed credentials, only whether there are any. */
 export function toServerDto(r: ServerRow): ServerDto {
-  const { credentials_sealed, ...rest } = r;
+  const { credentials_sealed, secrets_sealed, ...rest } = r;
   return {
     ...rest,
     has_credentials: credentials_sealed != null,
+    has_secrets: secrets_sealed != null,
     last_health_check_at: r.last_health_check_at?.toISOString() ?? null,
     created_at: r.created_at.toISOString(),
     updated_at: r.updated_at.toISOString(),
@@ -78,16 +85,72 @@ const inOrg = (ctx: VerbContext, id: string) =>
 /** Seal context of a server's credentials: a sealed value only opens for its own server. */
 export const credentialsContext = (serverId: string) => `server:${serverId}`;
 
-type ServerFields = Omit<ServerPatch, "credentials"> & { credentials_sealed?: string | null };
+type ServerFields = Omit<ServerPatch, "credentials" | "parameters"> & {
+  credentials_sealed?: string | null;
+  catalog_entry_id?: string;
+  parameters?: Record<string, StdioValue>;
+  secrets_sealed?: string | null;
+};
+
+/**
+ * A stdio server's launch: the catalog entry and the org's values, checked against the entry's
+ * declarations; secret values sealed for this server only. On update the given values are
+ * merged into the stored ones.
+ */
+async function stdioFields(
+  ctx: VerbContext,
+  serverId: string,
+  input: { catalog_entry_id?: string | undefined; parameters?: ServerPatch["parameters"] },
+  before?: ServerRow,
+): Promise<Pick<ServerFields, "catalog_entry_id" | "parameters" | "secrets_sealed">> {
+  // stdio servers run on data-plane hosts: only org admins make or change them.
+  authorize(ctx.actor, "servers:stdio");
+  const entryRef = input.catalog_entry_id ?? before?.catalog_entry_id;
+  if (!entryRef)
+    throw validation(
+      "a stdio server is made from a catalog entry (`catalog_entry_id`); platform administrators define commands in /api/v1/stdio-catalog",
+    );
+  const entry = await findCatalogEntry(ctx.db, entryRef);
+  if (!entry || !entry.enabled) throw validation(`no enabled stdio catalog entry '${entryRef}'`);
+  const stored: Record<string, StdioValue | null> =
+    before && before.catalog_entry_id === entry.id
+      ? {
+          ...before.parameters,
+          ...(before.secrets_sealed
+            ? (JSON.parse(ctx.keyring.open(before.secrets_sealed, stdioSecretsContext(serverId))) as Record<
+                string,
+                StdioValue
+              >)
+            : {}),
+        }
+      : {};
+  const given = Object.fromEntries(
+    Object.entries({ ...stored, ...input.parameters }).filter(([, v]) => v !== null),
+  );
+  try {
+    const { values, secrets } = checkStdioValues(entry.parameters, given);
+    return {
+      catalog_entry_id: entry.id,
+      parameters: values,
+      secrets_sealed: Object.keys(secrets).length
+        ? ctx.keyring.seal(JSON.stringify(secrets), stdioSecretsContext(serverId))
+        : null,
+    };
+  } catch (err) {
+    if (err instanceof StdioLaunchError) throw validation(err.message);
+    throw err;
+  }
+}
 
 /** Checks transport-specific fields, normalises `url`/`endpoints`, and seals credentials. */
 async function normalise(
   ctx: VerbContext,
   serverId: string,
   transport: Transport,
-  input: ServerPatch,
+  input: ServerPatch & { catalog_entry_id?: string | undefined },
+  before?: ServerRow,
 ): Promise<ServerFields> {
-  const { credentials, ...rest } = input;
+  const { credentials, parameters, catalog_entry_id, ...rest } = input;
   const out: ServerFields = { ...rest };
   if (credentials !== undefined) {
     if (credentials?.type === "oauth_client_credentials") {
@@ -98,8 +161,9 @@ async function normalise(
         ? null
         : ctx.keyring.seal(JSON.stringify(credentials), credentialsContext(serverId));
   }
+  if (transport !== "stdio" && (catalog_entry_id !== undefined || parameters !== undefined))
+    throw validation(`a ${transport} server takes no catalog entry or parameters`);
   if (transport === "streamable_http" || transport === "sse") {
-    if (input.command != null) throw validation(`a ${transport} server takes a url, not a command`);
     if (input.url !== undefined || input.endpoints !== undefined) {
       const endpoints = input.endpoints?.length
         ? input.endpoints
@@ -117,21 +181,9 @@ async function normalise(
     }
   } else if (transport === "stdio") {
     if (input.url != null || input.endpoints?.length)
-      throw validation("a stdio server takes a command, not a url");
-    const unsafe = Object.keys(input.env ?? {}).find((name) => UNSAFE_STDIO_ENV.test(name));
-    if (unsafe)
-      throw validation(
-        `environment variable ${unsafe} may not be set for a stdio server (it could change what runs)`,
-      );
-    // stdio commands run on data-plane hosts: only admins may register or change them.
-    if (
-      input.command !== undefined ||
-      input.args !== undefined ||
-      input.env !== undefined ||
-      input.cwd !== undefined
-    ) {
-      authorize(ctx.actor, "servers:register_command");
-    }
+      throw validation("a stdio server is made from a catalog entry, not a url");
+    if (!before || catalog_entry_id !== undefined || parameters !== undefined)
+      Object.assign(out, await stdioFields(ctx, serverId, { catalog_entry_id, parameters }, before));
   }
   return out;
 }
@@ -180,7 +232,6 @@ export async function createServer({
   input: ServerInput;
 }): Promise<ServerDto> {
   authorize(ctx.actor, "servers:write");
-  if (input.transport === "stdio" && !input.command) throw validation("a stdio server needs a command");
   if (
     (input.transport === "streamable_http" || input.transport === "sse") &&
     !input.url &&
@@ -256,7 +307,7 @@ export async function updateServer({
   const row = await ctx.db.transaction(async (tx) => {
     const [before] = await tx.select().from(schema.mcpServers).where(inOrg(ctx, id)).for("update");
     if (!before) throw notFound("server");
-    const fields = await normalise(ctx, id, before.transport, patch);
+    const fields = await normalise(ctx, id, before.transport, patch, before);
     if (fields.name && fields.name !== before.name) {
       const [dup] = await tx
         .select({ id: schema.mcpServers.id })

@@ -151,9 +151,10 @@ export class SnapshotStore {
     // Writes of one key are chained so an older write can never land after a newer one.
     const previous = this.writes.get(key) ?? Promise.resolve();
     const next = previous.then(async () => {
-      await mkdir(dir, { recursive: true });
+      // The cache holds every org's configuration: readable by this process's user only.
+      await mkdir(dir, { recursive: true, mode: 0o700 });
       const tmp = join(dir, `.${key}.${process.pid}.tmp`);
-      await writeFile(tmp, jws);
+      await writeFile(tmp, jws, { mode: 0o600 });
       await rename(tmp, join(dir, `${key}.jws`));
     });
     const tracked = next.catch((err) => this.logger.warn({ err, key }, "snapshot cache write failed"));

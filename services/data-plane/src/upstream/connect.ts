@@ -6,7 +6,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { UpstreamPools } from "./pools.ts";
 import { StatelessUpstreamTransport, type UpstreamRevisions } from "./stateless-upstream.ts";
-import type { StdioProcessManager } from "./stdio-processes.ts";
+import type { StdioOwner, StdioProcessManager } from "./stdio-processes.ts";
 
 export interface ConnectDeps {
   stdio: StdioProcessManager;
@@ -23,15 +23,16 @@ export interface ConnectDeps {
  * process for stdio servers, the SDK's client transports for legacy SSE and Streamable HTTP
  * (which keep the upstream session id themselves), or a translation to the stateless revision
  * for Streamable HTTP upstreams that speak it. The gateway's own credentials go upstream; the
- * client's never do.
+ * client's never do. `owner` is who the session is for: stdio capacity is shared by it.
  */
 export async function connectUpstream(
   server: ServerEntry,
   sessionId: string,
   deps: ConnectDeps,
+  owner: StdioOwner,
 ): Promise<Transport> {
   if (server.transport === "stdio") {
-    const proc = await deps.stdio.acquire(server, sessionId);
+    const proc = await deps.stdio.acquire(server, sessionId, owner);
     const close = proc.close.bind(proc);
     proc.close = async () => {
       proc.closing = true;
@@ -72,4 +73,12 @@ export async function connectUpstream(
       : new StreamableHTTPClientTransport(url, { requestInit: { headers }, fetch });
   await transport.start();
   return transport;
+}
+
+/** Who a session of `principal` with a server of `routed.org` is for, as stdio capacity counts it. */
+export function stdioOwner(
+  routed: { org: { org_id: string; org: { platform: boolean } } },
+  principal: { id: string },
+): StdioOwner {
+  return { orgId: routed.org.org_id, principalId: principal.id, platformOrg: routed.org.org.platform };
 }

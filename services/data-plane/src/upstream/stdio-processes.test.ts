@@ -1,19 +1,23 @@
 import { execSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ServerEntry } from "@mcpgw/snapshot";
 import { createLogger, createMetricsRegistry } from "@mcpgw/telemetry";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { StdioProcessManager, StdioUnavailable } from "./stdio-processes.ts";
+import { type StdioOwner, StdioProcessManager, StdioUnavailable, stdioIsolation } from "./stdio-processes.ts";
 
 const logger = createLogger("stdio-test", "silent");
 let dir: string;
 let echoServer: string;
 let crasher: string;
 
-function server(id: string, script: string, extra: Partial<ServerEntry> = {}): ServerEntry {
+function server(
+  id: string,
+  script: string,
+  launch: Partial<NonNullable<ServerEntry["stdio"]>> = {},
+): ServerEntry {
   return {
     id,
     namespace_id: "ns",
@@ -21,17 +25,28 @@ function server(id: string, script: string, extra: Partial<ServerEntry> = {}): S
     transport: "stdio",
     enabled: true,
     endpoints: [],
-    command: process.execPath,
-    args: [script],
-    env: { GREETING: "hi" },
-    cwd: null,
+    stdio: {
+      catalog_entry_id: "entry",
+      command: process.execPath,
+      args: [script],
+      env: { GREETING: "hi" },
+      parameters: [],
+      values: {},
+      secrets_sealed: null,
+      ...launch,
+    },
     timeout_ms: 5000,
     connect_timeout_ms: 1000,
     retries: 0,
     credentials_sealed: null,
-    ...extra,
   };
 }
+
+const owner = (orgId = "org-a", principalId = "alice", platformOrg = false): StdioOwner => ({
+  orgId,
+  principalId,
+  platformOrg,
+});
 
 const alive = (pid: number | undefined) => {
   if (!pid) return false;
@@ -104,7 +119,7 @@ describe("StdioProcessManager", () => {
   it("runs a session's process with only the server's environment and relays messages both ways", async () => {
     process.env.MCPGW_MASTER_KEY = "must-not-leak";
     const m = make();
-    const proc = await m.acquire(server("s1", echoServer), "session-1");
+    const proc = await m.acquire(server("s1", echoServer), "session-1", owner());
     const reply = new Promise((resolve) => {
       proc.onmessage = resolve;
     });
@@ -120,10 +135,10 @@ describe("StdioProcessManager", () => {
 
   it("keeps a warm process ready and kills a session's process group when the session ends", async () => {
     const m = make();
-    const first = await m.acquire(server("s2", echoServer), "a");
+    const first = await m.acquire(server("s2", echoServer), "a", owner());
     await expect.poll(() => m.list().filter((p) => p.state === "warm").length).toBe(1);
     const warmPid = m.list().find((p) => p.state === "warm")!.pid;
-    const second = await m.acquire(server("s2", echoServer), "b");
+    const second = await m.acquire(server("s2", echoServer), "b", owner());
     expect(second.pid).toBe(warmPid);
     const pid = first.pid;
     await m.release(first);
@@ -136,41 +151,42 @@ describe("StdioProcessManager", () => {
 
   it("refuses commands that are not on the allowlist, by name or exact path, and environments that change what runs", async () => {
     const m = make({ allowedCommands: new Set(["python3"]) });
-    await expect(m.acquire(server("s3", echoServer), "x")).rejects.toThrow(/not allowed/);
+    await expect(m.acquire(server("s3", echoServer), "x", owner())).rejects.toThrow(/not allowed/);
     const byName = make({ allowedCommands: new Set(["node"]) });
     // A path ending in an allowed name is not that command.
     await expect(
-      byName.acquire(server("s3b", echoServer, { command: "/tmp/evil/node" }), "x"),
+      byName.acquire(server("s3b", echoServer, { command: "/tmp/evil/node" }), "x", owner()),
     ).rejects.toThrow(/not allowed/);
     const exact = make();
     await expect(
       exact.acquire(
         server("s3c", echoServer, { env: { NODE_OPTIONS: "--import=data:text/javascript,process.exit(9)" } }),
         "x",
+        owner(),
       ),
     ).rejects.toThrow(/NODE_OPTIONS/);
     await expect(
-      exact.acquire(server("s3d", echoServer, { env: { LD_PRELOAD: "/tmp/x.so" } }), "x"),
+      exact.acquire(server("s3d", echoServer, { env: { LD_PRELOAD: "/tmp/x.so" } }), "x", owner()),
     ).rejects.toThrow(/LD_PRELOAD/);
     expect(m.count).toBe(0);
   });
 
   it("caps the number of processes", async () => {
     const m = make({ maxProcesses: 2, poolSize: 0 });
-    await m.acquire(server("s4", echoServer), "a");
-    await m.acquire(server("s4", echoServer), "b");
-    await expect(m.acquire(server("s4", echoServer), "c")).rejects.toThrow(StdioUnavailable);
+    await m.acquire(server("s4", echoServer), "a", owner());
+    await m.acquire(server("s4", echoServer), "b", owner());
+    await expect(m.acquire(server("s4", echoServer), "c", owner())).rejects.toThrow(StdioUnavailable);
   });
 
   it("restarts a crashing command with growing backoff and reports it", { timeout: 30_000 }, async () => {
     const m = make({ poolSize: 1 });
-    await m.acquire(server("crashy", crasher), "a").catch(() => undefined);
+    await m.acquire(server("crashy", crasher), "a", owner()).catch(() => undefined);
     await expect.poll(() => m.health("crashy")?.restarts ?? 0, { timeout: 20_000 }).toBeGreaterThanOrEqual(3);
     const h = m.health("crashy")!;
     expect(h.crashes).toBeGreaterThanOrEqual(3);
     expect(h.last_exit?.code).toBe(3);
     // While backing off, a new session is refused with a retry hint rather than spawning.
-    const err = await m.acquire(server("crashy", crasher), "b").catch((e: unknown) => e);
+    const err = await m.acquire(server("crashy", crasher), "b", owner()).catch((e: unknown) => e);
     if (err instanceof StdioUnavailable) expect(err.retryAfterS).toBeGreaterThanOrEqual(1);
     await m.stopServer("crashy");
     await expect.poll(() => m.count).toBe(0);
@@ -178,7 +194,7 @@ describe("StdioProcessManager", () => {
 
   it("reaps idle sessions and leaves no process behind on shutdown", async () => {
     const m = make({ idleTimeoutMs: 300, poolSize: 1 });
-    const proc = await m.acquire(server("s5", echoServer), "idle");
+    const proc = await m.acquire(server("s5", echoServer), "idle", owner());
     await expect.poll(() => alive(proc.pid), { timeout: 5000 }).toBe(false);
     const pids = m.list().map((p) => p.pid);
     await m.shutdown();
@@ -186,4 +202,151 @@ describe("StdioProcessManager", () => {
     expect(m.count).toBe(0);
     await expect.poll(orphans, { timeout: 3000 }).toEqual([]);
   });
+
+  it("shares capacity per principal and per org, reclaiming the least recently used idle session", async () => {
+    const m = make({ maxProcesses: 4, maxPerOrg: 3, maxPerPrincipal: 2, poolSize: 0 });
+    const first = await m.acquire(server("share", echoServer), "a1", owner("org-a", "alice"));
+    const second = await m.acquire(server("share", echoServer), "a2", owner("org-a", "alice"));
+    // Both sessions just did something: alice's share is genuinely busy.
+    const busy = await m.acquire(server("share", echoServer), "a3", owner("org-a", "alice")).catch((e) => e);
+    expect(busy).toBeInstanceOf(StdioUnavailable);
+    expect((busy as StdioUnavailable).message).toMatch(/your share/);
+    expect((busy as StdioUnavailable).retryAfterS).toBe(5);
+    // Another principal of the org, and another org, are not affected by alice's share.
+    await m.acquire(server("share", echoServer), "b1", owner("org-a", "bob"));
+    await m.acquire(server("share", echoServer), "c1", owner("org-b", "carol"));
+    // The org's share (3) is full now; bob's next session takes the org's least recently used idle one.
+    first.lastActivity -= 60_000;
+    second.lastActivity -= 30_000;
+    const third = await m.acquire(server("share", echoServer), "b2", owner("org-a", "bob"));
+    expect(third.alive).toBe(true);
+    await expect.poll(() => first.alive).toBe(false);
+    expect(second.alive).toBe(true);
+    // A request in flight makes a session busy however old its last activity.
+    second.inFlight.add("7");
+    const refused = await m.acquire(server("share", echoServer), "b3", owner("org-a", "bob")).catch((e) => e);
+    expect(refused).toBeInstanceOf(StdioUnavailable);
+  });
+
+  it("reclaims an idle session of another org only when the whole replica is full", async () => {
+    const m = make({ maxProcesses: 2, maxPerOrg: 2, maxPerPrincipal: 2, poolSize: 0 });
+    const idle = await m.acquire(server("full", echoServer), "a", owner("org-a", "alice"));
+    await m.acquire(server("full", echoServer), "b", owner("org-a", "alice"));
+    await expect(m.acquire(server("full", echoServer), "c", owner("org-b", "carol"))).rejects.toThrow(
+      /every one of this data plane's 2 stdio processes is busy/,
+    );
+    idle.lastActivity -= 60_000;
+    await m.acquire(server("full", echoServer), "c", owner("org-b", "carol"));
+    await expect.poll(() => idle.alive).toBe(false);
+  });
+
+  it("ends sessions that did nothing after initialize sooner than idle ones", {
+    timeout: 15_000,
+  }, async () => {
+    const m = make({ idleTimeoutMs: 60_000, unusedTimeoutMs: 300, poolSize: 0 });
+    const unused = await m.acquire(server("unused", echoServer), "u", owner());
+    const used = await m.acquire(server("unused", echoServer), "w", owner());
+    await unused.send({ jsonrpc: "2.0", id: 1, method: "initialize", params: {} });
+    await used.send({ jsonrpc: "2.0", id: 1, method: "initialize", params: {} });
+    await used.send({ jsonrpc: "2.0", id: 2, method: "tools/list", params: {} });
+    await expect.poll(() => unused.alive, { timeout: 8000 }).toBe(false);
+    expect(used.alive).toBe(true);
+  });
+
+  it("reaps warm processes of a server nobody uses", { timeout: 15_000 }, async () => {
+    const m = make({ idleTimeoutMs: 1000, poolSize: 1 });
+    const proc = await m.acquire(server("warm", echoServer), "s", owner());
+    await expect.poll(() => m.list().filter((p) => p.state === "warm").length).toBe(1);
+    await m.release(proc);
+    await expect.poll(() => m.count, { timeout: 8000 }).toBe(0);
+  });
+
+  it("frees the slot of a command that cannot start and says why, every time", async () => {
+    const m = make({ allowedCommands: new Set(["/nonexistent/node"]), maxProcesses: 2, poolSize: 0 });
+    for (let i = 0; i < 4; i++) {
+      await expect(
+        m.acquire(server("enoent", echoServer, { command: "/nonexistent/node" }), `s${i}`, owner()),
+      ).rejects.toThrow(/could not be started \(ENOENT\)/);
+      expect(m.count).toBe(0);
+    }
+  });
+
+  it("refuses values that no longer fit the catalog entry's declarations", async () => {
+    const m = make();
+    const launch = {
+      args: [echoServer, "{{root}}"],
+      parameters: [{ name: "root", type: "string" as const, required: true, secret: false }],
+      values: {},
+    };
+    await expect(m.acquire(server("values", echoServer, launch), "x", owner())).rejects.toThrow(
+      /parameter 'root' is required/,
+    );
+    expect(m.count).toBe(0);
+  });
+
+  const root = process.getuid?.() === 0;
+
+  it.runIf(root)(
+    "runs children as the unprivileged stdio user, in a private directory, unable to read this process",
+    async () => {
+      const probeDir = await mkdtemp(join(tmpdir(), "mcpgw-probe-"));
+      chmodSync(probeDir, 0o755);
+      const probe = join(probeDir, "probe.cjs");
+      const secretFile = join(dir, "secret.txt");
+      writeFileSync(secretFile, "top secret");
+      writeFileSync(
+        probe,
+        `const fs = require("node:fs");
+         const tryRead = (f) => { try { fs.readFileSync(f); return "read"; } catch (e) { return e.code; } };
+         process.stdin.once("data", () => {
+           process.stdout.write(JSON.stringify({ jsonrpc: "2.0", id: 1, result: {
+             uid: process.getuid(), cwd: process.cwd(), home: process.env.HOME,
+             environ: tryRead("/proc/" + process.ppid + "/environ"),
+             secret: tryRead(${JSON.stringify(secretFile)}),
+             keys: Object.keys(process.env).sort(),
+           } }) + "\\n");
+         });`,
+      );
+      chmodSync(probe, 0o644);
+      const isolation = stdioIsolation({ user: "mcpgw-stdio", acceptShared: false, sandbox: "none", logger });
+      expect(isolation.user?.name).toBe("mcpgw-stdio");
+      const m = make({ isolation });
+      const proc = await m.acquire(server("probe", probe, { env: {} }), "p", owner());
+      const reply = new Promise<{ result: Record<string, unknown> }>((resolve) => {
+        proc.onmessage = (msg) => resolve(msg as never);
+      });
+      await proc.send({ jsonrpc: "2.0", id: 1, method: "ping" });
+      const { result } = await reply;
+      expect(result.uid).toBe(isolation.user!.uid);
+      expect(result.environ).toBe("EACCES");
+      expect(result.secret).toBe("EACCES");
+      expect(result.home).toBe(result.cwd);
+      expect(String(result.cwd).startsWith(isolation.workDir)).toBe(true);
+      expect(result.keys).not.toContain("MCPGW_MASTER_KEY");
+      await m.shutdown();
+      await rm(probeDir, { recursive: true, force: true });
+    },
+  );
+
+  it.runIf(root)("never runs children as root when the stdio user is missing", async () => {
+    const isolation = stdioIsolation({ user: "no-such-user-x", acceptShared: true, sandbox: "none", logger });
+    expect(isolation.runFor).toBe("none");
+    const m = make({ isolation });
+    await expect(m.acquire(server("nouser", echoServer), "x", owner())).rejects.toThrow(
+      /runs as root and the stdio user 'no-such-user-x' does not exist/,
+    );
+  });
+
+  it.runIf(!root)(
+    "without privileges to drop, runs only the platform org's servers unless told otherwise",
+    async () => {
+      const isolation = stdioIsolation({ user: "mcpgw-stdio", acceptShared: false, sandbox: "none", logger });
+      expect(isolation.runFor).toBe("platform_org");
+      const m = make({ isolation });
+      await expect(m.acquire(server("np", echoServer), "x", owner("org-a", "alice", false))).rejects.toThrow(
+        /not available to this organization/,
+      );
+      await m.acquire(server("np", echoServer), "y", owner("platform", "root-admin", true));
+    },
+  );
 });

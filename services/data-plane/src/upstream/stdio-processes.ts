@@ -1,22 +1,66 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { basename } from "node:path";
-import { type ServerEntry, UNSAFE_STDIO_ENV } from "@mcpgw/snapshot";
+import { chmodSync, mkdtempSync, readFileSync } from "node:fs";
+import { chown, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import {
+  checkStdioValues,
+  resolveStdioLaunch,
+  type ServerEntry,
+  StdioLaunchError,
+  type StdioValue,
+  UNSAFE_STDIO_ENV,
+} from "@mcpgw/snapshot";
 import { Counter, Gauge, type Logger, type Registry } from "@mcpgw/telemetry";
 import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 
 export interface StdioOptions {
-  /** Executables (names or absolute paths) an admin-registered server may run; empty: none. */
+  /** Executables (names or absolute paths) a catalog entry may run here; empty: none. */
   allowedCommands: ReadonlySet<string>;
   /** Most child processes this replica runs at once. */
   maxProcesses: number;
+  /** Most processes one org may hold here (its share of `maxProcesses`). */
+  maxPerOrg?: number | undefined;
+  /** Most processes one principal may hold here. */
+  maxPerPrincipal?: number | undefined;
   /** Pre-started processes kept per server that has been used. */
   poolSize: number;
-  /** A session with no traffic for this long is ended and its process killed. */
+  /** A session with no traffic for this long is ended and its process killed; warm processes of a server unused this long too. */
   idleTimeoutMs: number;
+  /** A session that did nothing after `initialize` is ended after this long. */
+  unusedTimeoutMs?: number | undefined;
+  /** Who children run as and where; see `stdioIsolation`. Default: as this process, for every org. */
+  isolation?: StdioIsolation | undefined;
+  /** Opens a server's sealed secret parameters. */
+  openSecrets?: ((server: ServerEntry) => Record<string, StdioValue>) | undefined;
   logger: Logger;
   metrics: Registry;
+}
+
+/** Who asks for a process: capacity is shared per org and per principal. */
+export interface StdioOwner {
+  orgId: string;
+  principalId: string;
+  /** The platform administrators' own org. */
+  platformOrg: boolean;
+}
+
+/**
+ * How children are kept from the data plane's identity: a dedicated unprivileged user (when
+ * the data plane runs as root), a private working directory each, optionally bubblewrap.
+ */
+export interface StdioIsolation {
+  /** Children run as this user; null: as the data plane's own user (it cannot drop privileges). */
+  user: { uid: number; gid: number; name: string } | null;
+  /** Whose stdio servers run here: none (root without a stdio user), only the platform org's, or all. */
+  runFor: "none" | "platform_org" | "all";
+  /** Why `runFor` is narrowed, for the refusal message. */
+  reason?: string;
+  /** Private working directories are made under this directory. */
+  workDir: string;
+  sandbox: "none" | "bwrap";
 }
 
 /** The command is not allowed, the replica is full, or the server keeps crashing. */
@@ -48,12 +92,17 @@ interface ServerState {
   notBefore: number;
   lastExit: { code: number | null; signal: string | null; at: string } | null;
   restarts: number;
+  /** Last time a session took a process of this server: warm ones are reaped after idleTimeoutMs. */
+  lastUsed: number;
 }
 
-const BASE_ENV = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT"];
+/** Variables children get from this process: what programs need to run, nothing that identifies it. */
+const BASE_ENV = ["PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT"];
 
 /** A process that exits within this long of starting counts as a crash for backoff. */
 const EARLY_EXIT_MS = 5_000;
+/** A session idle this long (no request in flight) may be reclaimed for another when capacity is full. */
+const RECLAIM_IDLE_MS = 2_000;
 
 /**
  * One child process speaking MCP over stdio, exposed as an SDK `Transport` so the session
@@ -67,6 +116,11 @@ export class StdioProcess implements Transport {
   readonly startedAt = Date.now();
   lastActivity = Date.now();
   session: string | null = null;
+  owner: StdioOwner | null = null;
+  /** Requests sent to the process and not answered yet: a process with any is busy. */
+  readonly inFlight = new Set<string>();
+  /** Whether the session sent anything beyond `initialize` and its notification. */
+  used = false;
   private readonly buffer = new ReadBuffer();
   private closed = false;
   exitCode: number | null = null;
@@ -94,6 +148,7 @@ export class StdioProcess implements Transport {
           continue;
         }
         if (!message) break;
+        if ("id" in message && !("method" in message)) this.inFlight.delete(String(message.id));
         this.onmessage?.(message);
       }
     });
@@ -112,11 +167,17 @@ export class StdioProcess implements Transport {
           );
     });
     child.stdin?.on("error", () => {});
-    child.once("exit", (code) => {
-      this.exitCode = code;
+    const ended = () => {
+      if (this.closed) return;
       this.closed = true;
       this.onclose?.();
+    };
+    child.once("exit", (code) => {
+      this.exitCode = code;
+      ended();
     });
+    // A process that could not start (ENOENT, EACCES) emits `error` and no `exit`.
+    child.once("error", ended);
   }
 
   get pid(): number | undefined {
@@ -132,6 +193,10 @@ export class StdioProcess implements Transport {
   async send(message: JSONRPCMessage): Promise<void> {
     if (this.closed || !this.child.stdin?.writable) throw new Error("stdio process has exited");
     this.lastActivity = Date.now();
+    if ("method" in message) {
+      if (message.method !== "initialize" && message.method !== "notifications/initialized") this.used = true;
+      if ("id" in message) this.inFlight.add(String(message.id));
+    }
     const ok = this.child.stdin.write(serializeMessage(message));
     // Backpressure: wait for the pipe to drain before accepting more.
     if (!ok) await new Promise<void>((resolve) => this.child.stdin?.once("drain", resolve));
@@ -153,18 +218,119 @@ export class StdioProcess implements Transport {
     const killer = setTimeout(() => signal("SIGKILL"), 2000);
     await new Promise<void>((resolve) => {
       if (this.closed) resolve();
-      else this.child.once("exit", () => resolve());
+      else {
+        this.child.once("exit", () => resolve());
+        this.child.once("error", () => resolve());
+      }
     });
     clearTimeout(killer);
   }
 }
 
+/** Reads the uid and gid of a user from /etc/passwd (at boot; no getpwnam in Node). */
+function lookupUser(spec: string): { uid: number; gid: number; name: string } | null {
+  const numeric = /^(\d+)(?::(\d+))?$/.exec(spec);
+  if (numeric) {
+    const uid = Number(numeric[1]);
+    return { uid, gid: Number(numeric[2] ?? numeric[1]), name: spec };
+  }
+  let passwd = "";
+  try {
+    passwd = readFileSync("/etc/passwd", "utf8");
+  } catch {
+    return null;
+  }
+  for (const line of passwd.split("\n")) {
+    const [name, , uid, gid] = line.split(":");
+    if (name === spec && uid && gid) return { uid: Number(uid), gid: Number(gid), name };
+  }
+  return null;
+}
+
 /**
- * Runs admin-registered stdio MCP servers as child processes of this replica: one process per
- * client session, a small pool of pre-started processes per server, a cap on the total, idle
- * reaping, restart with exponential backoff for commands that crash, stderr into the logs, and
- * every process killed (with its process group) on session end and on shutdown. Commands come
- * only from the signed snapshot and must be on this replica's allowlist.
+ * Decides, once at boot, how this data plane isolates stdio children from itself. Run as root,
+ * it drops children to `user` (which must exist and not be root); it never runs them as root.
+ * Not root, it cannot drop privileges: children could read this process's environment and
+ * files, so it runs only the platform org's stdio servers unless the operator accepts the
+ * risk (`acceptShared`). Says which at start.
+ */
+export function stdioIsolation(o: {
+  user: string;
+  acceptShared: boolean;
+  sandbox: "none" | "bwrap";
+  logger: Logger;
+}): StdioIsolation {
+  const workDir = mkdtempSync(join(tmpdir(), "mcpgw-stdio-"));
+  const root = process.getuid?.() === 0;
+  if (root) {
+    const user = lookupUser(o.user);
+    if (!user || user.uid === 0) {
+      const reason = `this data plane runs as root and the stdio user '${o.user}' ${user ? "is root" : "does not exist"} (create it, or set MCPGW_STDIO_USER)`;
+      o.logger.error(`stdio servers are refused: ${reason}`);
+      return { user: null, runFor: "none", reason, workDir, sandbox: o.sandbox };
+    }
+    // Children must reach their own directory below this one, and nothing else in it.
+    chmodSync(workDir, 0o711);
+    o.logger.info(
+      { user: user.name, uid: user.uid, sandbox: o.sandbox },
+      "stdio servers run as an unprivileged user",
+    );
+    return { user, runFor: "all", workDir, sandbox: o.sandbox };
+  }
+  if (o.sandbox === "bwrap") {
+    o.logger.warn("stdio servers run in bubblewrap as this data plane's user (not root: no separate uid)");
+    return { user: null, runFor: "all", workDir, sandbox: o.sandbox };
+  }
+  const reason =
+    "this data plane is not root and has no sandbox, so stdio children would run as its own user";
+  if (o.acceptShared) {
+    o.logger.warn(
+      `${reason}: they could read its environment and files (MCPGW_STDIO_ALLOW_SHARED_IDENTITY accepts this; run as root with MCPGW_STDIO_USER, or MCPGW_STDIO_SANDBOX=bwrap, in production)`,
+    );
+    return { user: null, runFor: "all", workDir, sandbox: o.sandbox };
+  }
+  o.logger.warn(
+    `${reason}: only the platform administrators' org may run stdio servers here (set MCPGW_STDIO_ALLOW_SHARED_IDENTITY=true to accept the risk)`,
+  );
+  return { user: null, runFor: "platform_org", reason, workDir, sandbox: o.sandbox };
+}
+
+/** The bubblewrap command line around a child: its own namespaces, a read-only root, a private /tmp. */
+function bwrapArgs(dir: string, command: string, args: string[]): string[] {
+  return [
+    "--die-with-parent",
+    "--unshare-all",
+    "--share-net",
+    "--ro-bind",
+    "/",
+    "/",
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    "--tmpfs",
+    "/tmp",
+    "--bind",
+    dir,
+    dir,
+    "--chdir",
+    dir,
+    "--",
+    command,
+    ...args,
+  ];
+}
+
+/**
+ * Runs stdio MCP servers from the platform's catalog as child processes of this replica: one
+ * process per client session, a small pool of pre-started processes per server, a cap on the
+ * total shared fairly per org and per principal (idle sessions reclaimed least recently used
+ * first when it is reached), idle and unused sessions reaped, warm processes of unused servers
+ * reaped, restart with exponential backoff for commands that crash, stderr into the logs, and
+ * every process killed (with its process group) on session end and on shutdown. Children run
+ * under the isolation decided at boot, in a private working directory, with a fresh
+ * environment; commands come only from the signed snapshot and must be on this replica's
+ * allowlist.
  */
 export class StdioProcessManager {
   private readonly servers = new Map<string, ServerState>();
@@ -173,8 +339,16 @@ export class StdioProcessManager {
   private stopping = false;
   private readonly spawned: Counter<"server">;
   private readonly restarts: Counter<"server">;
+  private readonly reclaimed: Counter<"reason">;
+  private readonly isolation: StdioIsolation;
 
   constructor(private readonly o: StdioOptions) {
+    this.isolation = o.isolation ?? {
+      user: null,
+      runFor: "all",
+      workDir: mkdtempSync(join(tmpdir(), "mcpgw-stdio-")),
+      sandbox: "none",
+    };
     this.spawned = new Counter({
       name: "mcpgw_dp_stdio_spawned_total",
       help: "stdio server processes started",
@@ -187,6 +361,12 @@ export class StdioProcessManager {
       labelNames: ["server"] as const,
       registers: [o.metrics],
     });
+    this.reclaimed = new Counter({
+      name: "mcpgw_dp_stdio_reclaimed_total",
+      help: "stdio processes ended by the gateway to free capacity (idle, unused, warm, lru)",
+      labelNames: ["reason"] as const,
+      registers: [o.metrics],
+    });
     const live = this.live;
     new Gauge({
       name: "mcpgw_dp_stdio_processes",
@@ -196,8 +376,13 @@ export class StdioProcessManager {
         this.set(live.size);
       },
     });
-    this.reaper = setInterval(() => this.reapIdle(), Math.min(30_000, Math.max(1000, o.idleTimeoutMs / 4)));
+    const tick = Math.min(30_000, Math.max(1000, Math.min(o.idleTimeoutMs, this.unusedTimeoutMs) / 4));
+    this.reaper = setInterval(() => this.reapIdle(), tick);
     this.reaper.unref();
+  }
+
+  private get unusedTimeoutMs(): number {
+    return this.o.unusedTimeoutMs ?? Math.min(60_000, this.o.idleTimeoutMs);
   }
 
   /**
@@ -208,18 +393,31 @@ export class StdioProcessManager {
     return this.o.allowedCommands.has(command) && (!command.includes("/") || command.startsWith("/"));
   }
 
+  /** Why this replica will not run the server for `owner`, or undefined. */
+  private refusal(server: ServerEntry, owner: StdioOwner): string | undefined {
+    const launch = server.stdio;
+    if (!launch) return "server has no catalog entry (re-create it from /api/v1/stdio-catalog)";
+    const unsafe = [
+      ...Object.keys(launch.env),
+      ...launch.parameters.flatMap((p) => (p.env ? [p.env] : [])),
+    ].find((name) => UNSAFE_STDIO_ENV.test(name));
+    if (unsafe) return `environment variable ${unsafe} may not be set for a stdio server`;
+    if (!this.isAllowed(launch.command))
+      return `command '${basename(launch.command)}' is not allowed on this data plane (MCPGW_STDIO_ALLOWED_COMMANDS)`;
+    const { runFor, reason } = this.isolation;
+    if (runFor === "none") return `stdio servers are not available on this data plane: ${reason}`;
+    if (runFor === "platform_org" && !owner.platformOrg)
+      return `stdio servers are not available to this organization on this data plane: ${reason}`;
+    return undefined;
+  }
+
   /** A process for a new client session: a warm one if any, else a fresh one. */
-  async acquire(server: ServerEntry, sessionId: string): Promise<StdioProcess> {
-    if (!server.command) throw new StdioUnavailable("server has no command");
-    const unsafe = Object.keys(server.env).find((name) => UNSAFE_STDIO_ENV.test(name));
-    if (unsafe)
-      throw new StdioUnavailable(`environment variable ${unsafe} may not be set for a stdio server`);
-    if (!this.isAllowed(server.command)) {
-      throw new StdioUnavailable(
-        `command '${basename(server.command)}' is not allowed on this data plane (MCPGW_STDIO_ALLOWED_COMMANDS)`,
-      );
-    }
+  async acquire(server: ServerEntry, sessionId: string, owner: StdioOwner): Promise<StdioProcess> {
+    const refused = this.refusal(server, owner);
+    if (refused) throw new StdioUnavailable(refused);
     const state = this.state(server);
+    state.lastUsed = Date.now();
+    await this.checkShares(owner);
     let proc = state.warm.shift();
     while (proc && !proc.alive) proc = state.warm.shift();
     if (!proc) {
@@ -229,54 +427,168 @@ export class StdioProcessManager {
           `server '${server.name}' is restarting after crashes`,
           Math.ceil(wait / 1000),
         );
-      proc = this.spawn(state);
+      await this.roomForOne();
+      proc = await this.spawn(state);
     }
     proc.session = sessionId;
+    proc.owner = owner;
     proc.lastActivity = Date.now();
-    this.refill(state);
+    void this.refill(state);
     return proc;
+  }
+
+  private sessions(filter: (owner: StdioOwner) => boolean): StdioProcess[] {
+    return [...this.live].filter((p) => p.owner !== null && filter(p.owner));
+  }
+
+  /**
+   * Keeps `owner` within its shares: when the principal's (or the org's) share is full, the
+   * least recently used idle session of that principal (or org) is ended; 503 only when every
+   * one of them is busy.
+   */
+  private async checkShares(owner: StdioOwner): Promise<void> {
+    const shares: Array<[string, StdioProcess[], number]> = [
+      [
+        "your share of this data plane's stdio processes",
+        this.sessions((o) => o.orgId === owner.orgId && o.principalId === owner.principalId),
+        this.o.maxPerPrincipal ?? this.o.maxProcesses,
+      ],
+      [
+        "your organization's share of this data plane's stdio processes",
+        this.sessions((o) => o.orgId === owner.orgId),
+        this.o.maxPerOrg ?? this.o.maxProcesses,
+      ],
+    ];
+    for (const [what, procs, max] of shares) {
+      if (procs.length < max) continue;
+      if (!(await this.reclaimOne(procs)))
+        throw new StdioUnavailable(`every process of ${what} (${max}) is busy`, 5);
+    }
+  }
+
+  /**
+   * Frees a slot when the replica is full: a warm process first, else the least recently used
+   * idle session of anyone. 503 only when every process is busy.
+   */
+  private async roomForOne(): Promise<void> {
+    if (this.live.size < this.o.maxProcesses) return;
+    const warm = [...this.live].find((p) => p.session === null);
+    if (warm) {
+      this.reclaimed.inc({ reason: "warm" });
+      await this.release(warm);
+      return;
+    }
+    if (!(await this.reclaimOne([...this.live])))
+      throw new StdioUnavailable(
+        `every one of this data plane's ${this.o.maxProcesses} stdio processes is busy`,
+        5,
+      );
+  }
+
+  /** Ends the least recently used idle session among `procs`; false when all are busy. */
+  private async reclaimOne(procs: StdioProcess[]): Promise<boolean> {
+    const cutoff = Date.now() - RECLAIM_IDLE_MS;
+    const idle = procs
+      .filter((p) => p.session !== null && p.inFlight.size === 0 && p.lastActivity < cutoff)
+      .sort((a, b) => a.lastActivity - b.lastActivity)[0];
+    if (!idle) return false;
+    this.o.logger.info(
+      { server: idle.server.id, pid: idle.pid, session: idle.session },
+      "reclaiming the least recently used idle stdio session for another client",
+    );
+    this.reclaimed.inc({ reason: "lru" });
+    await this.release(idle);
+    return true;
   }
 
   private state(server: ServerEntry): ServerState {
     let state = this.servers.get(server.id);
     if (!state) {
-      state = { server, warm: [], crashes: 0, notBefore: 0, lastExit: null, restarts: 0 };
+      state = {
+        server,
+        warm: [],
+        crashes: 0,
+        notBefore: 0,
+        lastExit: null,
+        restarts: 0,
+        lastUsed: Date.now(),
+      };
       this.servers.set(server.id, state);
     } else if (JSON.stringify(state.server) !== JSON.stringify(server)) {
-      // The command changed: warm processes run the old one.
+      // The launch changed: warm processes run the old one.
       for (const p of state.warm.splice(0)) void p.close();
       state.server = server;
     }
     return state;
   }
 
-  private spawn(state: ServerState): StdioProcess {
+  /** The private working directory of one child, owned by the user it runs as. */
+  private async privateDir(): Promise<string> {
+    const dir = await mkdtemp(join(this.isolation.workDir, "p-"));
+    const user = this.isolation.user;
+    if (user) await chown(dir, user.uid, user.gid);
+    return dir;
+  }
+
+  /** Starts a process; resolves once it runs, rejects (slot freed) if it could not start. */
+  private async spawn(state: ServerState): Promise<StdioProcess> {
     if (this.live.size >= this.o.maxProcesses) {
       throw new StdioUnavailable(
-        `this data plane runs its maximum of ${this.o.maxProcesses} stdio processes`,
+        `every one of this data plane's ${this.o.maxProcesses} stdio processes is busy`,
         5,
       );
     }
     const { server } = state;
-    // The child gets a minimal environment plus the server's own, never this replica's secrets.
+    const launch = server.stdio!;
+    let resolved: ReturnType<typeof resolveStdioLaunch>;
+    try {
+      const secrets = launch.secrets_sealed ? (this.o.openSecrets?.(server) ?? {}) : {};
+      if (launch.secrets_sealed && !this.o.openSecrets)
+        throw new StdioLaunchError("secrets cannot be opened here");
+      // The entry may have changed since the org set its values: check them again.
+      checkStdioValues(launch.parameters, { ...launch.values, ...secrets });
+      resolved = resolveStdioLaunch(launch, secrets);
+    } catch (err) {
+      const why = err instanceof StdioLaunchError ? err.message : "its secret parameters cannot be opened";
+      throw new StdioUnavailable(`server '${server.name}' cannot start: ${why}`);
+    }
+    const dir = await this.privateDir();
+    // A fresh environment: what programs need, a private home, and the entry's own variables.
     const env: Record<string, string> = {};
     for (const name of BASE_ENV) if (process.env[name]) env[name] = process.env[name]!;
-    Object.assign(env, server.env);
-    const child = spawn(server.command!, server.args, {
-      cwd: server.cwd ?? undefined,
+    Object.assign(env, { HOME: dir, TMPDIR: dir }, resolved.env);
+    const [command, args] =
+      this.isolation.sandbox === "bwrap"
+        ? ["bwrap", bwrapArgs(dir, resolved.command, resolved.args)]
+        : [resolved.command, resolved.args];
+    const user = this.isolation.user;
+    const child = spawn(command, args, {
+      cwd: dir,
       env,
       stdio: ["pipe", "pipe", "pipe"],
       detached: true,
       windowsHide: true,
+      ...(user ? { uid: user.uid, gid: user.gid } : {}),
     });
     const proc = new StdioProcess(child, server, this.o.logger);
     this.live.add(proc);
     this.spawned.inc({ server: server.id });
-    child.once("error", (err) =>
-      this.o.logger.error({ server: server.id, err: err.message }, "stdio server failed to start"),
-    );
+    const failed = await new Promise<Error | null>((resolve) => {
+      child.once("spawn", () => resolve(null));
+      child.once("error", (err) => resolve(err));
+    });
+    const cleanup = () => void rm(dir, { recursive: true, force: true }).catch(() => {});
+    if (failed) {
+      // Nothing runs: the slot is free at once and the client hears why.
+      this.live.delete(proc);
+      cleanup();
+      this.o.logger.error({ server: server.id, err: failed.message }, "stdio server failed to start");
+      const code = (failed as NodeJS.ErrnoException).code ?? "error";
+      throw new StdioUnavailable(`server '${server.name}' could not be started (${code})`);
+    }
     child.once("exit", (code, signal) => {
       this.live.delete(proc);
+      cleanup();
       const index = state.warm.indexOf(proc);
       if (index >= 0) state.warm.splice(index, 1);
       state.lastExit = { code, signal, at: new Date().toISOString() };
@@ -292,19 +604,28 @@ export class StdioProcessManager {
         "stdio server exited",
       );
       // The timer is the backoff: when it fires, refill regardless of clock jitter around notBefore.
-      setTimeout(() => this.refill(state, true), delay).unref();
+      setTimeout(() => void this.refill(state, true), delay).unref();
     });
     return proc;
   }
 
-  private refill(state: ServerState, backoffElapsed = false) {
-    if (this.stopping || (!backoffElapsed && Date.now() < state.notBefore)) return;
-    while (state.warm.length < this.o.poolSize && this.live.size < this.o.maxProcesses) {
-      try {
-        state.warm.push(this.spawn(state));
-      } catch {
-        return;
+  private refilling = new Set<ServerState>();
+
+  /** Tops up the server's warm processes, while the replica has spare capacity. */
+  private async refill(state: ServerState, backoffElapsed = false) {
+    if (this.stopping || this.refilling.has(state) || (!backoffElapsed && Date.now() < state.notBefore))
+      return;
+    // A server nobody used for a while keeps no warm processes.
+    if (Date.now() - state.lastUsed > this.o.idleTimeoutMs) return;
+    this.refilling.add(state);
+    try {
+      while (state.warm.length < this.o.poolSize && this.live.size < this.o.maxProcesses) {
+        state.warm.push(await this.spawn(state));
       }
+    } catch {
+      // Could not start: the next session's acquire reports why.
+    } finally {
+      this.refilling.delete(state);
     }
   }
 
@@ -315,15 +636,32 @@ export class StdioProcessManager {
   }
 
   private reapIdle() {
-    const cutoff = Date.now() - this.o.idleTimeoutMs;
+    const now = Date.now();
     for (const proc of this.live) {
-      if (proc.session && proc.lastActivity < cutoff) {
-        this.o.logger.info(
-          { server: proc.server.id, pid: proc.pid, session: proc.session },
-          "reaping idle stdio session",
-        );
-        void this.release(proc);
+      if (proc.session === null) {
+        // Warm processes of a server nobody used for idleTimeoutMs.
+        const state = this.servers.get(proc.server.id);
+        if (state && now - state.lastUsed > this.o.idleTimeoutMs) {
+          this.reclaimed.inc({ reason: "warm" });
+          void this.release(proc);
+        }
+        continue;
       }
+      if (proc.inFlight.size > 0) continue;
+      const idle = now - proc.lastActivity;
+      const reason =
+        idle > this.o.idleTimeoutMs
+          ? "idle"
+          : !proc.used && idle > this.unusedTimeoutMs
+            ? "unused"
+            : undefined;
+      if (!reason) continue;
+      this.o.logger.info(
+        { server: proc.server.id, pid: proc.pid, session: proc.session, reason },
+        "reaping stdio session",
+      );
+      this.reclaimed.inc({ reason });
+      void this.release(proc);
     }
   }
 
@@ -356,7 +694,8 @@ export class StdioProcessManager {
     if (state && refill) {
       state.crashes = 0;
       state.notBefore = 0;
-      this.refill(state);
+      state.lastUsed = Date.now();
+      await this.refill(state);
     }
     return procs.length;
   }
@@ -365,8 +704,13 @@ export class StdioProcessManager {
    * Operator debugging: runs the server's command once, sends `messages`, and returns what it
    * wrote back until every request was answered or `waitMs` passed; then ends the process.
    */
-  async exchange(server: ServerEntry, messages: JSONRPCMessage[], waitMs: number): Promise<JSONRPCMessage[]> {
-    const proc = await this.acquire(server, `debug-${Date.now()}`);
+  async exchange(
+    server: ServerEntry,
+    messages: JSONRPCMessage[],
+    waitMs: number,
+    owner: StdioOwner,
+  ): Promise<JSONRPCMessage[]> {
+    const proc = await this.acquire(server, `debug-${Date.now()}`, owner);
     const received: JSONRPCMessage[] = [];
     const awaiting = new Set(
       messages.filter((m) => "id" in m && "method" in m).map((m) => String((m as { id: unknown }).id)),
@@ -405,5 +749,6 @@ export class StdioProcessManager {
     this.stopping = true;
     clearInterval(this.reaper);
     await Promise.all([...this.live].map((p) => p.close()));
+    await rm(this.isolation.workDir, { recursive: true, force: true }).catch(() => {});
   }
 }
