@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import type { Api } from "./stack.ts";
 
 export interface StdioServerSpec {
@@ -40,3 +41,6 @@ export async function registerStdioServer(
   if (server.status !== 201) throw new Error(`stdio server: ${server.status} ${JSON.stringify(server.body)}`);
   return { id: server.body.id, entryId: entry.body.id };
 }
+
+/** The path of a stdio MCP server whose `probe` tool reports what its process can read. */
+export const probeStdioServer = fileURLToPath(new URL("./probe-stdio-server.cjs", import.meta.url));

@@ -1,0 +1,179 @@
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type Api,
+  eventually,
+  initializeRequest,
+  login,
+  probeStdioServer,
+  registerStdioServer,
+  type Stack,
+  startStack,
+} from "../../../packages/testing/src/index.ts";
+
+// Orgs share data planes: a tenant's stdio server must not run with the data plane's identity,
+// and one tenant must not take every stdio process of a replica.
+describe("stdio servers: tenant isolation and fair capacity (distributed, real processes)", () => {
+  let stack: Stack;
+  let platform: Api;
+  let tenant: Api;
+  let tenantServer: string;
+  let platformServer: string;
+  let dp: string;
+
+  beforeAll(async () => {
+    stack = await startStack({
+      replicas: 1,
+      env: {
+        MCPGW_STDIO_ALLOWED_COMMANDS: process.execPath,
+        MCPGW_STDIO_POOL_SIZE: "0",
+        MCPGW_STDIO_MAX_PROCESSES: "4",
+        MCPGW_STDIO_MAX_PER_ORG: "3",
+        MCPGW_STDIO_MAX_PER_PRINCIPAL: "3",
+      },
+    });
+    dp = stack.dataPlanes[0]!.url;
+    platform = await stack.api();
+    const org = await platform.call("POST", "/api/v1/organizations", {
+      name: "Tenant",
+      slug: "tenant-stdio",
+      admin: { email: "tenant-stdio@example.test", password: "tenant admin password" },
+    });
+    expect(org.status, JSON.stringify(org.body)).toBe(201);
+    tenant = await login(stack.cpUrl, "tenant-stdio@example.test", "tenant admin password");
+    const tenantNs = await tenant.call<{ id: string }>("POST", "/api/v1/namespaces", {
+      name: "T",
+      slug: "t",
+    });
+    const platformNs = await platform.call<{ id: string }>("POST", "/api/v1/namespaces", {
+      name: "P",
+      slug: "p",
+    });
+    const spec = { name: "probe", command: process.execPath, args: [probeStdioServer] };
+    // The platform admin defines the command; the tenant's org admin only picks the entry.
+    tenantServer = (await registerStdioServer(platform, { ...spec, namespace_id: tenantNs.body.id }, tenant))
+      .id;
+    platformServer = (await registerStdioServer(platform, { ...spec, namespace_id: platformNs.body.id })).id;
+    // Ready when the data plane knows the server (an operator exchange holds no session after).
+    await eventually(async () => {
+      const res = await fetch(`${dp}/stdio/send`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${tenant.token}`, "content-type": "application/json" },
+        body: JSON.stringify({ server_id: tenantServer, messages: [initializeRequest("ready")] }),
+      });
+      await res.arrayBuffer();
+      return res.status === 200;
+    }, 20_000).catch((err) => {
+      throw new Error(`the data plane did not learn of the tenant's stdio server: ${err}`);
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it("runs a tenant's stdio server as another user that cannot read the data plane's environment, memory or files", async () => {
+    const dataDir = stack.dataPlanes[0]!.dataDir;
+    const res = await fetch(`${dp}/stdio/send`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${tenant.token}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        server_id: tenantServer,
+        wait_ms: 10_000,
+        messages: [
+          initializeRequest("probe", 1),
+          { jsonrpc: "2.0", method: "notifications/initialized" },
+          {
+            jsonrpc: "2.0",
+            id: 2,
+            method: "tools/call",
+            params: { name: "probe", arguments: { paths: [dataDir, join(dataDir, "snapshots")] } },
+          },
+        ],
+      }),
+    });
+    const body = (await res.json()) as {
+      received: Array<{ id?: number; result?: { content: [{ text: string }] } }>;
+    };
+    expect(res.status, JSON.stringify(body)).toBe(200);
+    const call = body.received.find((m) => m.id === 2);
+    expect(call, JSON.stringify(body)).toBeDefined();
+    const report = JSON.parse(call!.result!.content[0].text) as {
+      uid: number;
+      cwd: string;
+      home: string;
+      env_names: string[];
+      parent_environ: string;
+      parent_mem: string;
+      paths: Record<string, string>;
+    };
+    // The tests run as root: children run as the dedicated stdio user.
+    expect(report.uid).not.toBe(0);
+    expect(report.uid).not.toBe(process.getuid?.());
+    expect(report.parent_environ).toBe("EACCES");
+    expect(report.parent_mem).toBe("EACCES");
+    expect(Object.values(report.paths)).toEqual(["EACCES", "EACCES"]);
+    expect(report.home).toBe(report.cwd);
+    expect(report.env_names.filter((n) => /MCPGW|DATABASE|REDIS|NATS/.test(n))).toEqual([]);
+  });
+
+  async function openSession(token: string, server: string): Promise<Response> {
+    return fetch(`${dp}/servers/${server}/mcp`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${token}`,
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+      },
+      body: JSON.stringify(initializeRequest("capacity")),
+    });
+  }
+
+  async function ping(token: string, server: string, session: string): Promise<number> {
+    const res = await fetch(`${dp}/servers/${server}/mcp`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${token}`,
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+        "mcp-session-id": session,
+        "mcp-protocol-version": "2025-11-25",
+      },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 9, method: "ping" }),
+    });
+    await res.arrayBuffer();
+    return res.status;
+  }
+
+  it("keeps one org's never-closed sessions from locking other orgs out, reclaiming idle ones", {
+    timeout: 60_000,
+  }, async () => {
+    // One org leaks sessions (clients that never send DELETE), up to its share of 3.
+    const leaked: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await openSession(platform.token, platformServer);
+      await res.arrayBuffer();
+      expect(res.status).toBe(200);
+      leaked.push(res.headers.get("mcp-session-id")!);
+    }
+    // Its next session finds its share busy (every session just did something): 503 with Retry-After.
+    const busy = await openSession(platform.token, platformServer);
+    expect(busy.status).toBe(503);
+    expect(busy.headers.get("retry-after")).toBeTruthy();
+    await busy.arrayBuffer();
+    // Another org still gets the last process, and then one reclaimed from the idle leaked ones.
+    const first = await openSession(tenant.token, tenantServer);
+    expect(first.status, await first.text()).toBe(200);
+    await new Promise((r) => setTimeout(r, 2500));
+    const second = await openSession(tenant.token, tenantServer);
+    expect(second.status, await second.text()).toBe(200);
+    // The reclaimed session was the least recently used one: its client gets 404 and re-initializes.
+    await eventually(
+      async () => (await ping(platform.token, platformServer, leaked[0]!)) === 404,
+      10_000,
+    ).catch((err) => {
+      throw new Error(`the least recently used leaked session was not reclaimed: ${err}`);
+    });
+    expect(await ping(platform.token, platformServer, leaked[2]!)).toBe(200);
+  });
+});
