@@ -15,6 +15,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import autocannon from "autocannon";
 import { type Stack, startStack } from "../packages/testing/src/stack.ts";
+import { registerStdioServer } from "../packages/testing/src/stdio.ts";
 import {
   benchDir,
   envNumber,
@@ -105,23 +106,28 @@ export async function runForwardingSuite(): Promise<number> {
     `\nmcpgw bench, forwarding suite: ${ROUNDS} round(s) of owner vs forwarded at ${CONNECTIONS} connection(s), ` +
       `${DURATION_S} s measured + ${WARMUP_S} s warm-up per phase`,
   );
-  stack = await startStack({ replicas: 2, env: { MCPGW_STDIO_ALLOWED_COMMANDS: process.execPath } });
+  stack = await startStack({
+    replicas: 2,
+    env: {
+      MCPGW_STDIO_ALLOWED_COMMANDS: process.execPath,
+      MCPGW_STDIO_MAX_PER_PRINCIPAL: "32",
+      MCPGW_STDIO_MAX_PER_ORG: "32",
+    },
+  });
   const [owner, other] = stack.dataPlanes;
   const api = await stack.api();
   const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", {
     name: "Bench fwd",
     slug: "bench-fwd",
   });
-  const server = await api.call<{ id: string }>("POST", "/api/v1/servers", {
+  const server = await registerStdioServer(api, {
     namespace_id: ns.body.id,
     name: "bench-fwd",
-    transport: "stdio",
     command: process.execPath,
     args: [SERVER_SCRIPT],
   });
-  if (server.status !== 201) throw new Error(`register stdio server: HTTP ${server.status}`);
   const auth = { authorization: `Bearer ${api.token}` };
-  const url = (dp: typeof owner) => `${dp!.url}/servers/${server.body.id}/mcp`;
+  const url = (dp: typeof owner) => `${dp!.url}/servers/${server.id}/mcp`;
   const sessions: string[] = [];
   for (let i = 0; i < CONNECTIONS; i++) sessions.push(await openSession(url(owner), auth, 15_000));
   // Replicas announce themselves over NATS; the other one must know the owner before it forwards.

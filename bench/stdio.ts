@@ -31,6 +31,7 @@ import { pathToFileURL } from "node:url";
 import autocannon from "autocannon";
 import { freePort, type ManagedProcess, startProcess } from "../packages/testing/src/processes.ts";
 import { type Stack, startStack } from "../packages/testing/src/stack.ts";
+import { registerStdioServer } from "../packages/testing/src/stdio.ts";
 import {
   benchDir,
   descendantPids,
@@ -646,6 +647,11 @@ async function stdioSuite(): Promise<number> {
     env: {
       MCPGW_STDIO_ALLOWED_COMMANDS: process.execPath,
       MCPGW_STDIO_MAX_PROCESSES: String(Math.max(32, SESSIONS + 8)),
+      // One principal holds every session of the bench: its shares are the whole replica, and
+      // idle sessions that only initialized are not reaped while memory is measured.
+      MCPGW_STDIO_MAX_PER_ORG: String(Math.max(32, SESSIONS + 8)),
+      MCPGW_STDIO_MAX_PER_PRINCIPAL: String(Math.max(32, SESSIONS + 8)),
+      MCPGW_STDIO_UNUSED_TIMEOUT_MS: "3600000",
     },
   }).then((s) => {
     stack = s;
@@ -678,10 +684,9 @@ async function stdioSuite(): Promise<number> {
     console.log(
       `  (could not raise the org's max_sessions: HTTP ${quota.status} ${JSON.stringify(quota.body)})`,
     );
-  const stdioServer = await created<{ id: string }>("register stdio server", "/api/v1/servers", {
+  const stdioServer = await registerStdioServer(api, {
     namespace_id: ns.id,
     name: "bench-stdio",
-    transport: "stdio",
     command: process.execPath,
     args: [SERVER_SCRIPT],
   });
