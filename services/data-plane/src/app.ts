@@ -4,7 +4,7 @@ import type { Duplex } from "node:stream";
 import { getRequestListener } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { allowsEveryTool, evaluatePolicy, type PolicyRequest } from "@mcpgw/policy";
-import { JsonRpcErrorCode, STATELESS_PROTOCOL_VERSION } from "@mcpgw/protocol";
+import { JsonRpcErrorCode, jsonRpcError, STATELESS_PROTOCOL_VERSION } from "@mcpgw/protocol";
 import type { SessionEvent } from "@mcpgw/queue";
 import type { OrgSnapshot } from "@mcpgw/snapshot";
 import { Counter, Histogram, type Logger, type Registry, SpanStatusCode, tracer } from "@mcpgw/telemetry";
@@ -19,6 +19,7 @@ import type { DataPlaneEnv } from "./env.ts";
 import { clientIp } from "./rate-limit/client-ip.ts";
 import type { RateLimits } from "./rate-limit/rate-limits.ts";
 import { sessionOwner } from "./replicas.ts";
+import type { OriginGuard } from "./request-origin.ts";
 import type { SessionQuota } from "./session-quota.ts";
 import type { RoutedServer, SnapshotStore } from "./snapshot/store.ts";
 import { sendJsonRpcError } from "./transports/http-errors.ts";
@@ -826,10 +827,16 @@ function decodeId(raw: string): string {
  * The node request listener of a data plane: MCP endpoint requests go straight to the relay,
  * everything else (health, metrics, metadata) through Hono.
  */
-export function createRequestListener(dp: ReturnType<typeof createDataPlaneApp>) {
+export function createRequestListener(dp: ReturnType<typeof createDataPlaneApp>, guard?: OriginGuard) {
   const hono = getRequestListener(dp.app.fetch);
   return (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? "";
+    const refused = guard?.(url, req.headers);
+    if (refused) {
+      req.resume();
+      sendJsonRpcError(res, 403, null, JsonRpcErrorCode.Forbidden, refused);
+      return;
+    }
     const match = SERVER_MCP_PATH.exec(url);
     if (match) {
       void dp.handleServerMcp(req, res, decodeId(match[1]!));
@@ -862,8 +869,16 @@ export function createRequestListener(dp: ReturnType<typeof createDataPlaneApp>)
 }
 
 /** The node `upgrade` listener: WebSocket sessions at `/servers/{id}/ws`. */
-export function createUpgradeListener(dp: ReturnType<typeof createDataPlaneApp>) {
+export function createUpgradeListener(dp: ReturnType<typeof createDataPlaneApp>, guard?: OriginGuard) {
   return (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const refused = guard?.(req.url ?? "", req.headers);
+    if (refused) {
+      const body = JSON.stringify(jsonRpcError(null, JsonRpcErrorCode.Forbidden, refused));
+      socket.end(
+        `HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+      return;
+    }
     const ns = NAMESPACE_PATH.exec(req.url ?? "");
     if (ns?.[2] === "ws") {
       void dp.handleNamespaceUpgrade(req, socket, head, ns[1] === undefined ? undefined : decodeId(ns[1]));

@@ -18,6 +18,10 @@ const schema = z.object({
     .default(4 * 1024 * 1024),
   MCPGW_REPLICA_ID: z.string().default(hostname()),
   MCPGW_PUBLIC_URL: z.string().url().optional(),
+  /** Host names clients use besides loopback and MCPGW_PUBLIC_URL's (comma-separated; `*`: any). */
+  MCPGW_ALLOWED_HOSTS: z.string().default(""),
+  /** Browser origins allowed besides the gateway's own names (comma-separated; `*`: any). */
+  MCPGW_ALLOWED_ORIGINS: z.string().default(""),
   MCPGW_MASTER_KEY: z.string().optional(),
   MCPGW_MASTER_KEY_PREVIOUS: z.string().optional(),
   REDIS_URL: z.string().optional(),
@@ -69,3 +73,10 @@ export function loopbackUrl(host: string, port: number): string {
   const h = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
   return `http://${h.includes(":") ? `[${h}]` : h}:${port}`;
 }
+
+/** A comma-separated setting as a list. */
+export const list = (value: string): string[] =>
+  value
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);

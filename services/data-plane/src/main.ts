@@ -2,7 +2,7 @@ import { createServer } from "node:http";
 import { NatsBus } from "@mcpgw/bus";
 import { BullMqJobRunner } from "@mcpgw/queue";
 import { createLogger, createMetricsRegistry, startTracing } from "@mcpgw/telemetry";
-import { loadDataPlaneConfig, loopbackUrl } from "./config.ts";
+import { list, loadDataPlaneConfig, loopbackUrl } from "./config.ts";
 import { startDataPlane } from "./runtime.ts";
 
 const logger = createLogger("data-plane");
@@ -47,6 +47,8 @@ const dp = await startDataPlane({
   sessionIdleTimeoutMs: config.MCPGW_SESSION_IDLE_TIMEOUT_MS,
   aggregateMemberTimeoutMs: config.MCPGW_AGGREGATE_MEMBER_TIMEOUT_MS,
   publicUrl: config.MCPGW_PUBLIC_URL ?? `http://localhost:${config.DP_PORT}`,
+  allowedHosts: list(config.MCPGW_ALLOWED_HOSTS),
+  allowedOrigins: list(config.MCPGW_ALLOWED_ORIGINS),
   loopbackUrl: loopbackUrl(config.DP_HOST, config.DP_PORT),
   bus,
   busPrefix: config.MCPGW_BUS_PREFIX,

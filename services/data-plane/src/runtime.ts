@@ -13,6 +13,7 @@ import { answerOperatorRequest, mountOperatorRoutes } from "./operators.ts";
 import { trustedProxies } from "./rate-limit/client-ip.ts";
 import { RateLimits } from "./rate-limit/rate-limits.ts";
 import { ReplicaDirectory } from "./replicas.ts";
+import { originGuard } from "./request-origin.ts";
 import { SessionQuota } from "./session-quota.ts";
 import { SnapshotStore } from "./snapshot/store.ts";
 import { JsonRpcGateway } from "./transports/json-rpc.ts";
@@ -99,6 +100,10 @@ export interface DataPlaneRuntimeOptions {
    * are replayed there; see `loopbackUrl` in config.ts). Never a load balancer's address.
    */
   loopbackUrl: string;
+  /** Host names clients reach this gateway by besides loopback and `publicUrl` (`*`: any). */
+  allowedHosts?: string[] | undefined;
+  /** Browser origins allowed besides the gateway's own names (`*`: any). */
+  allowedOrigins?: string[] | undefined;
   /** Answer budget per member server when a namespace endpoint fans out. */
   aggregateMemberTimeoutMs?: number | undefined;
 }
@@ -221,6 +226,13 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     trustedProxies: trustedProxies(o.trustedProxies),
   });
 
+  // DNS-rebinding protection for every route but probes (Host and Origin checked first).
+  const guard = originGuard({
+    publicUrls: [o.publicUrl],
+    allowedHosts: o.allowedHosts ?? [],
+    allowedOrigins: o.allowedOrigins ?? [],
+  });
+
   // Operator endpoints: every replica answers for itself over the bus.
   const answer = answerOperatorRequest({
     replicaId: o.replicaId,
@@ -272,9 +284,9 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   return {
     app: dataPlane.app,
     /** The node request listener to serve (`http.createServer(listener)`). */
-    listener: createRequestListener(dataPlane),
+    listener: createRequestListener(dataPlane, guard),
     /** The node `upgrade` listener (WebSocket transport). */
-    upgrade: createUpgradeListener(dataPlane),
+    upgrade: createUpgradeListener(dataPlane, guard),
     stdio,
     sessions,
     store,

@@ -8,6 +8,8 @@ const schema = z.object({
   CP_PORT: z.coerce.number().int().min(0).max(65535).default(8081),
   MCPGW_HOST: z.string().default("127.0.0.1"),
   MCPGW_PUBLIC_URL: z.string().url().optional(),
+  MCPGW_ALLOWED_HOSTS: z.string().default(""),
+  MCPGW_ALLOWED_ORIGINS: z.string().default(""),
   MCPGW_ADMIN_EMAIL: z.string().email().optional(),
   MCPGW_ADMIN_PASSWORD: z.string().min(12, "MCPGW_ADMIN_PASSWORD must be at least 12 characters").optional(),
   MCPGW_JWT_ISSUER: z.string().default("mcpgw"),

@@ -57,6 +57,12 @@ const dp = await startDataPlane({
     sandbox: config.MCPGW_STDIO_SANDBOX,
   },
   publicUrl: config.MCPGW_PUBLIC_URL ?? `http://${config.MCPGW_HOST}:${config.DP_PORT}`,
+  allowedHosts: config.MCPGW_ALLOWED_HOSTS.split(",")
+    .map((h) => h.trim())
+    .filter(Boolean),
+  allowedOrigins: config.MCPGW_ALLOWED_ORIGINS.split(",")
+    .map((o) => o.trim())
+    .filter(Boolean),
   loopbackUrl: loopbackUrl(config.MCPGW_HOST, config.DP_PORT),
   bus: Promise.resolve(bus),
   busPrefix,
