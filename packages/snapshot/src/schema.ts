@@ -64,6 +64,8 @@ export const identityProviderEntrySchema = z.object({
   role_claim: z.string(),
   role_mapping: z.record(z.string(), role),
   default_role: role,
+  /** When the org registered it: an issuer trusted by several orgs resolves to the earliest. */
+  registered_at: z.string().default(""),
 });
 export type IdentityProviderEntry = z.infer<typeof identityProviderEntrySchema>;
 

@@ -280,27 +280,35 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     if (!Authenticator.hasCredential(req.headers))
       return challenge("missing credentials: send Authorization: Bearer <token> or X-API-Key");
     const state = deps.store.current;
-    // External tokens: the one org that has this namespace and trusts the issuer.
+    // External tokens: an org that has this namespace and trusts the issuer, and whose provider
+    // verifies the token. Several orgs may trust one issuer and share a slug: each is tried, the
+    // earliest registration first, so an org registering later can never displace another's users.
     const issuer = bearerIssuer(req.headers);
     const wanted = slug?.toLowerCase();
+    const registered = (o: OrgSnapshot) =>
+      o.identity_providers.find((p) => p.issuer === issuer)?.registered_at ?? "";
     const candidates =
       issuer && wanted
-        ? [...state.orgs.values()].filter(
-            (o) =>
-              o.identity_providers.some((p) => p.issuer === issuer) &&
-              o.namespaces.some((n) => n.slug.toLowerCase() === wanted),
-          )
+        ? [...state.orgs.values()]
+            .filter(
+              (o) =>
+                o.identity_providers.some((p) => p.issuer === issuer) &&
+                o.namespaces.some((n) => n.slug.toLowerCase() === wanted),
+            )
+            .sort((a, b) => registered(a).localeCompare(registered(b)))
         : [];
-    let principal: Principal;
-    try {
-      principal = await deps.authenticator.authenticate(
-        req.headers,
-        candidates.length === 1 ? candidates[0] : undefined,
-      );
-    } catch (err) {
-      if (!(err instanceof AuthError)) throw err;
-      return challenge(err.message);
+    let principal: Principal | undefined;
+    let failure: AuthError | undefined;
+    for (const candidate of candidates.length ? candidates : [undefined]) {
+      try {
+        principal = await deps.authenticator.authenticate(req.headers, candidate);
+        break;
+      } catch (err) {
+        if (!(err instanceof AuthError)) throw err;
+        failure ??= err;
+      }
     }
+    if (!principal) return challenge(failure?.message ?? "invalid token");
     const org = state.orgs.get(principal.org_id);
     const notFound = (message: string): Resolution => ({
       ok: false,

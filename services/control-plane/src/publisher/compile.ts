@@ -125,6 +125,7 @@ export async function compileOrgSnapshot(db: Db, orgId: string): Promise<OrgSnap
             "admin" | "operator" | "user" | "viewer" | "api_user"
           >,
           default_role: i.default_role,
+          registered_at: i.created_at.toISOString(),
         })),
         rate_limits: [
           ...planRateLimits(org.plan),
