@@ -111,7 +111,7 @@ async function stdioFields(
       "a stdio server is made from a catalog entry (`catalog_entry_id`); platform administrators define commands in /api/v1/stdio-catalog",
     );
   const entry = await findCatalogEntry(ctx.db, entryRef);
-  if (!entry || !entry.enabled) throw validation(`no enabled stdio catalog entry '${entryRef}'`);
+  if (!entry?.enabled) throw validation(`no enabled stdio catalog entry '${entryRef}'`);
   const stored: Record<string, StdioValue | null> =
     before && before.catalog_entry_id === entry.id
       ? {
