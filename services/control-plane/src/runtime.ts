@@ -1,5 +1,5 @@
 import type { Bus } from "@mcpgw/bus";
-import { bucketNames } from "@mcpgw/bus";
+import { bucketNames, operatorBusKey, SignedBus } from "@mcpgw/bus";
 import type { DbHandle } from "@mcpgw/db";
 import { Keyring } from "@mcpgw/secrets";
 import { importSnapshotKey, importSnapshotPublicKeyOf } from "@mcpgw/snapshot";
@@ -66,7 +66,14 @@ export async function startControlPlane(o: ControlPlaneRuntimeOptions) {
     allowPrivateUpstreams: o.allowPrivateUpstreams,
     keyring,
     throttle: new LoginThrottle(),
-    dataPlanes: dataPlanesOnBus({ bus: o.bus, busPrefix: o.busPrefix, logger: o.logger }),
+    // Questions to data planes are signed with a key only the gateway's own services derive.
+    dataPlanes: dataPlanesOnBus({
+      bus: new SignedBus(o.bus, operatorBusKey(o.masterKey), (reason) =>
+        o.logger.warn({ reason }, "dropped a data-plane answer not signed by this deployment"),
+      ),
+      busPrefix: o.busPrefix,
+      logger: o.logger,
+    }),
     ready: async () => {
       await db.execute(sql`select 1`);
       return true;

@@ -1,6 +1,6 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { type Bus, bucketNames } from "@mcpgw/bus";
+import { type Bus, bucketNames, operatorBusKey, SignedBus } from "@mcpgw/bus";
 import type { JobProducer } from "@mcpgw/queue";
 import { Keyring } from "@mcpgw/secrets";
 import { importSnapshotKey, stdioSecretsContext } from "@mcpgw/snapshot";
@@ -264,8 +264,18 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
 
   let stopWatch: (() => Promise<void>) | undefined;
   let stopped = false;
+  // Operator requests on the bus are signed (HMAC, key derived from the master key): a NATS client
+  // without it can neither ask this replica anything nor answer for another one.
+  if (!o.masterKey)
+    o.logger.warn(
+      "no MCPGW_MASTER_KEY: operator requests from other replicas and the control plane are refused",
+    );
+  const opsKey = o.masterKey ? operatorBusKey(o.masterKey) : randomBytes(32);
   const watching = o.bus
-    .then(async (bus) => {
+    .then(async (plain) => {
+      const bus = new SignedBus(plain, opsKey, (reason) =>
+        o.logger.warn({ reason }, "refused an operator message not signed by this deployment"),
+      );
       stopOps = await bus.serve(opsSubject, answer);
       // Questions one replica answers for all (namespace inspection for the control plane).
       stopInspect = await bus.serve(`${o.busPrefix}.dataplane.inspect`, answer, { queue: "inspect" });

@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { NatsBus } from "@mcpgw/bus";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type Api,
@@ -115,6 +116,25 @@ describe("stdio servers: tenant isolation and fair capacity (distributed, real p
     expect(Object.values(report.paths)).toEqual(["EACCES", "EACCES"]);
     expect(report.home).toBe(report.cwd);
     expect(report.env_names.filter((n) => /MCPGW|DATABASE|REDIS|NATS/.test(n))).toEqual([]);
+  });
+
+  it("answers operator requests on NATS only when they are signed by this deployment", async () => {
+    const orgId = (await tenant.call<{ org_id: string }>("GET", "/auth/profile")).body.org_id;
+    const nats = await NatsBus.connect(stack.env.NATS_URL!);
+    try {
+      const subject = `${stack.env.MCPGW_BUS_PREFIX}.dataplane.ops`;
+      const unsigned = await nats.gather(subject, { action: "stdio_list", org_id: orgId }, 1500, 1);
+      expect(unsigned).toHaveLength(1);
+      expect(JSON.stringify(unsigned)).not.toContain(tenantServer);
+      expect(JSON.stringify(unsigned)).toContain("not signed");
+      const push = await nats.gather(subject, { action: "push", org_id: orgId, message: {} }, 1500, 1);
+      expect(JSON.stringify(push)).toContain("not signed");
+    } finally {
+      await nats.close();
+    }
+    // The gateway's own fan-out (signed) still works.
+    const res = await fetch(`${dp}/stdio/process`, { headers: { authorization: `Bearer ${tenant.token}` } });
+    expect(res.status).toBe(200);
   });
 
   async function openSession(token: string, server: string): Promise<Response> {
