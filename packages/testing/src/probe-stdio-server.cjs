@@ -29,6 +29,7 @@ process.stdin.on("data", (chunk) => {
       const paths = message.params.arguments?.paths ?? [];
       const report = {
         uid: process.getuid(),
+        pid: process.pid,
         cwd: process.cwd(),
         home: process.env.HOME,
         env_names: Object.keys(process.env).sort(),

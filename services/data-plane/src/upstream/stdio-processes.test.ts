@@ -1,11 +1,12 @@
 import { execSync } from "node:child_process";
-import { chmodSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ServerEntry } from "@mcpgw/snapshot";
 import { createLogger, createMetricsRegistry } from "@mcpgw/telemetry";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { probeStdioServer } from "../../../../packages/testing/src/stdio.ts";
 import { type StdioOwner, StdioProcessManager, StdioUnavailable, stdioIsolation } from "./stdio-processes.ts";
 
 const logger = createLogger("stdio-test", "silent");
@@ -347,6 +348,48 @@ describe("StdioProcessManager", () => {
         /not available to this organization/,
       );
       await m.acquire(server("np", echoServer), "y", owner("platform", "root-admin", true));
+    },
+  );
+
+  const bwrap = root && existsSync("/usr/bin/bwrap");
+
+  it.runIf(bwrap)(
+    "runs children inside bubblewrap when asked: own pid namespace, private /tmp, read-only root",
+    async () => {
+      const isolation = stdioIsolation({
+        user: "mcpgw-stdio",
+        acceptShared: false,
+        sandbox: "bwrap",
+        logger,
+      });
+      const m = make({ isolation });
+      const proc = await m.acquire(server("sandboxed", probeStdioServer, { env: {} }), "b", owner());
+      const replies: Array<{ id?: number; result?: { content: [{ text: string }] } }> = [];
+      proc.onmessage = (msg) => replies.push(msg as never);
+      await proc.send({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "initialize",
+        params: { protocolVersion: "2025-11-25" },
+      });
+      await proc.send({
+        jsonrpc: "2.0",
+        id: 2,
+        method: "tools/call",
+        params: { name: "probe", arguments: { paths: ["/etc/hostname", dir] } },
+      });
+      await expect.poll(() => replies.some((r) => r.id === 2), { timeout: 10_000 }).toBe(true);
+      const report = JSON.parse(replies.find((r) => r.id === 2)!.result!.content[0].text) as {
+        uid: number;
+        paths: Record<string, string>;
+        pid: number;
+      };
+      expect(report.uid).toBe(isolation.user!.uid);
+      // The host's /tmp (where this test's files live) is not visible inside the sandbox.
+      expect(report.paths[dir]).toBe("ENOENT");
+      expect(report.paths["/etc/hostname"]).toBe("read");
+      expect(report.pid).toBeLessThan(10);
+      await m.shutdown();
     },
   );
 });
