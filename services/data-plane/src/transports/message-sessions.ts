@@ -12,7 +12,7 @@ import type { Principal } from "../auth/principal.ts";
 import { type ClientSink, SessionBridge } from "../bridge/session-bridge.ts";
 import { type ReplicaDirectory, sessionOwner } from "../replicas.ts";
 import type { RoutedServer } from "../snapshot/store.ts";
-import { type ConnectDeps, connectUpstream } from "../upstream/connect.ts";
+import { type ConnectDeps, connectUpstream, stdioOwner } from "../upstream/connect.ts";
 import { StdioProcess, StdioUnavailable } from "../upstream/stdio-processes.ts";
 import {
   boundResponseBacklog,
@@ -61,7 +61,7 @@ export function serverContext(
     target: routed.server.id,
     principal,
     guards,
-    open: (sessionId) => connectUpstream(routed.server, sessionId, deps),
+    open: (sessionId) => connectUpstream(routed.server, sessionId, deps, stdioOwner(routed, principal)),
     timeoutMs: routed.server.timeout_ms,
     org_id: routed.org.org_id,
     namespace_id: routed.namespace.id,
