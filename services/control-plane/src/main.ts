@@ -16,7 +16,8 @@ try {
 
 const stopTracing = await startTracing("mcpgw-control-plane", config.OTEL_EXPORTER_OTLP_ENDPOINT);
 const database = await openDatabase(config.DATABASE_URL);
-const bus = await NatsBus.connect(config.NATS_URL, { name: "mcpgw-control-plane" });
+// Not awaited: the control plane listens (not ready) while NATS is down and publishes once it is up.
+const bus = NatsBus.connect(config.NATS_URL, { name: "mcpgw-control-plane" });
 const cp = await startControlPlane({
   database,
   bus,
@@ -49,7 +50,9 @@ async function shutdown(signal: string) {
   logger.info({ signal }, "control plane shutting down");
   server.close();
   await cp.stop();
-  await bus.close();
+  await (
+    await Promise.race([bus, new Promise<undefined>((r) => setTimeout(() => r(undefined), 100))])
+  )?.close();
   await database.close();
   await stopTracing();
   process.exit(0);

@@ -1,4 +1,4 @@
-import type { Bus } from "@mcpgw/bus";
+import type { Bus, KvBucket } from "@mcpgw/bus";
 import { bucketNames, operatorBusKey, SignedBus } from "@mcpgw/bus";
 import type { DbHandle } from "@mcpgw/db";
 import { Keyring } from "@mcpgw/secrets";
@@ -8,13 +8,14 @@ import { sql } from "drizzle-orm";
 import { createControlPlaneApp } from "./app.ts";
 import { LoginThrottle } from "./auth/login-throttle.ts";
 import { TokenIssuer } from "./auth/token-issuer.ts";
-import { dataPlanesOnBus } from "./data-planes.ts";
+import { type DataPlanes, dataPlanesOnBus } from "./data-planes.ts";
 import { SnapshotPublisher } from "./publisher/publisher.ts";
 import { bootstrapAdmin } from "./verbs/auth.ts";
 
 export interface ControlPlaneRuntimeOptions {
   database: DbHandle;
-  bus: Bus;
+  /** May still be connecting: the control plane serves meanwhile (not ready) and publishes once it is up. */
+  bus: Bus | Promise<Bus>;
   busPrefix: string;
   logger: Logger;
   metrics: Registry;
@@ -40,10 +41,35 @@ export async function startControlPlane(o: ControlPlaneRuntimeOptions) {
   const keyring = new Keyring(o.masterKey, o.previousMasterKeys ?? []);
   const tokens = new TokenIssuer(db, keyring, o.jwtIssuer, o.jwtAudience, o.accessTokenTtlS);
   await tokens.init();
-  const bucket = await o.bus.bucket(bucketNames(o.busPrefix).config);
+  // The bus may come later (NATS down at start): until then publishing fails fast and the
+  // outbox sweep retries; /ready says not ready.
+  let bucket: KvBucket | undefined;
+  let dataPlanes: DataPlanes | undefined;
+  const connecting = Promise.resolve(o.bus)
+    .then(async (bus) => {
+      bucket = await bus.bucket(bucketNames(o.busPrefix).config);
+      // Questions to data planes are signed with a key only the gateway's own services derive.
+      dataPlanes = dataPlanesOnBus({
+        bus: new SignedBus(bus, operatorBusKey(o.masterKey), (reason) =>
+          o.logger.warn({ reason }, "dropped a data-plane answer not signed by this deployment"),
+        ),
+        busPrefix: o.busPrefix,
+        logger: o.logger,
+      });
+      o.logger.info("bus connected: publishing config snapshots");
+    })
+    .catch((err) => o.logger.error({ err }, "bus connection failed"));
+  const notConnected = () => Promise.reject(new Error("the bus (NATS) is not connected yet"));
+  const lazyBucket: KvBucket = {
+    get: (key) => (bucket ? bucket.get(key) : notConnected()),
+    put: (key, value) => (bucket ? bucket.put(key, value) : notConnected()),
+    update: (key, value, revision) => (bucket ? bucket.update(key, value, revision) : notConnected()),
+    delete: (key) => (bucket ? bucket.delete(key) : notConnected()),
+    watch: (onEntry) => (bucket ? bucket.watch(onEntry) : notConnected()),
+  };
   const publisher = new SnapshotPublisher({
     db,
-    bucket,
+    bucket: lazyBucket,
     signingKey: await importSnapshotKey(o.snapshotSigningKey),
     verifyKey: await importSnapshotPublicKeyOf(o.snapshotSigningKey),
     tokens,
@@ -66,18 +92,14 @@ export async function startControlPlane(o: ControlPlaneRuntimeOptions) {
     allowPrivateUpstreams: o.allowPrivateUpstreams,
     keyring,
     throttle: new LoginThrottle(),
-    // Questions to data planes are signed with a key only the gateway's own services derive.
-    dataPlanes: dataPlanesOnBus({
-      bus: new SignedBus(o.bus, operatorBusKey(o.masterKey), (reason) =>
-        o.logger.warn({ reason }, "dropped a data-plane answer not signed by this deployment"),
-      ),
-      busPrefix: o.busPrefix,
-      logger: o.logger,
-    }),
+    dataPlanes: {
+      inspectNamespace: async (request) => dataPlanes?.inspectNamespace(request),
+    },
+    // Ready when both the database and the bus answer.
     ready: async () => {
       await db.execute(sql`select 1`);
-      return true;
+      return bucket !== undefined;
     },
   });
-  return { app, publisher, tokens, bootstrapped, stop: () => publisher.stop() };
+  return { app, publisher, tokens, bootstrapped, connecting, stop: () => publisher.stop() };
 }
