@@ -1,6 +1,6 @@
 import { swaggerUI } from "@hono/swagger-ui";
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { Counter, Histogram } from "@mcpgw/telemetry";
+import { Counter, Histogram, scrapeAllowed } from "@mcpgw/telemetry";
 import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
 import { requireAuth } from "./auth/middleware.ts";
@@ -66,9 +66,11 @@ export function createControlPlaneApp(deps: ControlPlaneDeps) {
     const ready = await deps.ready().catch(() => false);
     return c.json({ status: ready ? "ready" : "not_ready" }, ready ? 200 : 503);
   });
-  app.get("/metrics", async (c) =>
-    c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }),
-  );
+  app.get("/metrics", async (c) => {
+    if (!scrapeAllowed(c.req.header("authorization"), deps.metricsToken))
+      return problem(c, 401, "metrics need Authorization: Bearer <MCPGW_METRICS_TOKEN>");
+    return c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType });
+  });
 
   app.route("/", authRoutes(deps));
   app.use("/api/v1/*", requireAuth(deps));

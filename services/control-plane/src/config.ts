@@ -25,6 +25,8 @@ const schema = z.object({
   MCPGW_ADMIN_PASSWORD: z.string().min(12).optional(),
   MCPGW_PUBLISH_SWEEP_MS: z.coerce.number().int().positive().default(2_000),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.string().optional(),
+  /** `/metrics` needs `Authorization: Bearer <it>` when set. */
+  MCPGW_METRICS_TOKEN: z.string().min(16, "MCPGW_METRICS_TOKEN: at least 16 characters").optional(),
 });
 
 export type ControlPlaneConfig = z.infer<typeof schema>;

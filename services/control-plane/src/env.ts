@@ -13,6 +13,8 @@ export interface ControlPlaneDeps {
   publisher: PublishTrigger;
   logger: Logger;
   metrics: Registry;
+  /** `/metrics` needs this bearer token when set. */
+  metricsToken?: string | undefined;
   /** Readiness of the backing services (database, bus). */
   ready: () => Promise<boolean>;
   allowPrivateUpstreams: boolean;

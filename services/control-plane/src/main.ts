@@ -24,6 +24,7 @@ const cp = await startControlPlane({
   busPrefix: config.MCPGW_BUS_PREFIX,
   logger,
   metrics: createMetricsRegistry("control-plane"),
+  metricsToken: config.MCPGW_METRICS_TOKEN,
   masterKey: config.MCPGW_MASTER_KEY,
   previousMasterKeys: config.MCPGW_MASTER_KEY_PREVIOUS?.split(",").filter(Boolean),
   snapshotSigningKey: config.MCPGW_SNAPSHOT_SIGNING_KEY,

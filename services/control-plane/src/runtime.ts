@@ -19,6 +19,7 @@ export interface ControlPlaneRuntimeOptions {
   busPrefix: string;
   logger: Logger;
   metrics: Registry;
+  metricsToken?: string | undefined;
   masterKey: string;
   previousMasterKeys?: string[];
   snapshotSigningKey: string;
@@ -89,6 +90,7 @@ export async function startControlPlane(o: ControlPlaneRuntimeOptions) {
     publisher,
     logger: o.logger,
     metrics: o.metrics,
+    metricsToken: o.metricsToken,
     allowPrivateUpstreams: o.allowPrivateUpstreams,
     keyring,
     throttle: new LoginThrottle(),

@@ -7,7 +7,16 @@ import { allowsEveryTool, evaluatePolicy, type PolicyRequest } from "@mcpgw/poli
 import { JsonRpcErrorCode, jsonRpcError, STATELESS_PROTOCOL_VERSION } from "@mcpgw/protocol";
 import type { SessionEvent } from "@mcpgw/queue";
 import type { OrgSnapshot } from "@mcpgw/snapshot";
-import { Counter, Histogram, type Logger, type Registry, SpanStatusCode, tracer } from "@mcpgw/telemetry";
+import {
+  Counter,
+  Histogram,
+  type Logger,
+  type Registry,
+  SpanStatusCode,
+  scrapeAllowed,
+  tenantLabel,
+  tracer,
+} from "@mcpgw/telemetry";
 import { CredentialError, type UpstreamCredentials } from "@mcpgw/upstream-credentials";
 import { Hono } from "hono";
 import { LRUCache } from "lru-cache";
@@ -30,6 +39,10 @@ import { type ConnectDeps, connectUpstream, stdioOwner } from "./upstream/connec
 import type { UpstreamPools } from "./upstream/pools.ts";
 
 export interface DataPlaneDeps {
+  /** `/metrics` needs `Authorization: Bearer <it>` when set. */
+  metricsToken?: string | undefined;
+  /** Label series with server ids (off by default: ids of every tenant would be readable). */
+  tenantLabels?: boolean | undefined;
   store: SnapshotStore;
   authenticator: Authenticator;
   credentials: UpstreamCredentials;
@@ -69,6 +82,7 @@ const looksLikeUrl = (s: string) => /^https?:\/\//.test(s);
 export function createDataPlaneApp(deps: DataPlaneDeps) {
   const app = new Hono<DataPlaneEnv>();
   const trace = tracer("mcpgw-data-plane");
+  const label = (id: string) => tenantLabel(id, deps.tenantLabels ?? false);
 
   const requests = new Counter({
     name: "mcpgw_dp_requests_total",
@@ -124,9 +138,11 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       ready ? 200 : 503,
     );
   });
-  app.get("/metrics", async (c) =>
-    c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }),
-  );
+  app.get("/metrics", async (c) => {
+    if (!scrapeAllowed(c.req.header("authorization"), deps.metricsToken))
+      return c.json({ error: "metrics need Authorization: Bearer <MCPGW_METRICS_TOKEN>" }, 401);
+    return c.text(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType });
+  });
 
   // RFC 9728 protected-resource metadata, for the gateway and per MCP endpoint.
   app.get(metadataPath(), (c) => {
@@ -212,7 +228,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     const base = policyRequest(principal, routed);
     const access = evaluatePolicy(org.policies, org.org.policy_default, base);
     if (!access.allowed) {
-      policyDenials.inc({ server: server.id });
+      policyDenials.inc({ server: label(server.id) });
       return { ok: false, status: 403, code: JsonRpcErrorCode.Forbidden, message: access.reason };
     }
     const hooks = guardsFor(req, principal, routed, base);
@@ -251,7 +267,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     if (!allowsEveryTool(org.policies, org.org.policy_default, base)) {
       hooks.authorizeTool = (tool) => {
         const decision = evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool });
-        if (!decision.allowed) policyDenials.inc({ server: server.id });
+        if (!decision.allowed) policyDenials.inc({ server: label(server.id) });
         return decision;
       };
       hooks.keepTool = (tool) =>
@@ -506,11 +522,11 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
           !req.headers["mcp-session-id"]
         ) {
           await deps.rpc.handleStateless(req, res, r.ctx);
-          requests.inc({ server: server.id, status: String(res.statusCode) });
+          requests.inc({ server: label(server.id), status: String(res.statusCode) });
           return;
         }
         await deps.sessions.handleStreamableHttp(req, res, r.ctx);
-        requests.inc({ server: server.id, status: String(res.statusCode) });
+        requests.inc({ server: label(server.id), status: String(res.statusCode) });
         return;
       }
       if (server.transport !== "streamable_http") {
@@ -549,12 +565,12 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
           : deps.connect.revisions.knownStateless(server.id))
       ) {
         await deps.sessions.handleStreamableHttp(req, res, r.ctx);
-        requests.inc({ server: server.id, status: String(res.statusCode) });
+        requests.inc({ server: label(server.id), status: String(res.statusCode) });
         return;
       }
       if (stateless && sessionBasedUpstreams.get(server.id)) {
         await deps.rpc.handleStateless(req, res, r.ctx);
-        requests.inc({ server: server.id, status: String(res.statusCode) });
+        requests.inc({ server: label(server.id), status: String(res.statusCode) });
         return;
       }
       if (stateless) {
@@ -581,7 +597,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
         },
         r.hooks,
       );
-      requests.inc({ server: server.id, status: String(outcome.status) });
+      requests.inc({ server: label(server.id), status: String(outcome.status) });
       if (outcome.session) {
         deps.report({
           event: outcome.session.event,
@@ -596,7 +612,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
           process_pid: null,
         });
       }
-      duration.observe({ server: server.id }, (performance.now() - started) / 1000);
+      duration.observe({ server: label(server.id) }, (performance.now() - started) / 1000);
       span.setAttributes({
         "http.response.status_code": outcome.status,
         "mcp.method.name": outcome.method ?? "",

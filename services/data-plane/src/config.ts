@@ -54,6 +54,13 @@ const schema = z.object({
   MCPGW_SESSION_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().default(900_000),
   MCPGW_AGGREGATE_MEMBER_TIMEOUT_MS: z.coerce.number().int().positive().default(5_000),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.string().optional(),
+  /** `/metrics` needs `Authorization: Bearer <it>` when set. */
+  MCPGW_METRICS_TOKEN: z.string().min(16, "MCPGW_METRICS_TOKEN: at least 16 characters").optional(),
+  /** Label series with server ids (they name every tenant's servers to whoever scrapes). */
+  MCPGW_METRICS_TENANT_LABELS: z
+    .enum(["true", "false", "1", "0"])
+    .transform((v) => v === "true" || v === "1")
+    .default(false),
 });
 
 export type DataPlaneConfig = z.infer<typeof schema>;

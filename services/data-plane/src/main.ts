@@ -48,6 +48,8 @@ const dp = await startDataPlane({
   aggregateMemberTimeoutMs: config.MCPGW_AGGREGATE_MEMBER_TIMEOUT_MS,
   publicUrl: config.MCPGW_PUBLIC_URL ?? `http://localhost:${config.DP_PORT}`,
   allowedHosts: list(config.MCPGW_ALLOWED_HOSTS),
+  metricsToken: config.MCPGW_METRICS_TOKEN,
+  metricsTenantLabels: config.MCPGW_METRICS_TENANT_LABELS,
   allowedOrigins: list(config.MCPGW_ALLOWED_ORIGINS),
   loopbackUrl: loopbackUrl(config.DP_HOST, config.DP_PORT),
   bus,

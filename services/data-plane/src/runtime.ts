@@ -104,6 +104,10 @@ export interface DataPlaneRuntimeOptions {
   allowedHosts?: string[] | undefined;
   /** Browser origins allowed besides the gateway's own names (`*`: any). */
   allowedOrigins?: string[] | undefined;
+  /** `/metrics` needs this bearer token when set (`MCPGW_METRICS_TOKEN`). */
+  metricsToken?: string | undefined;
+  /** Label metrics with server ids (`MCPGW_METRICS_TENANT_LABELS`). */
+  metricsTenantLabels?: boolean | undefined;
   /** Answer budget per member server when a namespace endpoint fans out. */
   aggregateMemberTimeoutMs?: number | undefined;
 }
@@ -163,6 +167,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
       sandbox: o.stdio?.sandbox ?? "none",
       logger: o.logger,
     }),
+    tenantLabels: o.metricsTenantLabels,
     openSecrets: keyring
       ? (server) =>
           JSON.parse(keyring.open(server.stdio?.secrets_sealed ?? "", stdioSecretsContext(server.id)))
@@ -203,6 +208,8 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     replicas,
   });
   const dataPlane = createDataPlaneApp({
+    metricsToken: o.metricsToken,
+    tenantLabels: o.metricsTenantLabels,
     connect: connectDeps,
     report: usage.session,
     // Every replica derives the same key, so any of them can check any session id.

@@ -30,6 +30,8 @@ function post(
   });
 }
 
+const METRICS_TOKEN = "metrics-token-for-tests-0123456789";
+
 // MCP transports: servers MUST validate Origin (DNS rebinding); the gateway also checks Host.
 describe("DNS-rebinding protection: Host and Origin validation on every data-plane route", () => {
   let stack: Stack;
@@ -42,7 +44,11 @@ describe("DNS-rebinding protection: Host and Origin validation on every data-pla
     [stack, everything] = await Promise.all([
       startStack({
         replicas: 1,
-        env: { MCPGW_ALLOWED_HOSTS: "gw.test", MCPGW_ALLOWED_ORIGINS: "https://console.test" },
+        env: {
+          MCPGW_ALLOWED_HOSTS: "gw.test",
+          MCPGW_ALLOWED_ORIGINS: "https://console.test",
+          MCPGW_METRICS_TOKEN: METRICS_TOKEN,
+        },
       }),
       startEverythingServer(),
     ]);
@@ -124,5 +130,19 @@ describe("DNS-rebinding protection: Host and Origin validation on every data-pla
     });
     ws.terminate();
     expect(status).toBe(403);
+  });
+
+  it("serves /metrics on both planes only with the metrics token, and without tenant ids", async () => {
+    for (const base of [stack.dataPlanes[0]!.url, stack.cpUrl]) {
+      expect((await fetch(`${base}/metrics`)).status, base).toBe(401);
+      const ok = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } });
+      expect(ok.status, base).toBe(200);
+      const text = await ok.text();
+      if (base === stack.dataPlanes[0]!.url) {
+        expect(text).toContain("mcpgw_dp_requests_total");
+        // Requests were served above, but no series names the server (another tenant's id).
+        expect(text).not.toContain(mcpUrl.split("/")[4]!);
+      }
+    }
   });
 });

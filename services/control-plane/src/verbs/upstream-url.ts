@@ -1,11 +1,13 @@
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
-import { isPrivateAddress } from "@mcpgw/egress";
+import { isPublicAddress } from "@mcpgw/egress";
 import { validation } from "../errors.ts";
 
 /**
- * Rejects upstream URLs that are not plain http(s), carry credentials, or resolve to internal
- * addresses (SSRF), unless the deployment allows private upstreams.
+ * Rejects upstream URLs that are not plain http(s), carry credentials, or resolve to anything
+ * but global unicast addresses (SSRF: private, loopback, NAT64, multicast ... per the IANA
+ * special-purpose registries), unless the deployment allows private upstreams. Data planes, the
+ * worker and token/JWKS fetches check each connection again (DNS rebinding).
  */
 export async function assertSafeUpstreamUrl(raw: string, allowPrivate: boolean): Promise<string> {
   let url: URL;
@@ -27,9 +29,9 @@ export async function assertSafeUpstreamUrl(raw: string, allowPrivate: boolean):
         () => [],
       );
   if (addresses.length === 0) throw validation(`upstream host ${host} does not resolve`);
-  if (addresses.some(isPrivateAddress)) {
+  if (!addresses.every(isPublicAddress)) {
     throw validation(
-      `upstream host ${host} resolves to a private or internal address; set MCPGW_ALLOW_PRIVATE_UPSTREAMS=true to allow it`,
+      `upstream host ${host} resolves to a private or special-purpose address; set MCPGW_ALLOW_PRIVATE_UPSTREAMS=true to allow it`,
     );
   }
   return url.toString();

@@ -11,7 +11,7 @@ import {
   type StdioValue,
   UNSAFE_STDIO_ENV,
 } from "@mcpgw/snapshot";
-import { Counter, Gauge, type Logger, type Registry } from "@mcpgw/telemetry";
+import { Counter, Gauge, type Logger, type Registry, tenantLabel } from "@mcpgw/telemetry";
 import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
@@ -33,6 +33,8 @@ export interface StdioOptions {
   unusedTimeoutMs?: number | undefined;
   /** Who children run as and where; see `stdioIsolation`. Default: as this process, for every org. */
   isolation?: StdioIsolation | undefined;
+  /** Label series with server ids (off by default: they name every tenant's servers). */
+  tenantLabels?: boolean | undefined;
   /** Opens a server's sealed secret parameters. */
   openSecrets?: ((server: ServerEntry) => Record<string, StdioValue>) | undefined;
   logger: Logger;
@@ -572,7 +574,7 @@ export class StdioProcessManager {
     });
     const proc = new StdioProcess(child, server, this.o.logger);
     this.live.add(proc);
-    this.spawned.inc({ server: server.id });
+    this.spawned.inc({ server: tenantLabel(server.id, this.o.tenantLabels ?? false) });
     const failed = await new Promise<Error | null>((resolve) => {
       child.once("spawn", () => resolve(null));
       child.once("error", (err) => resolve(err));
@@ -594,7 +596,7 @@ export class StdioProcessManager {
       state.lastExit = { code, signal, at: new Date().toISOString() };
       if (this.stopping || proc.closing) return;
       // Exited on its own: count it, back off, and bring the pool back.
-      this.restarts.inc({ server: server.id });
+      this.restarts.inc({ server: tenantLabel(server.id, this.o.tenantLabels ?? false) });
       state.restarts++;
       state.crashes = Date.now() - proc.startedAt < EARLY_EXIT_MS ? state.crashes + 1 : 0;
       const delay = state.crashes ? Math.min(250 * 2 ** (state.crashes - 1), 30_000) : 0;
