@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { stdioValueSchema } from "@mcpgw/snapshot";
 import type { ControlPlaneDeps } from "../env.ts";
 import { createServer, deleteServer, getServer, listServers, updateServer } from "../verbs/servers.ts";
 import { crudRoutes } from "./crud.ts";
@@ -9,12 +10,7 @@ const Endpoint = z.strictObject({
   weight: z.number().int().min(1).max(1000).default(1),
 });
 const Transport = z.enum(["streamable_http", "sse", "stdio", "virtual"]);
-const ParameterValue = z.union([
-  z.string().max(8192),
-  z.number(),
-  z.boolean(),
-  z.array(z.string().max(8192)).max(64),
-]);
+const ParameterValue = stdioValueSchema;
 
 const Server = z
   .object({

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { stdioParameterSchema } from "@mcpgw/snapshot";
 import type { ControlPlaneDeps } from "../env.ts";
 import {
   createCatalogEntry,
@@ -14,23 +15,8 @@ const EnvName = z
   .string()
   .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "environment variable names are letters, digits and _");
 
-const Parameter = z
-  .strictObject({
-    name: z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, "parameter names are lowercase letters, digits and _"),
-    description: z.string().max(1000).optional(),
-    type: z.enum(["string", "integer", "boolean", "string_list"]),
-    required: z.boolean().default(false),
-    secret: z.boolean().default(false).openapi({
-      description: "Write-only values, sealed at rest, in snapshots and on disk",
-    }),
-    env: EnvName.optional().openapi({ description: "Environment variable the value goes into" }),
-    pattern: z.string().max(512).optional().openapi({
-      description: "ECMAScript pattern every string value must match in whole",
-    }),
-    enum: z.array(z.string().max(1024)).min(1).max(100).optional(),
-    max_length: z.number().int().positive().max(8192).optional(),
-  })
-  .openapi("StdioParameter");
+// The declaration contract is the snapshot's (data planes check values against the same schema).
+const Parameter = z.strictObject(stdioParameterSchema.shape).openapi("StdioParameter");
 
 const CatalogEntry = z
   .object({
