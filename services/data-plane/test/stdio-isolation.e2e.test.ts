@@ -1,3 +1,4 @@
+import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { NatsBus } from "@mcpgw/bus";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -135,6 +136,82 @@ describe("stdio servers: tenant isolation and fair capacity (distributed, real p
     // The gateway's own fan-out (signed) still works.
     const res = await fetch(`${dp}/stdio/process`, { headers: { authorization: `Bearer ${tenant.token}` } });
     expect(res.status).toBe(200);
+  });
+
+  it("keeps a tenant's secret parameters sealed in the database, NATS and the data plane's disk cache, and hands them only to the child", async () => {
+    const SECRET = "ghp_tenant-secret-value-123";
+    const entry = await platform.call<{ id: string }>("POST", "/api/v1/stdio-catalog", {
+      slug: "probe-with-token",
+      name: "Probe with a token",
+      command: process.execPath,
+      args: [probeStdioServer],
+      parameters: [
+        { name: "github_token", type: "string", secret: true, required: true, env: "GITHUB_TOKEN" },
+      ],
+    });
+    expect(entry.status, JSON.stringify(entry.body)).toBe(201);
+    const ns = await tenant.call<{ id: string }>("POST", "/api/v1/namespaces", {
+      name: "S",
+      slug: "secrets",
+    });
+    const server = await tenant.call<{ id: string }>("POST", "/api/v1/servers", {
+      namespace_id: ns.body.id,
+      name: "with-token",
+      transport: "stdio",
+      catalog_entry_id: "probe-with-token",
+      parameters: { github_token: SECRET },
+    });
+    expect(server.status, JSON.stringify(server.body)).toBe(201);
+    expect(JSON.stringify(server.body)).not.toContain(SECRET);
+    const exchange = async () => {
+      const res = await fetch(`${dp}/stdio/send`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${tenant.token}`, "content-type": "application/json" },
+        body: JSON.stringify({
+          server_id: server.body.id,
+          wait_ms: 10_000,
+          messages: [
+            initializeRequest("probe", 1),
+            { jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "probe", arguments: {} } },
+          ],
+        }),
+      });
+      return {
+        status: res.status,
+        body: (await res.json()) as {
+          received?: Array<{ id?: number; result?: { content: [{ text: string }] } }>;
+        },
+      };
+    };
+    const answered = await eventually(async () => {
+      const r = await exchange();
+      return r.status === 200 ? r.body : undefined;
+    }, 20_000).catch((err) => {
+      throw new Error(`the data plane did not run the server with a secret parameter: ${err}`);
+    });
+    const report = JSON.parse(answered.received!.find((m) => m.id === 2)!.result!.content[0].text) as {
+      env_names: string[];
+    };
+    expect(report.env_names).toContain("GITHUB_TOKEN");
+    // In NATS and in the data plane's cache the value is sealed; cache files are owner-only.
+    const nats = await NatsBus.connect(stack.env.NATS_URL!);
+    try {
+      const bucket = await nats.bucket(`${stack.env.MCPGW_BUS_PREFIX}_config`);
+      const orgId = (await tenant.call<{ org_id: string }>("GET", "/auth/profile")).body.org_id;
+      const value = (await bucket.get(`org.${orgId}`))?.value ?? "";
+      expect(value).not.toBe("");
+      expect(Buffer.from(value.split(".")[1] ?? "", "base64url").toString()).not.toContain(SECRET);
+      expect(value).not.toContain(SECRET);
+    } finally {
+      await nats.close();
+    }
+    const cacheDir = join(stack.dataPlanes[0]!.dataDir, "snapshots");
+    for (const file of await readdir(cacheDir)) {
+      const path = join(cacheDir, file);
+      expect((await stat(path)).mode & 0o777, path).toBe(0o600);
+      expect(await readFile(path, "utf8")).not.toContain(SECRET);
+    }
+    expect((await stat(cacheDir)).mode & 0o777).toBe(0o700);
   });
 
   async function openSession(token: string, server: string): Promise<Response> {
