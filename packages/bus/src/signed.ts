@@ -47,13 +47,7 @@ export class SignedBus implements Bus {
   /** The body of a well-signed, fresh, unseen envelope; undefined (and why) otherwise. */
   private open(message: unknown, remember: boolean): { body: unknown } | { refused: string } {
     const e = message as Partial<Envelope> | null;
-    if (
-      !e ||
-      e.v !== 1 ||
-      typeof e.ts !== "number" ||
-      typeof e.nonce !== "string" ||
-      typeof e.mac !== "string"
-    )
+    if (e?.v !== 1 || typeof e.ts !== "number" || typeof e.nonce !== "string" || typeof e.mac !== "string")
       return { refused: "unsigned" };
     const expected = Buffer.from(this.mac(e.ts, e.nonce, JSON.stringify(e.body ?? null)));
     const given = Buffer.from(e.mac);

@@ -189,7 +189,7 @@ describe("stdio servers: tenant isolation and fair capacity (distributed, real p
     }, 20_000).catch((err) => {
       throw new Error(`the data plane did not run the server with a secret parameter: ${err}`);
     });
-    const report = JSON.parse(answered.received!.find((m) => m.id === 2)!.result!.content[0].text) as {
+    const report = JSON.parse(answered!.received!.find((m) => m.id === 2)!.result!.content[0].text) as {
       env_names: string[];
     };
     expect(report.env_names).toContain("GITHUB_TOKEN");
