@@ -17,6 +17,7 @@ import { filterListResult, policyTarget } from "../policy-targets.ts";
 import { StdioUnavailable } from "../upstream/stdio-processes.ts";
 import { boundResponseBacklog } from "./client-backlog.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
+import { batchTooLarge, InflightLimit, MAX_BATCH_MESSAGES, tooManyWaiting } from "./limits.ts";
 import type { SessionContext } from "./message-sessions.ts";
 
 const PROTOCOL_VERSION = "2025-11-25";
@@ -128,6 +129,11 @@ interface PooledUpstream {
   listeners: Set<Listener>;
   /** Progress token → where that request's progress goes. */
   progress: Map<unknown, (notification: Rpc) => void>;
+  /**
+   * The caller's requests upstream at once (MAX_INFLIGHT_PER_SESSION): more wait their turn,
+   * whether they come in one batch or in many HTTP requests.
+   */
+  slots: InflightLimit;
 }
 
 export interface RpcOptions {
@@ -289,6 +295,7 @@ export class JsonRpcGateway {
       exchanges: new Set(),
       listeners: new Set(),
       progress: new Map(),
+      slots: new InflightLimit(),
     };
     transport.onmessage = (message) => {
       const m = message as Rpc;
@@ -491,26 +498,41 @@ export class JsonRpcGateway {
           policy: decision.rule,
         }) as unknown as Record<string, unknown>;
     }
-
-    if (ctx.guards.admit) {
-      const admission = await ctx.guards.admit({ method, tool });
-      if (admission && !admission.allowed) {
-        return jsonRpcError(
-          id,
-          JsonRpcErrorCode.RateLimited,
-          `rate limit exceeded; retry in ${admission.retryAfterS}s`,
-          {
-            retry_after: admission.retryAfterS,
-            rule: admission.rule,
-          },
-        ) as unknown as Record<string, unknown>;
-      }
+    // The slot is taken before the rate-limit check: requests waiting on it count too.
+    const release = await pool.slots.acquire();
+    if (!release) return tooManyWaiting(id) as unknown as Record<string, unknown>;
+    let reply: Record<string, unknown>;
+    try {
+      const refused = await this.admit(id, method, tool, ctx);
+      if (refused) return refused;
+      reply = await this.request(pool, message, ctx.timeoutMs, call);
+    } finally {
+      release();
     }
-    const reply = await this.request(pool, message, ctx.timeoutMs, call);
     const result = ctx.guards.keepTool
       ? filterListResult(method, reply.result, ctx.guards.keepTool)
       : reply.result;
     return "error" in reply ? { jsonrpc: "2.0", id, error: reply.error } : { jsonrpc: "2.0", id, result };
+  }
+
+  /** The rate limits' refusal of one request, if they refuse it. */
+  private async admit(
+    id: JsonRpcId,
+    method: string,
+    tool: string | undefined,
+    ctx: SessionContext,
+  ): Promise<Record<string, unknown> | undefined> {
+    const admission = await ctx.guards.admit?.({ method, tool });
+    if (!admission || admission.allowed) return undefined;
+    return jsonRpcError(
+      id,
+      JsonRpcErrorCode.RateLimited,
+      `rate limit exceeded; retry in ${admission.retryAfterS}s`,
+      {
+        retry_after: admission.retryAfterS,
+        rule: admission.rule,
+      },
+    ) as unknown as Record<string, unknown>;
   }
 
   /**
@@ -988,6 +1010,12 @@ export class JsonRpcGateway {
     }
     if (messages.length === 0) {
       sendJsonRpcError(res, 400, null, JsonRpcErrorCode.InvalidRequest, "Invalid Request: empty batch");
+      return;
+    }
+    if (messages.length > MAX_BATCH_MESSAGES) {
+      const text = JSON.stringify(batchTooLarge(messages.length));
+      res.writeHead(400, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+      res.end(text);
       return;
     }
     let answers: Array<Record<string, unknown> | undefined>;

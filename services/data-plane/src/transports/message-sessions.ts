@@ -22,6 +22,7 @@ import {
 } from "./client-backlog.ts";
 import { SessionEventStore } from "./event-store.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
+import { batchTooLarge, MAX_BATCH_MESSAGES, MAX_INFLIGHT_PER_SESSION } from "./limits.ts";
 import type { ProxyHooks } from "./streamable-http.ts";
 
 /** The org already has as many sessions as its plan allows. */
@@ -108,6 +109,11 @@ export interface MessageSessionsOptions {
  * Streamable HTTP session outlives a dropped GET or POST stream (the client resumes it with
  * Last-Event-ID from the session's bounded event store, see event-store.ts); a WebSocket session
  * ends.
+ *
+ * A client that sends faster than its upstream answers is read no further while its session is
+ * saturated (see SessionBridge): a WebSocket is paused, an HTTP POST waits before its body is
+ * read. Batches carry at most MAX_BATCH_MESSAGES (the SDK's Streamable HTTP transport enforces
+ * the same; legacy SSE takes no batches).
  */
 export class MessageSessions {
   private readonly sessions = new Map<string, Session>();
@@ -292,6 +298,8 @@ export class MessageSessions {
       }
       // A GET stream or a POST's SSE response: either may be left unread.
       boundResponseBacklog(res, this.slowClient(s.id, s.kind));
+      // Backpressure: a POST's body stays unread while the session has no room.
+      if (req.method === "POST") await s.bridge.room();
       await s.http.handleRequest(req, res);
       return;
     }
@@ -378,18 +386,26 @@ export class MessageSessions {
       sendJsonRpcError(res, 404, null, JsonRpcErrorCode.NotFound, "Session not found");
       return;
     }
+    // Backpressure: the message stays unread (and unacknowledged) while the session has no room.
+    await s.bridge.room();
     await s.sse.handlePostMessage(req, res);
   }
 
   /** `/servers/{id}/ws`: one WebSocket (subprotocol `mcp`) is one session. */
   async handleWebSocket(ws: WebSocket, ctx: SessionContext): Promise<void> {
     const id = this.newId();
-    // Frames can arrive while the upstream is still connecting: hold them until it is.
+    // Frames can arrive while the upstream is still connecting: held until it is, and no more
+    // read meanwhile once a session's worth of requests waits.
     const early: JSONRPCMessage[] = [];
     let session: Session | undefined;
     const deliver = (m: JSONRPCMessage) => {
-      if (session) void session.bridge.fromClient(m);
-      else early.push(m);
+      if (!session) {
+        early.push(m);
+        if (early.length >= MAX_INFLIGHT_PER_SESSION) ws.pause();
+        return;
+      }
+      void session.bridge.fromClient(m);
+      this.holdWhileSaturated(ws, session.bridge);
     };
     const reply = (code: number, message: string) =>
       ws.send(JSON.stringify({ jsonrpc: "2.0", id: null, error: { code, message } }));
@@ -401,6 +417,10 @@ export class MessageSessions {
         message = JSON.parse(text);
       } catch {
         reply(JsonRpcErrorCode.ParseError, "Parse error: frame is not valid JSON");
+        return;
+      }
+      if (Array.isArray(message) && message.length > MAX_BATCH_MESSAGES) {
+        ws.send(JSON.stringify(batchTooLarge(message.length)));
         return;
       }
       for (const m of Array.isArray(message) ? message : [message]) {
@@ -430,6 +450,18 @@ export class MessageSessions {
       return;
     }
     for (const m of early.splice(0)) void session.bridge.fromClient(m);
+    ws.resume();
+    this.holdWhileSaturated(ws, session.bridge);
+  }
+
+  /**
+   * Backpressure for a WebSocket: no more frames are read while its session is saturated (frames
+   * the socket already read still arrive, and wait for a slot), until answers make room.
+   */
+  private holdWhileSaturated(ws: WebSocket, bridge: SessionBridge): void {
+    if (ws.isPaused || !bridge.saturated) return;
+    ws.pause();
+    void bridge.room().then(() => ws.resume());
   }
 
   private reap() {
@@ -463,5 +495,5 @@ function makeBridge(
   ctx: SessionContext,
   logger: Logger,
 ): SessionBridge {
-  return new SessionBridge(sink, upstream, ctx.guards, logger);
+  return new SessionBridge(sink, upstream, ctx.guards, logger, { timeoutMs: ctx.timeoutMs });
 }

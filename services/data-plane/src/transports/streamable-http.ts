@@ -15,6 +15,7 @@ import type { ServerEntry } from "@mcpgw/snapshot";
 import { filterListResult, isFilteredList, policyTarget } from "../policy-targets.ts";
 import type { UpstreamPools } from "../upstream/pools.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
+import { batchTooLarge, MAX_BATCH_MESSAGES } from "./limits.ts";
 import { decodeSessionId, encodeSessionId, type SessionBinding } from "./session-id.ts";
 
 export interface ProxyOutcome {
@@ -271,6 +272,8 @@ export async function proxyStreamableHttp(
   let toolName: string | undefined;
   let parsedBody: unknown;
   let initializeParams: { protocolVersion?: string; clientInfo?: Record<string, unknown> } | undefined;
+  /** Request id → list method, for the answers policy filters. */
+  const listed = new Map<string | number, string>();
   if (method === "POST") {
     const contentType = header(req.headers, "content-type") ?? "";
     if (!contentType.toLowerCase().startsWith("application/json")) {
@@ -317,6 +320,15 @@ export async function proxyStreamableHttp(
       return { status: 400, method: undefined };
     }
     const messages = Array.isArray(parsed) ? parsed : [parsed];
+    if (messages.length > MAX_BATCH_MESSAGES) {
+      const refusal = JSON.stringify(batchTooLarge(messages.length));
+      res.writeHead(400, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(refusal),
+      });
+      res.end(refusal);
+      return { status: 400, method: undefined };
+    }
     if (messages.length === 0 || !messages.every(isJsonRpcMessage)) {
       sendJsonRpcError(
         res,
@@ -336,6 +348,9 @@ export async function proxyStreamableHttp(
       const name = (first.params as { name?: unknown } | undefined)?.name;
       if (typeof name === "string") toolName = name;
     }
+    // Every list request of the body, wherever it sits in a batch, has its answer filtered.
+    for (const m of messages)
+      if (m.id !== undefined && m.id !== null && isFilteredList(m.method)) listed.set(m.id, m.method!);
     if (hooks.authorizeTool) {
       for (const m of messages) {
         const target = policyTarget(m.method, m.params as Record<string, unknown> | undefined);
@@ -601,8 +616,8 @@ export async function proxyStreamableHttp(
     hooks.sessions?.settle(ticket, session?.event === "start" ? session.id : undefined);
   if (limitHeaders) Object.assign(out, limitHeaders);
   const isStream = out["content-type"]?.startsWith("text/event-stream") ?? false;
-  if (hooks.keepTool && isFilteredList(rpcMethod) && status === 200) {
-    return relayFilteredList(upstream.body, res, status, out, isStream, rpcId, rpcMethod!, hooks.keepTool);
+  if (hooks.keepTool && listed.size > 0 && status === 200) {
+    return relayFilteredList(upstream.body, res, status, out, isStream, rpcId, listed, hooks.keepTool);
   }
   if (isStream) out["x-accel-buffering"] = "no";
   res.writeHead(status, out);
@@ -658,8 +673,9 @@ function relayBody(body: Readable, res: ServerResponse): Promise<string | undefi
 }
 
 /**
- * Reads one tools/list response whole (JSON or SSE), drops the tools policy hides from this
- * caller, and writes it on. Only this method pays for buffering; everything else streams.
+ * Reads a response to list requests whole (JSON or SSE, one answer or a batch), drops from each
+ * list answer the items policy hides from this caller, and writes it on. Only bodies with list
+ * requests pay for buffering; everything else streams.
  */
 async function relayFilteredList(
   body: AsyncIterable<Buffer> & { destroy(): void },
@@ -668,9 +684,10 @@ async function relayFilteredList(
   headers: Record<string, string>,
   isStream: boolean,
   rpcId: JsonRpcId,
-  method: string,
+  listed: ReadonlyMap<string | number, string>,
   keepTool: (target: string) => boolean,
 ): Promise<ProxyOutcome> {
+  const method = listed.values().next().value as string;
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of body) {
@@ -688,11 +705,14 @@ async function relayFilteredList(
     }
     chunks.push(chunk);
   }
-  const filter = (message: unknown): unknown => {
+  const filterOne = (message: unknown): unknown => {
     const m = message as { id?: unknown; result?: unknown };
-    if (m?.id !== rpcId || m.result === undefined) return message;
-    return { ...m, result: filterListResult(method, m.result, keepTool) };
+    const listMethod = typeof m?.id === "string" || typeof m?.id === "number" ? listed.get(m.id) : undefined;
+    if (listMethod === undefined || m.result === undefined) return message;
+    return { ...m, result: filterListResult(listMethod, m.result, keepTool) };
   };
+  const filter = (message: unknown): unknown =>
+    Array.isArray(message) ? message.map(filterOne) : filterOne(message);
   const text = Buffer.concat(chunks, size).toString("utf8");
   let out: string;
   if (isStream) {
