@@ -68,29 +68,24 @@ describe("an issuer trusted by two orgs with the same namespace slug", () => {
     await everything?.proc.stop();
   });
 
-  it("keeps org A's users in org A after org B registers the same issuer, audience and slug", async () => {
+  it("keeps org A's users in org A when org B takes the same slug and issuer, and refuses B A's audience", async () => {
     expect((await b.call("POST", "/api/v1/namespaces", { name: "Shared", slug: "shared" })).status).toBe(201);
+    // The same issuer for the same audience would make A's and B's tokens indistinguishable.
     const copy = { name: "Same IdP", issuer: idp.issuer, jwks_url: idp.jwksUrl, audience: AUDIENCE };
-    expect((await b.call("POST", "/api/v1/identity-providers", copy)).status).toBe(201);
-    // Let org B's snapshot land, then check that nothing changed for A's users.
+    const refused = await b.call<{ detail: string }>("POST", "/api/v1/identity-providers", copy);
+    expect(refused.status).toBe(409);
+    expect(refused.body.detail).toContain("audience of your own");
+    // The same issuer for an audience of B's own is fine, and changes nothing for A's users.
+    const own = { ...copy, audience: "https://b.example.test" };
+    expect((await b.call("POST", "/api/v1/identity-providers", own)).status).toBe(201);
     await new Promise((r) => setTimeout(r, 1500));
-    const token = await idp.token("alice", AUDIENCE);
-    const res = await listTools(token);
+    const res = await listTools(await idp.token("alice", AUDIENCE));
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     expect(res.body.result?.tools.some((t) => t.name.endsWith("echo"))).toBe(true);
   });
 
   it("lets each org's own audience pick its org when both trust the issuer", async () => {
-    const own = {
-      name: "B audience",
-      issuer: `${idp.issuer}`,
-      jwks_url: idp.jwksUrl,
-      audience: "https://b.example.test",
-    };
-    // One provider per issuer per org: B changes its audience to its own.
-    const list = await b.call<{ items: Array<{ id: string }> }>("GET", "/api/v1/identity-providers");
-    await b.call("PATCH", `/api/v1/identity-providers/${list.body.items[0]!.id}`, { audience: own.audience });
-    const forB = await idp.token("bob", own.audience);
+    const forB = await idp.token("bob", "https://b.example.test");
     await eventually(async () => {
       const r = await listTools(forB);
       // B's namespace has no servers: an empty list from B, not a refusal.

@@ -1,5 +1,5 @@
 import { schema } from "@mcpgw/db";
-import { and, eq } from "drizzle-orm";
+import { and, eq, ne } from "drizzle-orm";
 import { authorize } from "../auth/permissions.ts";
 import type { Role, VerbContext } from "../context.ts";
 import { conflict } from "../errors.ts";
@@ -69,6 +69,28 @@ export const getIdentityProvider = ({
   id: string;
 }): Promise<IdentityProviderDto> => providers.get(ctx, id);
 
+/**
+ * Tokens name their issuer and audience, not the gateway org: an (issuer, audience) pair another
+ * org trusts would make the two orgs' tokens indistinguishable, so it is refused.
+ */
+async function assertPairFree(ctx: VerbContext, issuer: string, audience: string, except?: string) {
+  const [taken] = await ctx.db
+    .select({ id: schema.identityProviders.id })
+    .from(schema.identityProviders)
+    .where(
+      and(
+        eq(schema.identityProviders.issuer, issuer),
+        eq(schema.identityProviders.audience, audience),
+        ne(schema.identityProviders.org_id, ctx.actor.org_id),
+        except ? ne(schema.identityProviders.id, except) : undefined,
+      ),
+    );
+  if (taken)
+    throw conflict(
+      "another organization trusts this issuer for this audience: its tokens and yours could not be told apart; use an audience of your own",
+    );
+}
+
 /** Trusts an OIDC issuer: data planes verify its tokens against its JWKS. */
 export async function createIdentityProvider({
   ctx,
@@ -89,6 +111,7 @@ export async function createIdentityProvider({
       ),
     );
   if (dup) throw conflict("this issuer is already trusted");
+  await assertPairFree(ctx, input.issuer, input.audience);
   return providers.create(ctx, { ...input, jwks_url });
 }
 
@@ -104,6 +127,14 @@ export async function updateIdentityProvider({
 }): Promise<IdentityProviderDto> {
   authorize(ctx.actor, "identity_providers:write");
   const fields = { ...patch };
+  if (patch.issuer !== undefined || patch.audience !== undefined) {
+    const [current] = await ctx.db
+      .select()
+      .from(schema.identityProviders)
+      .where(and(eq(schema.identityProviders.id, id), eq(schema.identityProviders.org_id, ctx.actor.org_id)));
+    if (current)
+      await assertPairFree(ctx, patch.issuer ?? current.issuer, patch.audience ?? current.audience, id);
+  }
   if (patch.jwks_url)
     fields.jwks_url = await assertSafeUpstreamUrl(patch.jwks_url, ctx.allowPrivateUpstreams);
   return providers.update(ctx, id, fields);
