@@ -67,4 +67,31 @@ describe("UpstreamCredentials", () => {
     expect(calls).toBe(1);
     tokenServer.close();
   });
+
+  it("refuses a private token endpoint at connect time unless private upstreams are allowed", async () => {
+    let calls = 0;
+    const tokenServer = createServer((_req, res) => {
+      calls++;
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ access_token: "tok", expires_in: 3600 }));
+    }).listen(0, "127.0.0.1");
+    await new Promise((r) => tokenServer.once("listening", r));
+    const entry = server("p", {
+      type: "oauth_client_credentials",
+      token_url: `http://127.0.0.1:${(tokenServer.address() as { port: number }).port}/token`,
+      client_id: "cid",
+      client_secret: "csecret",
+    });
+    const strict = new UpstreamCredentials(new Keyring(masterKey), { allowPrivateUpstreams: false });
+    const refused = strict.headersFor(entry);
+    await expect(refused).rejects.toThrow(CredentialError);
+    await expect(refused).rejects.toThrow(
+      /token endpoint refused: egress refused: 127\.0\.0\.1 is a private or special-purpose address/,
+    );
+    expect(calls).toBe(0);
+    const open = new UpstreamCredentials(new Keyring(masterKey), { allowPrivateUpstreams: true });
+    expect(await open.headersFor(entry)).toEqual({ authorization: "Bearer tok" });
+    expect(calls).toBe(1);
+    tokenServer.close();
+  });
 });

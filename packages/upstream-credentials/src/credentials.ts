@@ -1,6 +1,7 @@
+import { EGRESS_REFUSED, egressAgent } from "@mcpgw/egress";
 import type { Keyring } from "@mcpgw/secrets";
 import type { ServerEntry } from "@mcpgw/snapshot";
-import { request } from "undici";
+import { type Dispatcher, request } from "undici";
 
 type Credentials =
   | { type: "bearer"; token: string }
@@ -34,8 +35,19 @@ interface CachedHeaders {
 export class UpstreamCredentials {
   private readonly cache = new Map<string, CachedHeaders>();
   private readonly inflight = new Map<string, Promise<Record<string, string>>>();
+  /** Token endpoints are reached through the egress rules, checked at connect time. */
+  private readonly dispatcher: Dispatcher;
 
-  constructor(private readonly keyring: Keyring | undefined) {}
+  constructor(
+    private readonly keyring: Keyring | undefined,
+    /** `MCPGW_ALLOW_PRIVATE_UPSTREAMS` for token endpoints (unchecked unless passed `false`). */
+    options: { allowPrivateUpstreams?: boolean | undefined } = {},
+  ) {
+    this.dispatcher = egressAgent({
+      allowPrivate: options.allowPrivateUpstreams ?? true,
+      connectTimeoutMs: 10_000,
+    });
+  }
 
   /** Headers for `server`, or none when it has no credentials. */
   async headersFor(
@@ -67,7 +79,7 @@ export class UpstreamCredentials {
     if (creds.type === "bearer") headers = { authorization: `Bearer ${creds.token}` };
     else if (creds.type === "header") headers = { [creds.name.toLowerCase()]: creds.value };
     else {
-      const token = await fetchClientCredentialsToken(creds);
+      const token = await fetchClientCredentialsToken(creds, this.dispatcher);
       headers = { authorization: `Bearer ${token.access_token}` };
       // Refresh a minute early (or at half-life for short tokens).
       refreshAt = Date.now() + Math.max(1, Math.min(token.expires_in - 60, token.expires_in / 2)) * 1000;
@@ -79,6 +91,7 @@ export class UpstreamCredentials {
 
 async function fetchClientCredentialsToken(
   creds: Extract<Credentials, { type: "oauth_client_credentials" }>,
+  dispatcher: Dispatcher,
 ): Promise<{ access_token: string; expires_in: number }> {
   const form = new URLSearchParams({ grant_type: "client_credentials" });
   if (creds.scope) form.set("scope", creds.scope);
@@ -98,8 +111,11 @@ async function fetchClientCredentialsToken(
       body: form.toString(),
       headersTimeout: 10_000,
       bodyTimeout: 10_000,
+      dispatcher,
     });
-  } catch {
+  } catch (err) {
+    if ((err as { code?: string }).code === EGRESS_REFUSED)
+      throw new CredentialError(`upstream token endpoint refused: ${(err as Error).message}`);
     throw new CredentialError("upstream token endpoint unreachable");
   }
   const text = await res.body.text();

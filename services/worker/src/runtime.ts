@@ -20,17 +20,21 @@ export interface WorkerRuntimeOptions {
   /** Opens sealed upstream credentials for health checks (optional). */
   masterKey?: string | undefined;
   previousMasterKeys?: string[] | undefined;
+  /** `MCPGW_ALLOW_PRIVATE_UPSTREAMS` for health probes and token endpoints (unchecked unless `false`). */
+  allowPrivateUpstreams?: boolean | undefined;
 }
 
 /** Registers every processor and the sweep schedule, then starts the runner. */
 export async function startWorker(o: WorkerRuntimeOptions) {
   const health = await o.bus.bucket(bucketNames(o.busPrefix).health);
+  const allowPrivateUpstreams = o.allowPrivateUpstreams ?? true;
   const credentials = new UpstreamCredentials(
     o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined,
+    { allowPrivateUpstreams },
   );
   o.runner.register(
     jobs.healthCheck,
-    healthCheckProcessor({ db: o.db, health, logger: o.logger, credentials }),
+    healthCheckProcessor({ db: o.db, health, logger: o.logger, credentials, allowPrivateUpstreams }),
   );
   o.runner.register(jobs.healthSweep, healthSweepProcessor({ db: o.db, runner: o.runner }));
   o.runner.register(jobs.apiKeyUsage, apiKeyUsageProcessor({ db: o.db }));

@@ -19,13 +19,16 @@ export type KeyUseListener = (keyId: string) => void;
  */
 export class Authenticator {
   readonly controlPlane: ControlPlaneTokens;
-  private readonly external = new ExternalTokens();
+  private readonly external: ExternalTokens;
 
   constructor(
     private readonly store: SnapshotStore,
     private readonly onKeyUse: KeyUseListener = () => {},
+    /** `MCPGW_ALLOW_PRIVATE_UPSTREAMS` for JWKS fetches (unchecked unless passed `false`). */
+    options: { allowPrivateUpstreams?: boolean | undefined } = {},
   ) {
     this.controlPlane = new ControlPlaneTokens(store);
+    this.external = new ExternalTokens({ allowPrivateUpstreams: options.allowPrivateUpstreams ?? true });
   }
 
   /** True when the request carries any credential at all (401 comes first for those that don't). */

@@ -1,5 +1,6 @@
+import { EGRESS_REFUSED, egressAgent, egressFetch } from "@mcpgw/egress";
 import type { IdentityProviderEntry } from "@mcpgw/snapshot";
-import { createRemoteJWKSet, jwtVerify } from "jose";
+import { createRemoteJWKSet, customFetch, jwtVerify } from "jose";
 import { LRUCache } from "lru-cache";
 import { AuthError, type Principal } from "./principal.ts";
 
@@ -11,6 +12,14 @@ import { AuthError, type Principal } from "./principal.ts";
 export class ExternalTokens {
   private readonly jwks = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
   private readonly cache = new LRUCache<string, Principal>({ max: 20_000 });
+  /** JWKS fetches pass the egress rules at connect time (a JWKS host re-pointed inward is refused). */
+  private readonly fetch: typeof globalThis.fetch;
+
+  constructor(options: { allowPrivateUpstreams: boolean }) {
+    this.fetch = egressFetch(
+      egressAgent({ allowPrivate: options.allowPrivateUpstreams, connectTimeoutMs: 5000 }),
+    );
+  }
 
   private keySet(url: string) {
     let set = this.jwks.get(url);
@@ -19,6 +28,7 @@ export class ExternalTokens {
         timeoutDuration: 5000,
         cooldownDuration: 30_000,
         cacheMaxAge: 10 * 60_000,
+        [customFetch]: this.fetch,
       });
       this.jwks.set(url, set);
     }
@@ -38,6 +48,9 @@ export class ExternalTokens {
       }));
     } catch (err) {
       const code = (err as { code?: string }).code;
+      // A JWKS host the egress rules refuse is the IdP's registration at fault, not the token.
+      if ((err as { cause?: { code?: string } }).cause?.code === EGRESS_REFUSED)
+        throw new AuthError("the identity provider's JWKS host is refused by this gateway's egress rules");
       if (code === "ERR_JWT_CLAIM_VALIDATION_FAILED" && (err as { claim?: string }).claim === "aud") {
         throw new AuthError("token audience is not this gateway");
       }

@@ -36,4 +36,28 @@ describe("UpstreamPools", () => {
     expect(await (await open.fetcher(1000)(`http://localhost:${port}/`)).text()).toBe("ok");
     await Promise.all([strict.close(), open.close()]);
   });
+
+  it("refuses an IP-literal private upstream at connect time (byte relay and message-level fetch)", async () => {
+    const strict = new UpstreamPools(4, false);
+    const err = await strict
+      .get(`http://127.0.0.1:${port}`, 1000)
+      .request({ path: "/", method: "GET" })
+      .then(
+        () => undefined,
+        (e: { code?: string; message?: string }) => e,
+      );
+    expect(err?.code).toBe("EUPSTREAMPRIVATE");
+    expect(err?.message).toContain("127.0.0.1 is a private or special-purpose address");
+    const refused = await strict
+      .fetcher(1000)(`http://127.0.0.1:${port}/`)
+      .then(
+        () => undefined,
+        (e: { cause?: { code?: string } }) => e.cause?.code,
+      );
+    expect(refused).toBe("EUPSTREAMPRIVATE");
+    const open = new UpstreamPools(4, true);
+    const res = await open.get(`http://127.0.0.1:${port}`, 1000).request({ path: "/", method: "GET" });
+    expect(await res.body.text()).toBe("ok");
+    await Promise.all([strict.close(), open.close()]);
+  });
 });

@@ -1,5 +1,5 @@
-import { publicOnlyLookup } from "@mcpgw/egress";
-import { Pool, fetch as undiciFetch } from "undici";
+import { egressConnector, egressFetch } from "@mcpgw/egress";
+import { Pool } from "undici";
 
 /**
  * One undici connection pool per upstream origin, reused across snapshot versions so that
@@ -22,7 +22,8 @@ export class UpstreamPools {
       pool = new Pool(origin, {
         connections: this.connections,
         pipelining: 1,
-        connect: { timeout: connectTimeoutMs, ...(this.allowPrivate ? {} : { lookup: publicOnlyLookup }) },
+        // Names and IP literals alike: the egress rules judge the address each socket goes to.
+        connect: egressConnector({ allowPrivate: this.allowPrivate, connectTimeoutMs }),
         keepAliveTimeout: 30_000,
       });
       this.pools.set(origin, pool);
@@ -37,11 +38,8 @@ export class UpstreamPools {
   fetcher(connectTimeoutMs: number): typeof globalThis.fetch {
     return ((input: string | URL | Request, init?: RequestInit) => {
       const url = new URL(input instanceof Request ? input.url : String(input));
-      return undiciFetch(url, {
-        ...(init as Parameters<typeof undiciFetch>[1]),
-        dispatcher: this.get(url.origin, connectTimeoutMs),
-      });
-    }) as unknown as typeof globalThis.fetch;
+      return egressFetch(this.get(url.origin, connectTimeoutMs))(url, init);
+    }) as typeof globalThis.fetch;
   }
 
   /** Closes pools whose origin is not in `origins` (after in-flight requests finish). */

@@ -1,5 +1,6 @@
 import type { KvBucket } from "@mcpgw/bus";
 import { type Db, schema } from "@mcpgw/db";
+import { EGRESS_REFUSED, egressAgent, egressFetch } from "@mcpgw/egress";
 import type { HealthCheckPayload } from "@mcpgw/queue";
 import type { Logger } from "@mcpgw/telemetry";
 import type { UpstreamCredentials } from "@mcpgw/upstream-credentials";
@@ -15,6 +16,8 @@ export interface HealthCheckDeps {
   logger: Logger;
   /** The gateway's own credentials for upstreams that require them. */
   credentials: UpstreamCredentials;
+  /** `MCPGW_ALLOW_PRIVATE_UPSTREAMS`: probes pass the egress rules at connect time otherwise. */
+  allowPrivateUpstreams: boolean;
 }
 
 export interface HealthResult {
@@ -23,20 +26,20 @@ export interface HealthResult {
   error: string | null;
 }
 
-/** MCP initialize + ping against one endpoint, bounded by `timeoutMs`. */
+/** MCP initialize + ping against one endpoint, bounded by `timeoutMs`, over an egress-checked `fetch`. */
 export async function probeMcpEndpoint(
   url: string,
   transport: "streamable_http" | "sse",
-  timeoutMs: number,
-  headers: Record<string, string> = {},
+  o: { timeoutMs: number; headers?: Record<string, string> | undefined; fetch: typeof globalThis.fetch },
 ): Promise<HealthResult> {
+  const { timeoutMs, headers = {}, fetch } = o;
   const started = performance.now();
   const client = new Client({ name: "mcpgw-health-check", version: "1.0.0" });
   const abort = AbortSignal.timeout(timeoutMs);
   const t: Transport =
     transport === "sse"
-      ? new SSEClientTransport(new URL(url), { requestInit: { signal: abort, headers } })
-      : new StreamableHTTPClientTransport(new URL(url), { requestInit: { signal: abort, headers } });
+      ? new SSEClientTransport(new URL(url), { requestInit: { signal: abort, headers }, fetch })
+      : new StreamableHTTPClientTransport(new URL(url), { requestInit: { signal: abort, headers }, fetch });
   try {
     await client.connect(t, { timeout: timeoutMs, signal: abort });
     await client.ping({ timeout: timeoutMs, signal: abort });
@@ -44,7 +47,7 @@ export async function probeMcpEndpoint(
   } catch (err) {
     const message = abort.aborted
       ? `no answer within ${timeoutMs} ms`
-      : (err as Error).message || String(err);
+      : (egressRefusal(err) ?? ((err as Error).message || String(err)));
     return {
       status: "unhealthy",
       latency_ms: Math.round(performance.now() - started),
@@ -56,8 +59,18 @@ export async function probeMcpEndpoint(
   }
 }
 
+/** The egress rules' reason when they refused the connection (transports wrap it as `fetch failed`). */
+function egressRefusal(err: unknown): string | undefined {
+  type Cause = { code?: string; message?: string; cause?: unknown } | undefined;
+  let e = err as Cause;
+  while (e && e.code !== EGRESS_REFUSED) e = e.cause as Cause;
+  return e?.message;
+}
+
 /** The `health-check` processor: probes a server, records the result and publishes it to data planes. */
 export function healthCheckProcessor(deps: HealthCheckDeps) {
+  // One agent for every probe: keep-alive connections are reused, each new one is checked.
+  const fetch = egressFetch(egressAgent({ allowPrivate: deps.allowPrivateUpstreams }));
   return async ({ server_id }: HealthCheckPayload): Promise<void> => {
     const [server] = await deps.db
       .select()
@@ -77,12 +90,11 @@ export function healthCheckProcessor(deps: HealthCheckDeps) {
     }
     const results = await Promise.all(
       server.endpoints.map((e) =>
-        probeMcpEndpoint(
-          e.url,
-          server.transport as "streamable_http" | "sse",
-          server.health_check_timeout_ms,
+        probeMcpEndpoint(e.url, server.transport as "streamable_http" | "sse", {
+          timeoutMs: server.health_check_timeout_ms,
           headers,
-        ),
+          fetch,
+        }),
       ),
     );
     // A server is healthy while any of its endpoints is.
