@@ -149,9 +149,10 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     rateLimits.retain(ids);
   });
   const usage = new UsageReporter(o.jobs, o.logger, o.replicaId);
-  const authenticator = new Authenticator(store, usage.keyUsed);
+  const allowPrivate = { allowPrivateUpstreams: o.allowPrivateUpstreams ?? false };
+  const authenticator = new Authenticator(store, usage.keyUsed, allowPrivate);
   const keyring = o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined;
-  const credentials = new UpstreamCredentials(keyring);
+  const credentials = new UpstreamCredentials(keyring, allowPrivate);
   const maxProcesses = o.stdio?.maxProcesses ?? 32;
   const stdio = new StdioProcessManager({
     allowedCommands: new Set(o.stdio?.allowedCommands ?? []),

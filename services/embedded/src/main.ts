@@ -80,6 +80,7 @@ const worker = await startWorker({
   runner,
   logger: logger.child({ service: "worker" }),
   healthSweepMs: config.WORKER_HEALTH_SWEEP_MS,
+  allowPrivateUpstreams: config.MCPGW_ALLOW_PRIVATE_UPSTREAMS,
   masterKey: keys.master_key,
 });
 

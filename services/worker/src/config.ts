@@ -16,6 +16,11 @@ const schema = z.object({
   MCPGW_MASTER_KEY_PREVIOUS: z.string().optional(),
   WORKER_CONCURRENCY: z.coerce.number().int().positive().default(8),
   WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(5_000),
+  /** Health probes may reach upstreams on private addresses (checked at each connection otherwise). */
+  MCPGW_ALLOW_PRIVATE_UPSTREAMS: z
+    .enum(["true", "false", "1", "0"])
+    .transform((v) => v === "true" || v === "1")
+    .default(false),
 });
 
 export type WorkerConfig = z.infer<typeof schema>;

@@ -28,6 +28,7 @@ const worker = await startWorker({
   runner,
   logger,
   healthSweepMs: config.WORKER_HEALTH_SWEEP_MS,
+  allowPrivateUpstreams: config.MCPGW_ALLOW_PRIVATE_UPSTREAMS,
   masterKey: config.MCPGW_MASTER_KEY || undefined,
   previousMasterKeys: config.MCPGW_MASTER_KEY_PREVIOUS?.split(",").filter(Boolean),
 });

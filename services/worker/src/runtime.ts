@@ -27,7 +27,7 @@ export interface WorkerRuntimeOptions {
 /** Registers every processor and the sweep schedule, then starts the runner. */
 export async function startWorker(o: WorkerRuntimeOptions) {
   const health = await o.bus.bucket(bucketNames(o.busPrefix).health);
-  const allowPrivateUpstreams = o.allowPrivateUpstreams ?? true;
+  const allowPrivateUpstreams = o.allowPrivateUpstreams ?? false;
   const credentials = new UpstreamCredentials(
     o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined,
     { allowPrivateUpstreams },
