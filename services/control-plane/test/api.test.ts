@@ -3,6 +3,8 @@ import { type DbHandle, openDatabase, schema } from "@mcpgw/db";
 import { Keyring } from "@mcpgw/secrets";
 import { generateSnapshotKeys } from "@mcpgw/snapshot";
 import { createLogger, createMetricsRegistry } from "@mcpgw/telemetry";
+import { Validator } from "@seriousme/openapi-schema-validator";
+import { Ajv2020 } from "ajv/dist/2020.js";
 import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -146,6 +148,34 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     const jwks = await call("GET", "/.well-known/jwks.json", undefined, null);
     expect(jwks.body.keys[0]).toMatchObject({ kty: "EC", alg: "ES256", use: "sig" });
     expect(jwks.body.keys[0].d).toBeUndefined();
+  });
+
+  it("publishes an OpenAPI document a standard validator accepts, with patterns clients can use", async () => {
+    const spec = (await call("GET", "/openapi.json", undefined, null)).body as Record<string, unknown>;
+    const result = await new Validator().validate(structuredClone(spec));
+    expect(result.errors, JSON.stringify(result.errors)).toBeUndefined();
+    expect(result.valid).toBe(true);
+    // JSON Schema patterns are ECMA-262 without flags: none may carry a `/u` or `/i` suffix.
+    const patterns: string[] = [];
+    JSON.stringify(spec, (key, value) => {
+      if (key === "pattern" && typeof value === "string") patterns.push(value);
+      return value;
+    });
+    expect(patterns.length).toBeGreaterThan(5);
+    for (const p of patterns) {
+      expect(p, p).not.toMatch(/\/[a-z]+$/);
+      expect(() => new RegExp(p, "u"), p).not.toThrow();
+    }
+    // A client generated from the document accepts what the API accepts.
+    const ajv = new Ajv2020({ strict: false });
+    const components = (spec.components as { schemas: Record<string, object> }).schemas;
+    const accepts = (name: string, value: unknown) => {
+      const validate = ajv.compile({ ...components[name], components: { schemas: components } });
+      return validate(value);
+    };
+    expect(accepts("NamespaceInput", { name: "Ünïcødé 名前 🚀", slug: "My-Team" })).toBe(true);
+    expect(accepts("NamespaceInput", { name: "bad\u0007name", slug: "my-team" })).toBe(false);
+    expect(accepts("NamespaceInput", { name: "ok", slug: "-bad-" })).toBe(false);
   });
 
   it("logs in with a short-lived JWT and refuses wrong passwords and unknown users alike", async () => {

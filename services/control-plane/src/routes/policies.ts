@@ -16,7 +16,7 @@ const Pattern = z
   .string()
   .min(1)
   .max(256)
-  .regex(/^[^\p{Cc}]+$/u, "must not contain control characters");
+  .regex(/^[^\u0000-\u001f\u007f-\u009f]+$/, "must not contain control characters");
 const Patterns = z.array(Pattern).min(1).max(64);
 
 const Policy = z

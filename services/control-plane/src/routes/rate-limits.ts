@@ -15,7 +15,7 @@ const Glob = z
   .string()
   .min(1)
   .max(256)
-  .regex(/^[^\p{Cc}]+$/u, "must not contain control characters");
+  .regex(/^[^\u0000-\u001f\u007f-\u009f]+$/, "must not contain control characters");
 
 const RateLimit = z
   .object({

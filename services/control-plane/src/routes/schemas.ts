@@ -36,14 +36,16 @@ export const DisplayName = z
   .trim()
   .min(1)
   .max(200)
-  .regex(/^[^\p{Cc}\p{Cs}]+$/u, "must not contain control characters");
+  // Written without regex flags: the pattern is published in /openapi.json, where flags do not exist.
+  .regex(/^[^\u0000-\u001f\u007f-\u009f]+$/, "must not contain control characters")
+  .refine((v) => !/\p{Cs}/u.test(v), "must not contain lone surrogates");
 
 /** A URL-safe identifier. */
 export const Slug = z
   .string()
   .min(1)
   .max(63)
-  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/i, "letters, digits and inner hyphens only");
+  .regex(/^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$/, "letters, digits and inner hyphens only");
 
 export const json = <T extends z.ZodType>(schema: T, description = "OK") => ({
   description,

@@ -297,7 +297,11 @@ export function stdioIsolation(o: {
   return { user: null, runFor: "platform_org", reason, workDir, sandbox: o.sandbox };
 }
 
-/** The bubblewrap command line around a child: its own namespaces, a read-only root, a private /tmp. */
+/**
+ * The bubblewrap command line around a child: its own pid/ipc/uts/mount namespaces, the host's
+ * filesystem read-only (the command's own files may live anywhere, /tmp included; what it may
+ * read is still bounded by its user's permissions), its private directory the only writable one.
+ */
 function bwrapArgs(dir: string, command: string, args: string[]): string[] {
   return [
     "--die-with-parent",
@@ -310,8 +314,6 @@ function bwrapArgs(dir: string, command: string, args: string[]): string[] {
     "/proc",
     "--dev",
     "/dev",
-    "--tmpfs",
-    "/tmp",
     "--bind",
     dir,
     dir,
