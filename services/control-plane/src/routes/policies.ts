@@ -10,13 +10,13 @@ import {
   updatePolicy,
 } from "../verbs/policies.ts";
 import { crudRoutes } from "./crud.ts";
-import { DisplayName, errorResponses, json, jsonBody } from "./schemas.ts";
+import { DisplayName, errorResponses, json, jsonBody, NO_CONTROL_CHARACTERS } from "./schemas.ts";
 
 const Pattern = z
   .string()
   .min(1)
   .max(256)
-  .regex(/^[^\u0000-\u001f\u007f-\u009f]+$/, "must not contain control characters");
+  .regex(NO_CONTROL_CHARACTERS, "must not contain control characters");
 const Patterns = z.array(Pattern).min(1).max(64);
 
 const Policy = z

@@ -1,5 +1,12 @@
 import { z } from "@hono/zod-openapi";
 
+/**
+ * Text without C0/C1 control characters. Written without regex flags: the pattern is published
+ * in /openapi.json, where flags do not exist.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+export const NO_CONTROL_CHARACTERS = /^[^\u0000-\u001f\u007f-\u009f]+$/;
+
 export const Problem = z
   .object({
     type: z.string(),
@@ -36,8 +43,7 @@ export const DisplayName = z
   .trim()
   .min(1)
   .max(200)
-  // Written without regex flags: the pattern is published in /openapi.json, where flags do not exist.
-  .regex(/^[^\u0000-\u001f\u007f-\u009f]+$/, "must not contain control characters")
+  .regex(NO_CONTROL_CHARACTERS, "must not contain control characters")
   .refine((v) => !/\p{Cs}/u.test(v), "must not contain lone surrogates");
 
 /** A URL-safe identifier. */
