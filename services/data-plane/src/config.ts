@@ -48,6 +48,11 @@ const schema = z.object({
     .transform((v) => v === "true" || v === "1")
     .default(false),
   MCPGW_STDIO_SANDBOX: z.enum(["none", "bwrap"]).default("none"),
+  /**
+   * With MCPGW_STDIO_SANDBOX=bwrap: `none` gives children a network namespace of their own (no
+   * network, not even the host's loopback); `host` lets them reach what this data plane reaches.
+   */
+  MCPGW_STDIO_SANDBOX_NETWORK: z.enum(["none", "host"]).default("none"),
   MCPGW_STDIO_UNUSED_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
   MCPGW_STDIO_POOL_SIZE: z.coerce.number().int().min(0).default(1),
   MCPGW_STDIO_IDLE_TIMEOUT_MS: z.coerce.number().int().positive().default(300_000),

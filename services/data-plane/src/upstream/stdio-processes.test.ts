@@ -6,6 +6,7 @@ import { join } from "node:path";
 import type { ServerEntry } from "@mcpgw/snapshot";
 import { createLogger, createMetricsRegistry } from "@mcpgw/telemetry";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { testEnv } from "../../../../packages/testing/src/env.ts";
 import { probeStdioServer } from "../../../../packages/testing/src/stdio.ts";
 import { type StdioOwner, StdioProcessManager, StdioUnavailable, stdioIsolation } from "./stdio-processes.ts";
 
@@ -390,6 +391,71 @@ describe("StdioProcessManager", () => {
       expect(report.paths["/etc/hostname"]).toBe("read");
       expect(report.pid).toBeLessThan(10);
       await m.shutdown();
+    },
+  );
+
+  it.runIf(bwrap)(
+    "keeps sandboxed children off the host's loopback services (NATS, Redis) unless the sandbox shares the network",
+    { timeout: 30_000 },
+    async () => {
+      const probeDir = await mkdtemp(join(tmpdir(), "mcpgw-netprobe-"));
+      chmodSync(probeDir, 0o755);
+      const probe = join(probeDir, "connect.cjs");
+      // Answers one request with, per "host:port" in its arguments, "connected" or the error code.
+      writeFileSync(
+        probe,
+        `const net = require("node:net");
+         const targets = process.argv.slice(2);
+         const tryConnect = (t) => new Promise((resolve) => {
+           const [host, port] = t.split(":");
+           const socket = net.connect({ host, port: Number(port) });
+           const done = (r) => { socket.destroy(); resolve([t, r]); };
+           socket.setTimeout(3000, () => done("ETIMEDOUT"));
+           socket.once("connect", () => done("connected"));
+           socket.once("error", (e) => done(e.code));
+         });
+         process.stdin.once("data", async () => {
+           const result = Object.fromEntries(await Promise.all(targets.map(tryConnect)));
+           process.stdout.write(JSON.stringify({ jsonrpc: "2.0", id: 1, result }) + "\\n");
+         });`,
+      );
+      chmodSync(probe, 0o644);
+      const targets = [testEnv.natsUrl, testEnv.redisUrl].map((u) => {
+        const url = new URL(u);
+        return `${url.hostname}:${url.port}`;
+      });
+      const reach = async (sandboxNetwork: "none" | "host") => {
+        const isolation = stdioIsolation({
+          user: "mcpgw-stdio",
+          acceptShared: false,
+          sandbox: "bwrap",
+          sandboxNetwork,
+          logger,
+        });
+        const m = make({ isolation });
+        const proc = await m.acquire(
+          server(`net-${sandboxNetwork}`, probe, { args: [probe, ...targets], env: {} }),
+          sandboxNetwork,
+          owner(),
+        );
+        const reply = new Promise<{ result: Record<string, string> }>((resolve) => {
+          proc.onmessage = (msg) => resolve(msg as never);
+        });
+        await proc.send({ jsonrpc: "2.0", id: 1, method: "ping" });
+        const { result } = await reply;
+        await m.shutdown();
+        return result;
+      };
+      // The default: a network namespace of its own, whose loopback has nothing listening.
+      expect(
+        stdioIsolation({ user: "mcpgw-stdio", acceptShared: false, sandbox: "bwrap", logger }).sandboxNetwork,
+      ).toBe("none");
+      const isolated = await reach("none");
+      for (const t of targets) expect(isolated[t], t).toBe("ECONNREFUSED");
+      // The control: the same probe with the host's network reaches both (so the refusal above is the sandbox's).
+      const shared = await reach("host");
+      for (const t of targets) expect(shared[t], t).toBe("connected");
+      await rm(probeDir, { recursive: true, force: true });
     },
   );
 });

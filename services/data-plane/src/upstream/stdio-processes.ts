@@ -63,6 +63,8 @@ export interface StdioIsolation {
   /** Private working directories are made under this directory. */
   workDir: string;
   sandbox: "none" | "bwrap";
+  /** In bubblewrap: the host's network (`host`), or a network namespace of its own with only its loopback (`none`). */
+  sandboxNetwork?: "none" | "host" | undefined;
 }
 
 /** The command is not allowed, the replica is full, or the server keeps crashing. */
@@ -260,28 +262,40 @@ export function stdioIsolation(o: {
   user: string;
   acceptShared: boolean;
   sandbox: "none" | "bwrap";
+  /** Default `none`: a sandboxed child reaches no network, the host's loopback (NATS, Redis, Postgres) included. */
+  sandboxNetwork?: "none" | "host" | undefined;
   logger: Logger;
 }): StdioIsolation {
   const workDir = mkdtempSync(join(tmpdir(), "mcpgw-stdio-"));
+  const sandboxNetwork = o.sandboxNetwork ?? "none";
+  const sandbox = { sandbox: o.sandbox, sandboxNetwork };
   const root = process.getuid?.() === 0;
   if (root) {
     const user = lookupUser(o.user);
     if (!user || user.uid === 0) {
       const reason = `this data plane runs as root and the stdio user '${o.user}' ${user ? "is root" : "does not exist"} (create it, or set MCPGW_STDIO_USER)`;
       o.logger.error(`stdio servers are refused: ${reason}`);
-      return { user: null, runFor: "none", reason, workDir, sandbox: o.sandbox };
+      return { user: null, runFor: "none", reason, workDir, ...sandbox };
     }
     // Children must reach their own directory below this one, and nothing else in it.
     chmodSync(workDir, 0o711);
     o.logger.info(
-      { user: user.name, uid: user.uid, sandbox: o.sandbox },
+      {
+        user: user.name,
+        uid: user.uid,
+        sandbox: o.sandbox,
+        ...(o.sandbox === "bwrap" ? { sandboxNetwork } : {}),
+      },
       "stdio servers run as an unprivileged user",
     );
-    return { user, runFor: "all", workDir, sandbox: o.sandbox };
+    return { user, runFor: "all", workDir, ...sandbox };
   }
   if (o.sandbox === "bwrap") {
-    o.logger.warn("stdio servers run in bubblewrap as this data plane's user (not root: no separate uid)");
-    return { user: null, runFor: "all", workDir, sandbox: o.sandbox };
+    o.logger.warn(
+      { sandboxNetwork },
+      "stdio servers run in bubblewrap as this data plane's user (not root: no separate uid)",
+    );
+    return { user: null, runFor: "all", workDir, ...sandbox };
   }
   const reason =
     "this data plane is not root and has no sandbox, so stdio children would run as its own user";
@@ -289,24 +303,27 @@ export function stdioIsolation(o: {
     o.logger.warn(
       `${reason}: they could read its environment and files (MCPGW_STDIO_ALLOW_SHARED_IDENTITY accepts this; run as root with MCPGW_STDIO_USER, or MCPGW_STDIO_SANDBOX=bwrap, in production)`,
     );
-    return { user: null, runFor: "all", workDir, sandbox: o.sandbox };
+    return { user: null, runFor: "all", workDir, ...sandbox };
   }
   o.logger.warn(
     `${reason}: only the platform administrators' org may run stdio servers here (set MCPGW_STDIO_ALLOW_SHARED_IDENTITY=true to accept the risk)`,
   );
-  return { user: null, runFor: "platform_org", reason, workDir, sandbox: o.sandbox };
+  return { user: null, runFor: "platform_org", reason, workDir, ...sandbox };
 }
 
 /**
  * The bubblewrap command line around a child: its own pid/ipc/uts/mount namespaces, the host's
  * filesystem read-only (the command's own files may live anywhere, /tmp included; what it may
  * read is still bounded by its user's permissions), its private directory the only writable one.
+ * Network `none` keeps the network namespace `--unshare-all` gives it: only its own loopback, so
+ * it cannot reach services the data plane's host listens to on 127.0.0.1 (NATS, Redis, Postgres)
+ * nor anything else; `host` shares the host's network for servers that call remote APIs.
  */
-function bwrapArgs(dir: string, command: string, args: string[]): string[] {
+function bwrapArgs(dir: string, network: "none" | "host", command: string, args: string[]): string[] {
   return [
     "--die-with-parent",
     "--unshare-all",
-    "--share-net",
+    ...(network === "host" ? ["--share-net"] : []),
     "--ro-bind",
     "/",
     "/",
@@ -563,7 +580,7 @@ export class StdioProcessManager {
     Object.assign(env, { HOME: dir, TMPDIR: dir }, resolved.env);
     const [command, args] =
       this.isolation.sandbox === "bwrap"
-        ? ["bwrap", bwrapArgs(dir, resolved.command, resolved.args)]
+        ? ["bwrap", bwrapArgs(dir, this.isolation.sandboxNetwork ?? "none", resolved.command, resolved.args)]
         : [resolved.command, resolved.args];
     const user = this.isolation.user;
     const child = spawn(command, args, {
