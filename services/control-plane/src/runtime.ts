@@ -84,6 +84,12 @@ export async function startControlPlane(o: ControlPlaneRuntimeOptions) {
     }),
   });
   publisher.start();
+  const readiness = new Readiness(o.logger, [
+    ["database", () => db.execute(sql`select 1`)],
+    // A bucket obtained once stays usable across reconnects, so its presence says nothing about
+    // now: a read round-trips to JetStream and fails (or times out) while NATS is unreachable.
+    ["bus", () => (bucket ? bucket.get(READY_PROBE_KEY) : notConnected())],
+  ]);
   const app = createControlPlaneApp({
     db,
     tokens,
@@ -97,11 +103,55 @@ export async function startControlPlane(o: ControlPlaneRuntimeOptions) {
     dataPlanes: {
       inspectNamespace: async (request) => dataPlanes?.inspectNamespace(request),
     },
-    // Ready when both the database and the bus answer.
-    ready: async () => {
-      await db.execute(sql`select 1`);
-      return bucket !== undefined;
-    },
+    ready: () => readiness.check(),
   });
   return { app, publisher, tokens, bootstrapped, connecting, stop: () => publisher.stop() };
+}
+
+/** A key nobody writes: reading it is the cheapest JetStream round trip. */
+const READY_PROBE_KEY = "ready-probe";
+/** A dependency slower than this counts as down: probes (Kubernetes: 1 s by default) must get an answer. */
+const READY_CHECK_MS = 800;
+
+/**
+ * Ready when every dependency answers now, each within `READY_CHECK_MS`; says in the log when
+ * the set of unanswering dependencies changes, so a 503 is explained once, not on every probe.
+ */
+class Readiness {
+  private down: string | null = null;
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly checks: Array<[name: string, check: () => Promise<unknown>]>,
+  ) {}
+
+  async check(): Promise<boolean> {
+    const results = await Promise.all(
+      this.checks.map(async ([name, check]) => {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`no answer within ${READY_CHECK_MS} ms`)),
+            READY_CHECK_MS,
+          );
+        });
+        try {
+          await Promise.race([check(), late]);
+          return null;
+        } catch (err) {
+          return { name, reason: (err as Error).message };
+        } finally {
+          clearTimeout(timer);
+        }
+      }),
+    );
+    const failed = results.filter((r) => r !== null);
+    const down = failed.map((f) => f.name).join(",");
+    if (down !== (this.down ?? "")) {
+      if (down) this.logger.warn({ down: failed }, "control plane not ready");
+      else this.logger.info("control plane ready again");
+    }
+    this.down = down;
+    return down === "";
+  }
 }
