@@ -86,7 +86,8 @@ export const rateLimitEntrySchema = z.object({
   scope: z.enum(rateLimitScopes),
   /** Narrows where the rule applies: `server_id`, `namespace_id`, `tool` and `method` (globs). */
   match: z.record(z.string(), z.string()),
-  limit: z.number().int().positive(),
+  // 0 admits nothing: a rule that stops the traffic it matches.
+  limit: z.number().int().nonnegative(),
   window_s: z.number().int().positive(),
   burst: z.number().int().nonnegative().nullable(),
   block_s: z.number().int().nonnegative().nullable(),

@@ -1,4 +1,5 @@
 import { type Logger, pino } from "pino";
+import { requestContext } from "./request-context.ts";
 
 export type { Logger };
 
@@ -20,5 +21,15 @@ const REDACT = [
 
 /** The structured (JSON) logger of a service. */
 export function createLogger(service: string, level = process.env.LOG_LEVEL ?? "info"): Logger {
-  return pino({ name: service, level, redact: { paths: REDACT, censor: "[redacted]" }, base: { service } });
+  return pino({
+    name: service,
+    level,
+    redact: { paths: REDACT, censor: "[redacted]" },
+    base: { service },
+    // Every line written while serving a request names it (see request-context.ts).
+    mixin: () => {
+      const ctx = requestContext.getStore();
+      return ctx ? { request_id: ctx.requestId } : {};
+    },
+  });
 }

@@ -3,8 +3,7 @@ import type { BlockList } from "node:net";
 import type { Duplex } from "node:stream";
 import { getRequestListener } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
-import { allowsEveryTool, evaluatePolicy, type PolicyRequest } from "@mcpgw/policy";
-import { JsonRpcErrorCode, jsonRpcError, STATELESS_PROTOCOL_VERSION } from "@mcpgw/protocol";
+import { STATELESS_PROTOCOL_VERSION } from "@mcpgw/protocol";
 import type { SessionEvent } from "@mcpgw/queue";
 import type { OrgSnapshot } from "@mcpgw/snapshot";
 import {
@@ -25,13 +24,16 @@ import { type Member, NamespaceUpstream } from "./aggregate/namespace-upstream.t
 import { Authenticator, bearerIssuer } from "./auth/authenticator.ts";
 import { AuthError, type Principal } from "./auth/principal.ts";
 import type { DataPlaneEnv } from "./env.ts";
+import { asGatewayError, GatewayError, sendGatewayError } from "./pipeline/errors.ts";
+import { type GuardEnv, Guards } from "./pipeline/guards.ts";
+import { Observer, requestIdOf } from "./pipeline/observe.ts";
 import { clientIp } from "./rate-limit/client-ip.ts";
 import type { RateLimits } from "./rate-limit/rate-limits.ts";
 import { sessionOwner } from "./replicas.ts";
 import type { OriginGuard } from "./request-origin.ts";
+import { matchRoute } from "./routes/table.ts";
 import type { SessionQuota } from "./session-quota.ts";
 import type { RoutedServer, SnapshotStore } from "./snapshot/store.ts";
-import { sendJsonRpcError } from "./transports/http-errors.ts";
 import type { JsonRpcGateway } from "./transports/json-rpc.ts";
 import { type MessageSessions, type SessionContext, serverContext } from "./transports/message-sessions.ts";
 import { type ProxyHooks, proxyStreamableHttp, type SessionGate } from "./transports/streamable-http.ts";
@@ -81,6 +83,7 @@ const looksLikeUrl = (s: string) => /^https?:\/\//.test(s);
 /** Builds the data-plane HTTP app from its dependencies. */
 export function createDataPlaneApp(deps: DataPlaneDeps) {
   const app = new Hono<DataPlaneEnv>();
+  const observer = new Observer(deps.metrics);
   const trace = tracer("mcpgw-data-plane");
   const label = (id: string) => tenantLabel(id, deps.tenantLabels ?? false);
 
@@ -110,19 +113,13 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     registers: [deps.metrics],
   });
 
-  function policyRequest(principal: Principal, routed: RoutedServer): Omit<PolicyRequest, "tool"> {
-    return {
-      principal: {
-        role: principal.role,
-        user_id: principal.user_id,
-        key_id: principal.key_id,
-        a2a_key_id: principal.a2a_key_id,
-        idp_id: principal.idp_id,
-      },
-      namespace: { id: routed.namespace.id, slug: routed.namespace.slug },
-      server: { id: routed.server.id, name: routed.server.name },
-    };
-  }
+  const guardEnv: GuardEnv = {
+    store: deps.store,
+    authenticator: deps.authenticator,
+    rateLimits: deps.rateLimits,
+    policyDenials,
+    label,
+  };
 
   app.get("/health", (c) => c.json({ status: "ok", replica: deps.replicaId }));
   app.get("/ready", (c) => {
@@ -170,7 +167,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
 
   type Resolution =
     | { ok: true; ctx: SessionContext; hooks: ProxyHooks; routed?: RoutedServer }
-    | { ok: false; status: number; code: number; message: string; headers?: Record<string, string> };
+    | { ok: false; error: GatewayError };
 
   /**
    * Everything a request to one server must pass, whatever its transport: credentials, the
@@ -182,12 +179,11 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       authFailures.inc({ reason });
       return {
         ok: false,
-        status: 401,
-        code: JsonRpcErrorCode.Unauthorized,
-        message: `Unauthorized: ${reason}`,
-        headers: {
-          "www-authenticate": `Bearer resource_metadata="${deps.publicUrl}${metadataPath(serverId)}", error="invalid_token", error_description="${reason.replace(/"/g, "'")}"`,
-        },
+        error: new GatewayError("unauthorized", `Unauthorized: ${reason}`, {
+          headers: {
+            "www-authenticate": `Bearer resource_metadata="${deps.publicUrl}${metadataPath(serverId)}", error="invalid_token", error_description="${reason.replace(/"/g, "'")}"`,
+          },
+        }),
       };
     };
     if (!Authenticator.hasCredential(req.headers))
@@ -201,38 +197,18 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       return challenge(err.message);
     }
     if (!routed || routed.org.org_id !== principal.org_id) {
-      return {
-        ok: false,
-        status: 404,
-        code: JsonRpcErrorCode.NotFound,
-        message: `unknown server ${serverId}`,
-      };
+      return { ok: false, error: new GatewayError("not_found", `unknown server ${serverId}`) };
     }
-    const { server, org } = routed;
-    if (principal.namespace_id && principal.namespace_id !== server.namespace_id) {
-      return {
-        ok: false,
-        status: 403,
-        code: JsonRpcErrorCode.Forbidden,
-        message: "this credential is scoped to another namespace",
-      };
-    }
-    if (!server.enabled || !org.org.active) {
-      return {
-        ok: false,
-        status: 403,
-        code: JsonRpcErrorCode.Forbidden,
-        message: `server '${server.name}' is disabled`,
-      };
-    }
-    const base = policyRequest(principal, routed);
-    const access = evaluatePolicy(org.policies, org.org.policy_default, base);
-    if (!access.allowed) {
-      policyDenials.inc({ server: label(server.id) });
-      return { ok: false, status: 403, code: JsonRpcErrorCode.Forbidden, message: access.reason };
-    }
-    const hooks = guardsFor(req, principal, routed, base);
-    return { ok: true, ctx: serverContext(routed, principal, hooks, deps.connect), hooks, routed };
+    const guards = new Guards(guardEnv, principal, { server: serverId }, clientIp(req, deps.trustedProxies));
+    const lost = guards.standing();
+    if (lost) return { ok: false, error: lost };
+    const hooks = guardsFor(guards, "request");
+    return {
+      ok: true,
+      ctx: serverContext(routed, principal, guardsFor(guards, "session"), deps.connect),
+      hooks,
+      routed,
+    };
   }
 
   /** Streamable-HTTP upstreams that refused a stateless request: translated from then on (for a while). */
@@ -251,27 +227,22 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     };
   }
 
-  /** Tool policy and rate limits for one server, as hooks for the relays. */
-  function guardsFor(
-    req: IncomingMessage,
-    principal: Principal,
-    routed: RoutedServer,
-    base: Omit<PolicyRequest, "tool">,
-  ): ProxyHooks {
-    const { org, server } = routed;
+  /**
+   * A caller's guards for one server as the relays' hooks. For one request (the byte relay)
+   * the tool checks are left out when policy allows every tool, so answers stream unread; a
+   * session's hooks are checked against the current snapshot at every message, so what a
+   * configuration change allows or forbids reaches sessions already open.
+   */
+  function guardsFor(guards: Guards, scope: "request" | "session"): ProxyHooks {
+    const routed = guards.server!;
     const hooks: ProxyHooks = {
-      admit: ({ method, tool }) =>
-        deps.rateLimits.check({ ip: clientIp(req, deps.trustedProxies), principal, routed, method, tool }),
-      sessions: sessionGate(org),
+      standing: () => guards.standing(),
+      admit: (rpc) => guards.admit(rpc),
+      sessions: sessionGate(routed.org),
     };
-    if (!allowsEveryTool(org.policies, org.org.policy_default, base)) {
-      hooks.authorizeTool = (tool) => {
-        const decision = evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool });
-        if (!decision.allowed) policyDenials.inc({ server: label(server.id) });
-        return decision;
-      };
-      hooks.keepTool = (tool) =>
-        evaluatePolicy(org.policies, org.org.policy_default, { ...base, tool }).allowed;
+    if (scope === "session" || !guards.allowsEverything) {
+      hooks.authorizeTool = (tool) => guards.authorize(tool);
+      hooks.keepTool = (tool) => guards.keep(tool);
     }
     return hooks;
   }
@@ -285,12 +256,11 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       authFailures.inc({ reason });
       return {
         ok: false,
-        status: 401,
-        code: JsonRpcErrorCode.Unauthorized,
-        message: `Unauthorized: ${reason}`,
-        headers: {
-          "www-authenticate": `Bearer resource_metadata="${deps.publicUrl}${metadataPath()}", error="invalid_token"`,
-        },
+        error: new GatewayError("unauthorized", `Unauthorized: ${reason}`, {
+          headers: {
+            "www-authenticate": `Bearer resource_metadata="${deps.publicUrl}${metadataPath()}", error="invalid_token"`,
+          },
+        }),
       };
     };
     if (!Authenticator.hasCredential(req.headers))
@@ -328,9 +298,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     const org = state.orgs.get(principal.org_id);
     const notFound = (message: string): Resolution => ({
       ok: false,
-      status: 404,
-      code: JsonRpcErrorCode.NotFound,
-      message,
+      error: new GatewayError("not_found", message),
     });
     if (!org) return notFound("unknown namespace");
     const namespace = wanted
@@ -348,30 +316,24 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     if (principal.namespace_id && principal.namespace_id !== namespace.id) {
       return {
         ok: false,
-        status: 403,
-        code: JsonRpcErrorCode.Forbidden,
-        message: "this credential is scoped to another namespace",
+        error: new GatewayError("forbidden", "this credential is scoped to another namespace"),
       };
     }
     if (!org.org.active)
-      return {
-        ok: false,
-        status: 403,
-        code: JsonRpcErrorCode.Forbidden,
-        message: "organization is disabled",
-      };
+      return { ok: false, error: new GatewayError("forbidden", "organization is disabled") };
+    const ip = clientIp(req, deps.trustedProxies);
     const members: Member[] = [];
     for (const server of org.servers) {
-      if (server.namespace_id !== namespace.id || !server.enabled || server.transport === "virtual") continue;
-      const routed: RoutedServer = { server, namespace, org };
-      const base = policyRequest(principal, routed);
-      if (!evaluatePolicy(org.policies, org.org.policy_default, base).allowed) continue;
-      members.push({ server, guards: guardsFor(req, principal, routed, base) });
+      if (server.namespace_id !== namespace.id || server.transport === "virtual") continue;
+      const guards = new Guards(guardEnv, principal, { server: server.id }, ip);
+      if (guards.standing()) continue;
+      members.push({ server, guards: guardsFor(guards, "session") });
     }
+    const own = new Guards(guardEnv, principal, { namespace: namespace.id }, ip);
     const ctx: SessionContext = {
       target: `ns:${namespace.id}`,
       principal,
-      guards: { sessions: sessionGate(org) },
+      guards: { standing: () => own.standing(), sessions: sessionGate(org) },
       open: async (sessionId) => {
         const aggregate = new NamespaceUpstream({
           namespace,
@@ -419,9 +381,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
           if (req.method !== "POST" || !sessionId) {
             return refuse(req, res, {
               ok: false,
-              status: 400,
-              code: JsonRpcErrorCode.InvalidRequest,
-              message: "POST with ?sessionId= from the endpoint event",
+              error: new GatewayError("bad_request", "POST with ?sessionId= from the endpoint event"),
             });
           }
           return await deps.sessions.handleSseMessage(
@@ -463,7 +423,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       }
     } catch (err) {
       deps.logger.error({ err, namespace: slug }, "data-plane request failed");
-      sendJsonRpcError(res, 500, null, JsonRpcErrorCode.InternalError, "internal gateway error");
+      sendGatewayError(res, new GatewayError("internal", "internal gateway error"));
     }
   }
 
@@ -473,30 +433,28 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     socket: Duplex,
     head: Buffer,
     slug: string | undefined,
+    settled: (status: number) => void = () => {},
   ) {
-    const deny = (status: number, message: string) => {
-      const body = JSON.stringify({
-        jsonrpc: "2.0",
-        id: null,
-        error: { code: JsonRpcErrorCode.Forbidden, message },
-      });
-      socket.end(
-        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-      );
-    };
     try {
       const r = await resolveNamespace(req, slug);
-      if (!r.ok) return deny(r.status, r.message);
-      wss.handleUpgrade(req, socket, head, (ws) => void deps.sessions.handleWebSocket(ws, r.ctx));
+      if (!r.ok) {
+        settled(r.error.status);
+        return refuseUpgrade(socket, req, r.error);
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        settled(101);
+        void deps.sessions.handleWebSocket(ws, r.ctx);
+      });
     } catch (err) {
       deps.logger.error({ err }, "websocket upgrade failed");
-      deny(500, "internal gateway error");
+      settled(500);
+      refuseUpgrade(socket, req, asGatewayError(err));
     }
   }
 
   function refuse(req: IncomingMessage, res: ServerResponse, r: Extract<Resolution, { ok: false }>) {
     req.resume();
-    sendJsonRpcError(res, r.status, null, r.code, r.message, r.headers);
+    sendGatewayError(res, r.error);
   }
 
   /**
@@ -532,9 +490,10 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       if (server.transport !== "streamable_http") {
         return refuse(req, res, {
           ok: false,
-          status: 501,
-          code: JsonRpcErrorCode.InternalError,
-          message: `upstream transport '${server.transport}' is not served yet`,
+          error: new GatewayError(
+            "not_implemented",
+            `upstream transport '${server.transport}' is not served yet`,
+          ),
         });
       }
       try {
@@ -544,9 +503,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
         deps.logger.error({ server: server.id, reason: err.message }, "upstream credentials unavailable");
         return refuse(req, res, {
           ok: false,
-          status: 502,
-          code: JsonRpcErrorCode.UpstreamUnavailable,
-          message: "the gateway cannot authenticate to this upstream",
+          error: new GatewayError("upstream_unavailable", "the gateway cannot authenticate to this upstream"),
         });
       }
       // Stateless (2026-07-28) clients of an upstream known to speak a session-based revision
@@ -628,7 +585,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     } catch (err) {
       span.setStatus({ code: SpanStatusCode.ERROR });
       deps.logger.error({ err, server: serverId }, "data-plane request failed");
-      sendJsonRpcError(res, 500, null, JsonRpcErrorCode.InternalError, "internal gateway error");
+      sendGatewayError(res, new GatewayError("internal", "internal gateway error"));
     } finally {
       span.end();
     }
@@ -650,10 +607,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
           if (req.method !== "GET")
             return refuse(req, res, {
               ok: false,
-              status: 405,
-              code: JsonRpcErrorCode.InvalidRequest,
-              message: "use GET",
-              headers: { allow: "GET" },
+              error: new GatewayError("method_not_allowed", "use GET", { headers: { allow: "GET" } }),
             });
           return await deps.sessions.handleSseStream(
             req,
@@ -666,9 +620,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
           if (req.method !== "POST" || !sessionId) {
             return refuse(req, res, {
               ok: false,
-              status: 400,
-              code: JsonRpcErrorCode.InvalidRequest,
-              message: "POST with ?sessionId= from the endpoint event",
+              error: new GatewayError("bad_request", "POST with ?sessionId= from the endpoint event"),
             });
           }
           return await deps.sessions.handleSseMessage(
@@ -694,35 +646,32 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
       }
     } catch (err) {
       deps.logger.error({ err, server: serverId }, "data-plane request failed");
-      sendJsonRpcError(res, 500, null, JsonRpcErrorCode.InternalError, "internal gateway error");
+      sendGatewayError(res, new GatewayError("internal", "internal gateway error"));
     }
   }
 
   /** `GET /servers/{id}/ws` upgrades: authenticated like any request, then one session per socket. */
-  async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, serverId: string) {
-    const deny = (status: number, message: string, headers: Record<string, string> = {}) => {
-      const body = JSON.stringify({
-        jsonrpc: "2.0",
-        id: null,
-        error: { code: JsonRpcErrorCode.Forbidden, message },
-      });
-      const lines = Object.entries({
-        ...headers,
-        "content-type": "application/json",
-        "content-length": String(Buffer.byteLength(body)),
-        connection: "close",
-      });
-      socket.end(
-        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n${lines.map(([k, v]) => `${k}: ${v}`).join("\r\n")}\r\n\r\n${body}`,
-      );
-    };
+  async function handleUpgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    serverId: string,
+    settled: (status: number) => void = () => {},
+  ) {
     try {
       const r = await resolve(req, serverId);
-      if (!r.ok) return deny(r.status, r.message, r.headers);
-      wss.handleUpgrade(req, socket, head, (ws) => void deps.sessions.handleWebSocket(ws, r.ctx));
+      if (!r.ok) {
+        settled(r.error.status);
+        return refuseUpgrade(socket, req, r.error);
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        settled(101);
+        void deps.sessions.handleWebSocket(ws, r.ctx);
+      });
     } catch (err) {
       deps.logger.error({ err, server: serverId }, "websocket upgrade failed");
-      deny(500, "internal gateway error");
+      settled(500);
+      refuseUpgrade(socket, req, asGatewayError(err));
     }
   }
 
@@ -732,6 +681,11 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
     maxPayload: deps.maxBodyBytes,
     handleProtocols: (protocols) => (protocols.has("mcp") ? "mcp" : false),
   });
+  // The handshake answers the request id too, like every other response.
+  wss.on("headers", (headers, req) => {
+    const requestId = requestIdOf(req);
+    if (requestId) headers.push(`x-request-id: ${requestId}`);
+  });
 
   app.all("/servers/:id/mcp", async (c) => {
     await handleServerMcp(c.env.incoming, c.env.outgoing, c.req.param("id"));
@@ -739,25 +693,11 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
   });
 
   app.notFound((c) =>
-    c.json(
-      {
-        jsonrpc: "2.0",
-        id: null,
-        error: { code: JsonRpcErrorCode.NotFound, message: `no route for ${c.req.path}` },
-      },
-      404,
-    ),
+    c.json(new GatewayError("not_found", `no route for ${c.req.path}`).toJsonRpc(null), 404),
   );
   app.onError((err, c) => {
     deps.logger.error({ err }, "unhandled data-plane error");
-    return c.json(
-      {
-        jsonrpc: "2.0",
-        id: null,
-        error: { code: JsonRpcErrorCode.InternalError, message: "internal gateway error" },
-      },
-      500,
-    );
+    return c.json(new GatewayError("internal", "internal gateway error").toJsonRpc(null), 500);
   });
 
   /**
@@ -812,6 +752,7 @@ export function createDataPlaneApp(deps: DataPlaneDeps) {
 
   return {
     app,
+    observer,
     handleServerMcp,
     handleServerTransport,
     handleUpgrade,
@@ -833,86 +774,67 @@ export type NamespaceInspection =
       unavailable: Array<{ server: string; reason: string }>;
     };
 
-const SERVER_MCP_PATH = /^\/servers\/([^/?#]+)\/mcp(?:\?|$)/;
-/** `/ns/{slug}/<transport>` and, for the caller's default namespace, `/<transport>`. */
-const NAMESPACE_PATH =
-  /^(?:\/ns\/([^/?#]+))?\/(mcp|sse|message|rpc|rpc\/batch|rpc\/introspection|ws|conflicts)(?:\?(.*))?$/;
-const SERVER_TRANSPORT_PATH = /^\/servers\/([^/?#]+)\/(sse|message|rpc|rpc\/introspection|ws)(?:\?(.*))?$/;
-
-function decodeId(raw: string): string {
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    return raw;
-  }
-}
-
 /**
- * The node request listener of a data plane: MCP endpoint requests go straight to the relay,
- * everything else (health, metrics, metadata) through Hono.
+ * The node request listener of a data plane: each request is matched once against the route
+ * table (routes/table.ts) and served inside the observe frame (pipeline/observe.ts: request id,
+ * span, metrics); MCP endpoints go straight to their handlers, everything else (health,
+ * metrics, metadata, operator endpoints) through Hono.
  */
 export function createRequestListener(dp: ReturnType<typeof createDataPlaneApp>, guard?: OriginGuard) {
   const hono = getRequestListener(dp.app.fetch);
   return (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? "";
-    const refused = guard?.(url, req.headers);
-    if (refused) {
-      req.resume();
-      sendJsonRpcError(res, 403, null, JsonRpcErrorCode.Forbidden, refused);
-      return;
-    }
-    const match = SERVER_MCP_PATH.exec(url);
-    if (match) {
-      void dp.handleServerMcp(req, res, decodeId(match[1]!));
-      return;
-    }
-    const transport = SERVER_TRANSPORT_PATH.exec(url);
-    if (transport && transport[2] !== "ws") {
-      void dp.handleServerTransport(
-        req,
-        res,
-        decodeId(transport[1]!),
-        transport[2]!,
-        new URLSearchParams(transport[3] ?? ""),
-      );
-      return;
-    }
-    const ns = NAMESPACE_PATH.exec(url);
-    if (ns && ns[2] !== "ws") {
-      void dp.handleNamespace(
-        req,
-        res,
-        ns[1] === undefined ? undefined : decodeId(ns[1]),
-        ns[2]!,
-        new URLSearchParams(ns[3] ?? ""),
-      );
-      return;
-    }
-    void hono(req, res);
+    const route = matchRoute(url);
+    dp.observer.http(req, res, route, () => {
+      const refused = guard?.(url, req.headers);
+      if (refused) {
+        req.resume();
+        sendGatewayError(res, new GatewayError("forbidden", refused));
+        return;
+      }
+      const family = route.name.slice(0, route.name.indexOf("."));
+      if (route.name === "server.mcp") void dp.handleServerMcp(req, res, route.target!);
+      else if (family === "server" && route.endpoint !== "ws")
+        void dp.handleServerTransport(req, res, route.target!, route.endpoint!, route.query!);
+      else if (family === "namespace" && route.endpoint !== "ws")
+        void dp.handleNamespace(req, res, route.target, route.endpoint!, route.query!);
+      else void hono(req, res);
+    });
   };
 }
 
-/** The node `upgrade` listener: WebSocket sessions at `/servers/{id}/ws`. */
+/** The node `upgrade` listener: WebSocket sessions at `/servers/{id}/ws` and `/ns/{slug}/ws`. */
 export function createUpgradeListener(dp: ReturnType<typeof createDataPlaneApp>, guard?: OriginGuard) {
   return (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const refused = guard?.(req.url ?? "", req.headers);
-    if (refused) {
-      const body = JSON.stringify(jsonRpcError(null, JsonRpcErrorCode.Forbidden, refused));
-      socket.end(
-        `HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-      );
-      return;
-    }
-    const ns = NAMESPACE_PATH.exec(req.url ?? "");
-    if (ns?.[2] === "ws") {
-      void dp.handleNamespaceUpgrade(req, socket, head, ns[1] === undefined ? undefined : decodeId(ns[1]));
-      return;
-    }
-    const match = SERVER_TRANSPORT_PATH.exec(req.url ?? "");
-    if (match?.[2] !== "ws") {
-      socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
-      return;
-    }
-    void dp.handleUpgrade(req, socket, head, decodeId(match[1]!));
+    const route = matchRoute(req.url ?? "");
+    dp.observer.upgrade(req, route, (settled) => {
+      const refused = guard?.(req.url ?? "", req.headers);
+      if (refused) {
+        settled(403);
+        return refuseUpgrade(socket, req, new GatewayError("forbidden", refused));
+      }
+      if (route.name === "namespace.ws")
+        return void dp.handleNamespaceUpgrade(req, socket, head, route.target, settled);
+      if (route.name === "server.ws") return void dp.handleUpgrade(req, socket, head, route.target!, settled);
+      settled(404);
+      refuseUpgrade(socket, req, new GatewayError("not_found", `no WebSocket endpoint at ${route.name}`));
+    });
   };
+}
+
+/** Answers an upgrade request with an HTTP error (JSON-RPC body) and closes the socket. */
+export function refuseUpgrade(socket: Duplex, req: IncomingMessage, err: GatewayError): void {
+  const body = JSON.stringify(err.toJsonRpc(null));
+  const headers: Record<string, string> = {
+    ...err.headers(),
+    "content-type": "application/json",
+    "content-length": String(Buffer.byteLength(body)),
+    connection: "close",
+  };
+  const requestId = requestIdOf(req);
+  if (requestId) headers["x-request-id"] = requestId;
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}`);
+  socket.end(
+    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? ""}\r\n${lines.join("\r\n")}\r\n\r\n${body}`,
+  );
 }

@@ -1,15 +1,16 @@
-import { JsonRpcErrorCode, SUPPORTED_PROTOCOL_VERSIONS } from "@mcpgw/protocol";
-import type { Logger } from "@mcpgw/telemetry";
+import { SUPPORTED_PROTOCOL_VERSIONS } from "@mcpgw/protocol";
+import { currentRequestId, type Logger } from "@mcpgw/telemetry";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import type { Hono } from "hono";
 import type { NamespaceInspection } from "./app.ts";
 import type { Authenticator } from "./auth/authenticator.ts";
 import { AuthError, type Principal } from "./auth/principal.ts";
 import type { DataPlaneEnv } from "./env.ts";
+import { GatewayError, type GatewayErrorKind, problemResponse } from "./pipeline/errors.ts";
 import type { SnapshotStore } from "./snapshot/store.ts";
 import type { MessageSessions } from "./transports/message-sessions.ts";
 import { stdioOwner } from "./upstream/connect.ts";
-import type { StdioProcessManager } from "./upstream/stdio-processes.ts";
+import { type StdioProcessManager, StdioUnavailable } from "./upstream/stdio-processes.ts";
 
 /** A request one replica answers for the operator endpoints (carried over the bus). */
 type OpRequest =
@@ -142,7 +143,9 @@ export function answerOperatorRequest(
   };
 }
 
-const rpcError = (code: number, message: string) => ({ jsonrpc: "2.0", id: null, error: { code, message } });
+/** An operator endpoint's refusal: RFC 9457 problem+json (these are REST endpoints, not MCP). */
+const refusal = (kind: GatewayErrorKind, message: string, headers?: Record<string, string>) =>
+  problemResponse(new GatewayError(kind, message, { headers }), currentRequestId());
 
 /**
  * Admin-only operator endpoints of the data plane, answered by every replica (fan-out over the
@@ -165,19 +168,13 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
       if (principal.namespace_id || deps.store.current.orgs.get(principal.org_id)?.org.active !== true) {
         return {
           ok: false,
-          response: Response.json(
-            rpcError(JsonRpcErrorCode.Forbidden, "operator endpoints need an org-wide admin credential"),
-            { status: 403 },
-          ),
+          response: refusal("forbidden", "operator endpoints need an org-wide admin credential"),
         };
       }
       if (principal.role !== "admin") {
         return {
           ok: false,
-          response: Response.json(
-            rpcError(JsonRpcErrorCode.Forbidden, "operator endpoints need the admin role"),
-            { status: 403 },
-          ),
+          response: refusal("forbidden", "operator endpoints need the admin role"),
         };
       }
       return { ok: true, principal };
@@ -185,9 +182,8 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
       if (err instanceof AuthError) {
         return {
           ok: false,
-          response: Response.json(rpcError(JsonRpcErrorCode.Unauthorized, `Unauthorized: ${err.message}`), {
-            status: 401,
-            headers: { "www-authenticate": 'Bearer realm="mcpgw"' },
+          response: refusal("unauthorized", `Unauthorized: ${err.message}`, {
+            "www-authenticate": 'Bearer realm="mcpgw"',
           }),
         };
       }
@@ -257,10 +253,7 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
       const p = a.principal;
       const b = await body(c.req.raw);
       if (!isNotification(b?.message))
-        return c.json(
-          rpcError(JsonRpcErrorCode.InvalidRequest, 'body must be {"message": <JSON-RPC notification>}'),
-          400,
-        );
+        return refusal("bad_request", 'body must be {"message": <JSON-RPC notification>}');
       const answers = (await deps.gather({
         action: "push",
         org_id: p.org_id,
@@ -280,13 +273,7 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
     const p = a.principal;
     const b = await body(c.req.raw);
     if (!isNotification(b?.message))
-      return c.json(
-        rpcError(
-          JsonRpcErrorCode.InvalidRequest,
-          'body must be {"session_id"?, "message": <JSON-RPC notification>}',
-        ),
-        400,
-      );
+      return refusal("bad_request", 'body must be {"session_id"?, "message": <JSON-RPC notification>}');
     const sessionId = typeof b.session_id === "string" ? b.session_id : undefined;
     const answers = (await deps.gather({
       action: "push",
@@ -296,8 +283,7 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
       message: b.message,
     })) as Array<{ delivered: number }>;
     const delivered = answers.reduce((n, a) => n + (a.delivered ?? 0), 0);
-    if (sessionId && delivered === 0)
-      return c.json(rpcError(JsonRpcErrorCode.NotFound, "no such WebSocket session"), 404);
+    if (sessionId && delivered === 0) return refusal("not_found", "no such WebSocket session");
     return c.json({ delivered });
   });
 
@@ -315,14 +301,11 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
     const b = await body(c.req.raw);
     const operation = b?.action;
     if (typeof b?.server_id !== "string" || (operation !== "restart" && operation !== "stop")) {
-      return c.json(
-        rpcError(JsonRpcErrorCode.InvalidRequest, 'body must be {"server_id", "action": "restart"|"stop"}'),
-        400,
-      );
+      return refusal("bad_request", 'body must be {"server_id", "action": "restart"|"stop"}');
     }
     const server = deps.store.current.servers.get(b.server_id);
     if (!server || server.org.org_id !== p.org_id || server.server.transport !== "stdio")
-      return c.json(rpcError(JsonRpcErrorCode.NotFound, "unknown stdio server"), 404);
+      return refusal("not_found", "unknown stdio server");
     const answers = (await deps.gather({
       action: "stdio_control",
       org_id: p.org_id,
@@ -340,17 +323,14 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
     const b = await body(c.req.raw);
     const messages = Array.isArray(b?.messages) ? b.messages : b?.message ? [b.message] : undefined;
     if (typeof b?.server_id !== "string" || !messages?.length || messages.length > 20) {
-      return c.json(
-        rpcError(
-          JsonRpcErrorCode.InvalidRequest,
-          'body must be {"server_id", "message"} or {"server_id", "messages": [...]} (at most 20)',
-        ),
-        400,
+      return refusal(
+        "bad_request",
+        'body must be {"server_id", "message"} or {"server_id", "messages": [...]} (at most 20)',
       );
     }
     const server = deps.store.current.servers.get(b.server_id);
     if (!server || server.org.org_id !== p.org_id || server.server.transport !== "stdio")
-      return c.json(rpcError(JsonRpcErrorCode.NotFound, "unknown stdio server"), 404);
+      return refusal("not_found", "unknown stdio server");
     try {
       const received = await deps.stdio.exchange(
         server.server,
@@ -364,7 +344,16 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
       );
       return c.json({ replica: deps.replicaId, received });
     } catch (err) {
-      return c.json(rpcError(JsonRpcErrorCode.UpstreamUnavailable, (err as Error).message), 503);
+      // A stdio refusal is written for the client (capacity, a command that cannot start);
+      // anything else stays in the log.
+      if (err instanceof StdioUnavailable)
+        return refusal(
+          "unavailable",
+          err.message,
+          err.retryAfterS ? { "retry-after": String(err.retryAfterS) } : undefined,
+        );
+      deps.logger.warn({ err, server: b.server_id }, "operator exchange with a stdio server failed");
+      return refusal("upstream_unavailable", "the stdio server did not take the messages");
     }
   });
 }

@@ -201,6 +201,11 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     maxMessageBytes: o.maxBodyBytes,
     metrics: o.metrics,
   });
+  // Configuration reaches sessions already open: each is held to every snapshot that lands
+  // (after the token verifier, registered earlier, has taken in its revocations).
+  store.onChange(() => {
+    void sessions.recheck().catch((err) => o.logger.warn({ err }, "could not recheck sessions"));
+  });
   const rpc = new JsonRpcGateway({
     replicaId: o.replicaId,
     logger: o.logger,

@@ -8,14 +8,10 @@ import {
   updateRateLimit,
 } from "../verbs/rate-limits.ts";
 import { crudRoutes } from "./crud.ts";
-import { DisplayName } from "./schemas.ts";
+import { DisplayName, NO_CONTROL_CHARACTERS } from "./schemas.ts";
 
 const Scope = z.enum(["ip", "user", "api_key", "org", "namespace", "server", "tool", "method"]);
-const Glob = z
-  .string()
-  .min(1)
-  .max(256)
-  .regex(/^[^\u0000-\u001f\u007f-\u009f]+$/, "must not contain control characters");
+const Glob = z.string().min(1).max(256).regex(NO_CONTROL_CHARACTERS, "must not contain control characters");
 
 const RateLimit = z
   .object({
@@ -51,7 +47,9 @@ const RateLimitInput = z
       })
       .optional()
       .openapi({ description: "Where the rule applies; absent keys match everything" }),
-    limit: z.number().int().min(1).max(1_000_000_000),
+    limit: z.number().int().min(0).max(1_000_000_000).openapi({
+      description: "Points per window; 0 admits nothing (a switch that stops the traffic it matches)",
+    }),
     window_s: z
       .number()
       .int()

@@ -3,6 +3,8 @@ import type { NamespaceEntry, ServerEntry } from "@mcpgw/snapshot";
 import type { Logger } from "@mcpgw/telemetry";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage, RequestId } from "@modelcontextprotocol/sdk/types.js";
+import type { GatewayError } from "../pipeline/errors.ts";
+import { denied, rateLimited } from "../pipeline/guards.ts";
 import type { Admission } from "../transports/streamable-http.ts";
 
 type Msg = Record<string, unknown> & {
@@ -14,8 +16,10 @@ type Msg = Record<string, unknown> & {
   error?: unknown;
 };
 
-/** What the aggregate may do with one member server for this caller. */
+/** What the aggregate may do with one member server for this caller (see pipeline/guards.ts). */
 export interface MemberGuards {
+  /** Whether the caller may still use this member at all (current snapshot). */
+  standing?: (() => GatewayError | undefined) | undefined;
   authorizeTool?: ((tool: string) => { allowed: boolean; reason: string; rule: unknown }) | undefined;
   keepTool?: ((tool: string) => boolean) | undefined;
   admit?:
@@ -246,31 +250,18 @@ export class NamespaceUpstream implements Transport {
             },
           });
         const guards = target.child.member.guards;
+        const lost = guards.standing?.();
+        if (lost) return this.reply(id, lost.toJsonRpc(id));
         if (guards.authorizeTool) {
           const decision = guards.authorizeTool(kind === "tools" ? target.name : `prompt:${target.name}`);
-          if (!decision.allowed)
-            return this.reply(id, {
-              error: {
-                code: JsonRpcErrorCode.Forbidden,
-                message: decision.reason,
-                data: { policy: decision.rule },
-              },
-            });
+          if (!decision.allowed) return this.reply(id, denied(decision).toJsonRpc(id));
         }
         if (guards.admit) {
           const admission = await guards.admit({
             method: m.method,
             tool: kind === "tools" ? target.name : undefined,
           });
-          if (admission && !admission.allowed) {
-            return this.reply(id, {
-              error: {
-                code: JsonRpcErrorCode.RateLimited,
-                message: `rate limit exceeded; retry in ${admission.retryAfterS}s`,
-                data: { retry_after: admission.retryAfterS },
-              },
-            });
-          }
+          if (admission && !admission.allowed) return this.reply(id, rateLimited(admission).toJsonRpc(id));
         }
         return this.forward(target.child, id, m.method, { ...m.params, name: target.name });
       }
@@ -279,16 +270,10 @@ export class NamespaceUpstream implements Transport {
       case "resources/unsubscribe": {
         const uri = String(m.params?.uri ?? "");
         const owner = this.resourceOwners.get(uri) ?? (await this.findResourceOwner(uri));
+        const lost = owner?.member.guards.standing?.();
+        if (lost) return this.reply(id, lost.toJsonRpc(id));
         const decision = owner?.member.guards.authorizeTool?.(`resource:${uri}`);
-        if (decision && !decision.allowed) {
-          return this.reply(id, {
-            error: {
-              code: JsonRpcErrorCode.Forbidden,
-              message: decision.reason,
-              data: { policy: decision.rule },
-            },
-          });
-        }
+        if (decision && !decision.allowed) return this.reply(id, denied(decision).toJsonRpc(id));
         if (!owner)
           return this.reply(id, {
             error: {
@@ -397,6 +382,8 @@ export class NamespaceUpstream implements Transport {
     const perChild = await Promise.all(
       this.children.map(async (child) => {
         const items: Array<Record<string, unknown>> = [];
+        // A member the caller may no longer use (disabled, deleted, denied) lists nothing.
+        if (child.member.guards.standing?.()) return items;
         let cursor: string | undefined;
         for (let page = 0; page < 50; page++) {
           const answer = await this.ask(child, method, cursor ? { cursor } : {});

@@ -59,6 +59,45 @@ export class Authenticator {
     return this.external.verify(token, org.org_id, provider);
   }
 
+  /**
+   * Why a principal authenticated earlier may no longer act, as the current snapshot has it:
+   * its token revoked (logout, its user deactivated or changed in rights, a replayed refresh),
+   * its API key revoked or changed in role or namespace scope, or its identity provider
+   * removed. Undefined while it stands. Open sessions are held to this on every message.
+   */
+  revocation(principal: Principal): string | undefined {
+    const state = this.store.current;
+    if (principal.kind === "api_key" || (principal.kind === "a2a" && !this.controlPlane.isToken(principal))) {
+      const id = principal.key_id ?? principal.a2a_key_id;
+      const entry = id ? state.apiKeysById.get(id) : undefined;
+      if (!entry || entry.org.org_id !== principal.org_id) return "the API key was revoked";
+      if (
+        entry.key.role !== principal.role ||
+        (entry.key.namespace_id ?? undefined) !== principal.namespace_id
+      )
+        return "the API key's permissions changed; connect again";
+      return undefined;
+    }
+    if (principal.kind === "external") {
+      const org = state.orgs.get(principal.org_id);
+      if (!org?.identity_providers.some((p) => p.id === principal.idp_id))
+        return "the identity provider is no longer trusted";
+      return undefined;
+    }
+    if (this.controlPlane.isRevoked(principal)) return "token revoked";
+    if (principal.a2a_key_id && !state.apiKeysById.get(principal.a2a_key_id))
+      return "the API key behind this token was revoked";
+    return undefined;
+  }
+
+  /** "API key expired" once a key principal's key is past its expiry; undefined otherwise. */
+  expiry(principal: Principal): string | undefined {
+    const id = principal.key_id ?? principal.a2a_key_id;
+    if (!id) return undefined;
+    const expires = this.store.current.apiKeysById.get(id)?.key.expires_at;
+    return expires && Date.parse(expires) <= Date.now() ? "API key expired" : undefined;
+  }
+
   /** An a2a token dies with the key it was exchanged for. */
   private checkA2a(principal: Principal): Principal {
     if (principal.a2a_key_id && !this.store.current.apiKeysById.get(principal.a2a_key_id)) {

@@ -33,13 +33,20 @@ export class ControlPlaneTokens {
 
   /**
    * Revoked token, a token of a revoked refresh family, or a token of a user whose tokens were
-   * all voided after it was issued.
+   * all voided after it was issued (principals of other credentials: false).
    */
-  private isRevoked(p: VerifiedToken): boolean {
+  isRevoked(principal: Principal): boolean {
+    const p = principal as Partial<VerifiedToken>;
+    if (p.jti === undefined) return false;
     if (this.revoked.has(p.jti)) return true;
     if (p.fid && this.revoked.has(familyRevocation(p.fid))) return true;
     const before = p.user_id ? this.revokedSubjects.get(p.user_id) : undefined;
-    return before !== undefined && before > p.iat;
+    return before !== undefined && before > (p.iat ?? 0);
+  }
+
+  /** True for principals of a control-plane token (an a2a token, not the a2a key itself). */
+  isToken(principal: Principal): boolean {
+    return typeof (principal as Partial<VerifiedToken>).jti === "string";
   }
 
   constructor(store: SnapshotStore) {

@@ -2,6 +2,8 @@ import { JsonRpcErrorCode } from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage, RequestId } from "@modelcontextprotocol/sdk/types.js";
+import type { GatewayError } from "../pipeline/errors.ts";
+import { denied, rateLimited } from "../pipeline/guards.ts";
 import { filterListResult, isFilteredList, policyTarget } from "../policy-targets.ts";
 import { InflightLimit, type Release, tooManyWaiting } from "../transports/limits.ts";
 import type { ProxyHooks } from "../transports/streamable-http.ts";
@@ -68,12 +70,14 @@ export class SessionBridge {
   private readonly asked = new Map<RequestId, RequestId>();
   private readonly roomWaiters: Array<() => void> = [];
   private closed = false;
+  /** Why the gateway ended the session (its caller lost standing), if it did. */
+  endedBy: GatewayError | undefined;
   onclose?: () => void;
 
   constructor(
     private readonly client: ClientSink,
     readonly upstream: Transport,
-    private readonly guards: Pick<ProxyHooks, "authorizeTool" | "keepTool" | "admit">,
+    private readonly guards: Pick<ProxyHooks, "authorizeTool" | "keepTool" | "admit" | "standing">,
     private readonly logger: Logger,
     private readonly options: BridgeOptions,
   ) {
@@ -104,11 +108,15 @@ export class SessionBridge {
     const method = m.method!;
     const tool =
       method === "tools/call" && typeof m.params?.name === "string" ? (m.params.name as string) : undefined;
+    const lost = this.guards.standing?.();
+    if (lost) {
+      await this.replyError(id, lost);
+      return this.end(lost);
+    }
     const target = policyTarget(method, m.params);
     if (target !== undefined && this.guards.authorizeTool) {
       const decision = this.guards.authorizeTool(target);
-      if (!decision.allowed)
-        return this.reply(id, JsonRpcErrorCode.Forbidden, decision.reason, { policy: decision.rule });
+      if (!decision.allowed) return this.replyError(id, denied(decision));
     }
     // The slot is taken before the rate-limit check: requests waiting on it count too.
     const release = this.slots.tryAcquire() ?? (await this.waitForSlot(id));
@@ -117,15 +125,7 @@ export class SessionBridge {
       const admission = await this.guards.admit({ method, tool });
       if (admission && !admission.allowed) {
         this.giveBack(release);
-        return this.reply(
-          id,
-          JsonRpcErrorCode.RateLimited,
-          `rate limit exceeded (${admission.rule?.name ?? "limit"}); retry in ${admission.retryAfterS}s`,
-          {
-            retry_after: admission.retryAfterS,
-            rule: admission.rule,
-          },
-        );
+        return this.replyError(id, rateLimited(admission));
       }
     }
     // An id the client reuses while it is in flight replaces the older request (its slot comes back).
@@ -284,6 +284,32 @@ export class SessionBridge {
       } as JSONRPCMessage,
       id,
     );
+  }
+
+  private async replyError(id: RequestId, err: GatewayError) {
+    await this.safeSend(err.toJsonRpc(id) as unknown as JSONRPCMessage, id);
+  }
+
+  /**
+   * Re-checks the caller's standing (after a snapshot landed): a caller who lost it has every
+   * request in flight answered with the reason, and the session ends. True when it ended.
+   */
+  async recheck(): Promise<boolean> {
+    if (this.closed) return false;
+    const lost = this.guards.standing?.();
+    if (!lost) return false;
+    await this.end(lost);
+    return true;
+  }
+
+  /** Ends the session for `err`: requests in flight are answered with it, the upstream closed. */
+  async end(err: GatewayError): Promise<void> {
+    if (this.closed) return;
+    this.endedBy = err;
+    const pending = [...this.inflight.keys()];
+    for (const id of pending) this.settle(id);
+    await Promise.all(pending.map((id) => this.replyError(id, err)));
+    this.close();
   }
 
   private async safeSend(message: JSONRPCMessage, related?: RequestId) {

@@ -10,6 +10,7 @@ import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import type { WebSocket } from "ws";
 import type { Principal } from "../auth/principal.ts";
 import { type ClientSink, SessionBridge } from "../bridge/session-bridge.ts";
+import { closeReason } from "../pipeline/errors.ts";
 import { type ReplicaDirectory, sessionOwner } from "../replicas.ts";
 import type { RoutedServer } from "../snapshot/store.ts";
 import { type ConnectDeps, connectUpstream, stdioOwner } from "../upstream/connect.ts";
@@ -40,7 +41,7 @@ export interface SessionContext {
   /** What the session serves: a server id, or `ns:<namespace id>` for an aggregate. */
   target: string;
   principal: Principal;
-  guards: Pick<ProxyHooks, "authorizeTool" | "keepTool" | "admit" | "sessions">;
+  guards: Pick<ProxyHooks, "authorizeTool" | "keepTool" | "admit" | "sessions" | "standing">;
   /** Opens the session's upstream (a server's, or a namespace aggregate). */
   open: (sessionId: string) => Promise<Transport>;
   /** Budget for one upstream answer. */
@@ -119,6 +120,7 @@ export class MessageSessions {
   private readonly sessions = new Map<string, Session>();
   private readonly reaper: NodeJS.Timeout;
   private readonly slowClients: Counter<"transport">;
+  private readonly endedSessions: Counter<"transport" | "reason">;
 
   constructor(private readonly o: MessageSessionsOptions) {
     this.reaper = setInterval(() => this.reap(), Math.min(30_000, Math.max(1000, o.idleTimeoutMs / 4)));
@@ -129,6 +131,21 @@ export class MessageSessions {
       labelNames: ["transport"] as const,
       registers: o.metrics ? [o.metrics] : [],
     });
+    this.endedSessions = new Counter({
+      name: "mcpgw_sessions_ended_total",
+      help: "Sessions the gateway ended because their caller lost the right to use the target (revoked credential, disabled or deleted server, policy)",
+      labelNames: ["transport", "reason"] as const,
+      registers: o.metrics ? [o.metrics] : [],
+    });
+  }
+
+  /**
+   * Holds every open session to the current snapshot (call when one lands): sessions whose
+   * caller lost standing end with the reason. Resolves with how many ended.
+   */
+  async recheck(): Promise<number> {
+    const ended = await Promise.all([...this.sessions.values()].map((s) => s.bridge.recheck()));
+    return ended.filter(Boolean).length;
   }
 
   /** Counts and logs a client dropped for reading too slowly (never what it was sent). */
@@ -236,7 +253,16 @@ export class MessageSessions {
       record("end");
       void session.http?.close().catch(() => {});
       void session.sse?.close().catch(() => {});
-      if (session.ws && session.ws.readyState <= 1) session.ws.close(1001, "session ended");
+      const ended = bridge.endedBy;
+      if (ended) {
+        this.endedSessions.inc({ transport: kind, reason: ended.kind });
+        this.o.logger.info(
+          { session: id, transport: kind, reason: ended.kind, detail: ended.message },
+          "session ended: its caller may no longer use the target",
+        );
+      }
+      if (session.ws && session.ws.readyState <= 1)
+        session.ws.close(ended?.wsCode ?? 1001, ended ? closeReason(ended.message) : "session ended");
     };
     return session;
   }

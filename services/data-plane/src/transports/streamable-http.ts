@@ -12,6 +12,7 @@ import {
   SUPPORTED_PROTOCOL_VERSIONS,
 } from "@mcpgw/protocol";
 import type { ServerEntry } from "@mcpgw/snapshot";
+import type { GatewayError } from "../pipeline/errors.ts";
 import { filterListResult, isFilteredList, policyTarget } from "../policy-targets.ts";
 import type { UpstreamPools } from "../upstream/pools.ts";
 import { sendJsonRpcError } from "./http-errors.ts";
@@ -44,6 +45,11 @@ export interface StreamableHttpOptions {
 export interface ProxyHooks {
   /** Headers the gateway presents to the upstream (its own credentials). */
   upstreamHeaders?: Record<string, string> | undefined;
+  /**
+   * Whether the caller may still use the target at all, against the current snapshot (see
+   * pipeline/guards.ts); a session whose standing fails is ended with this error.
+   */
+  standing?: (() => GatewayError | undefined) | undefined;
   /** Decides a `tools/call`; a denial is answered here and never reaches the upstream. */
   authorizeTool?: ((tool: string) => { allowed: boolean; reason: string; rule: unknown }) | undefined;
   /** Filters a `tools/list` result; when set, that one response is read whole and rewritten. */
