@@ -30,6 +30,8 @@ const schema = z.object({
   MCPGW_STDIO_ALLOW_SHARED_IDENTITY: bool.default(true),
   MCPGW_STDIO_SANDBOX: z.enum(["none", "bwrap"]).default("none"),
   WORKER_HEALTH_SWEEP_MS: z.coerce.number().int().positive().default(5_000),
+  /** `/metrics` of both planes needs `Authorization: Bearer <it>` when set (as in distributed mode). */
+  MCPGW_METRICS_TOKEN: z.string().min(16, "MCPGW_METRICS_TOKEN: at least 16 characters").optional(),
 });
 
 export type EmbeddedConfig = z.infer<typeof schema>;

@@ -34,6 +34,7 @@ const cp = await startControlPlane({
   busPrefix,
   logger: logger.child({ service: "control-plane" }),
   metrics: createMetricsRegistry("control-plane"),
+  metricsToken: config.MCPGW_METRICS_TOKEN,
   masterKey: keys.master_key,
   snapshotSigningKey: keys.snapshot_signing_key,
   jwtIssuer: config.MCPGW_JWT_ISSUER,
@@ -72,6 +73,7 @@ const dp = await startDataPlane({
   replicaId: "embedded",
   logger: logger.child({ service: "data-plane" }),
   metrics: createMetricsRegistry("data-plane"),
+  metricsToken: config.MCPGW_METRICS_TOKEN,
 });
 const worker = await startWorker({
   db: database.db,
