@@ -285,14 +285,27 @@ describe("configuration reaches open sessions on every transport", () => {
     }
   }
 
-  /** A credential that works on both replicas (the snapshot with it has landed). */
+  /** A credential that works on both replicas (the snapshot with it has landed, no rule refuses it). */
   async function usable(cred: Credential): Promise<Credential> {
     for (const i of [0, 1])
       await eventually(async () => {
-        const res = await fetch(`${dp(i)}/servers/${httpId}/rpc`, {
+        const res = await fetch(`${dp(i)}/servers/${httpId}/mcp`, {
           method: "POST",
-          headers: { ...cred, "content-type": "application/json" },
-          body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
+          headers: {
+            ...cred,
+            "content-type": "application/json",
+            accept: "application/json, text/event-stream",
+          },
+          body: JSON.stringify({
+            jsonrpc: "2.0",
+            id: 1,
+            method: "initialize",
+            params: {
+              protocolVersion: "2025-11-25",
+              capabilities: {},
+              clientInfo: { name: "usable", version: "1" },
+            },
+          }),
         });
         await res.body?.cancel();
         return res.status === 200;
@@ -444,4 +457,102 @@ describe("configuration reaches open sessions on every transport", () => {
     expectRefusals(results, /revoked|401|-32001/i);
     expect(wsCloses.get("websocket")).toBe(4401);
   }, 120_000);
+
+  it("answers x-request-id on every route (the client's when sane) and counts requests and refusals of every transport", async () => {
+    const auth = admin();
+    const routes: Array<[string, string, Record<string, string>?]> = [
+      ["GET", "/health"],
+      ["GET", "/ready"],
+      ["GET", "/metrics"],
+      ["GET", "/.well-known/oauth-protected-resource"],
+      ["GET", `/.well-known/oauth-protected-resource/servers/${httpId}/mcp`],
+      ["POST", `/servers/${httpId}/mcp`, auth],
+      ["POST", `/servers/${stdioId}/mcp`],
+      ["GET", `/servers/${stdioId}/sse`],
+      ["POST", `/servers/${stdioId}/message?sessionId=nope`, auth],
+      ["POST", `/servers/${stdioId}/rpc`, auth],
+      ["GET", `/servers/${stdioId}/rpc/introspection`, auth],
+      ["POST", "/ns/live/mcp"],
+      ["GET", "/ns/live/sse"],
+      ["POST", "/ns/live/rpc", auth],
+      ["POST", "/ns/live/rpc/batch"],
+      ["GET", "/ns/live/conflicts", auth],
+      ["POST", "/mcp"],
+      ["POST", "/rpc"],
+      ["GET", "/mcp/status", auth],
+      ["GET", "/mcp/capabilities"],
+      ["GET", "/stdio/process", auth],
+      ["GET", "/no/such/route"],
+    ];
+    for (const [method, path, headers] of routes) {
+      const res = await fetch(`${dp(0)}${path}`, {
+        method,
+        headers: { ...headers, "content-type": "application/json", "x-request-id": "client-chosen.42" },
+        ...(method === "POST" ? { body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }) } : {}),
+        signal: AbortSignal.timeout(10_000),
+      });
+      expect(res.headers.get("x-request-id"), `${method} ${path}`).toBe("client-chosen.42");
+      await res.body?.cancel();
+      const generated = await fetch(`${dp(0)}${path}`, {
+        method,
+        headers: { ...headers, "x-request-id": "not a sane id" },
+        signal: AbortSignal.timeout(10_000),
+      });
+      expect(generated.headers.get("x-request-id"), `${method} ${path}`).toMatch(/^[0-9a-f-]{36}$/);
+      await generated.body?.cancel();
+    }
+    // WebSocket: the handshake and the refusal of one carry it too.
+    const ids = await Promise.all(
+      [auth, {}].map(
+        (headers) =>
+          new Promise<[number, string | undefined]>((resolve, reject) => {
+            const ws = new NodeWebSocket(`${dp(0).replace(/^http/, "ws")}/servers/${stdioId}/ws`, "mcp", {
+              headers: { ...headers, "x-request-id": "ws-id" },
+            });
+            ws.once("upgrade", (res) => {
+              resolve([101, res.headers["x-request-id"] as string | undefined]);
+              ws.close();
+            });
+            ws.once("unexpected-response", (_req, res) => {
+              resolve([res.statusCode ?? 0, res.headers["x-request-id"] as string | undefined]);
+              res.resume();
+            });
+            ws.once("error", reject);
+          }),
+      ),
+    );
+    expect(ids).toEqual([
+      [101, "ws-id"],
+      [401, "ws-id"],
+    ]);
+
+    // Every transport's requests and refusals are counted, by route and status.
+    const metrics = await (await fetch(`${dp(0)}/metrics`)).text();
+    const count = (route: string, status: string) =>
+      metrics
+        .split("\n")
+        .filter(
+          (l) =>
+            l.startsWith("mcpgw_dp_http_requests_total{") &&
+            l.includes(`route="${route}"`) &&
+            l.includes(`status="${status}"`),
+        )
+        .reduce((n, l) => n + Number(l.split(" ").pop()), 0);
+    for (const [route, status] of [
+      ["server.mcp", "200"],
+      ["server.mcp", "401"],
+      ["server.sse", "401"],
+      ["server.message", "404"],
+      ["server.rpc", "200"],
+      ["server.ws", "101"],
+      ["server.ws", "401"],
+      ["namespace.mcp", "401"],
+      ["namespace.rpc", "200"],
+      ["operator", "200"],
+      ["operator", "401"],
+      ["health", "200"],
+      ["other", "404"],
+    ] as const)
+      expect(count(route, status), `${route} ${status}`).toBeGreaterThan(0);
+  }, 60_000);
 });
