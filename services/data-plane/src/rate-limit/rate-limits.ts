@@ -2,31 +2,11 @@ import { globToRegExp } from "@mcpgw/policy";
 import type { RateLimitEntry } from "@mcpgw/snapshot";
 import { Counter, type Logger, type Registry } from "@mcpgw/telemetry";
 import type { Redis } from "ioredis";
-import {
-  BurstyRateLimiter,
-  RateLimiterMemory,
-  RateLimiterRedis,
-  RateLimiterRes,
-} from "rate-limiter-flexible";
+import { RateLimiterMemory } from "rate-limiter-flexible";
 import type { Principal } from "../auth/principal.ts";
 import type { RoutedServer } from "../snapshot/store.ts";
-
-/** The in-memory stand-in used while Redis fails; counts how often it answered. */
-class InsuranceLimiter extends RateLimiterMemory {
-  constructor(
-    opts: ConstructorParameters<typeof RateLimiterMemory>[0],
-    private readonly onUse: () => void,
-  ) {
-    super(opts);
-  }
-
-  override consume(
-    ...args: Parameters<RateLimiterMemory["consume"]>
-  ): ReturnType<RateLimiterMemory["consume"]> {
-    this.onUse();
-    return super.consume(...args);
-  }
-}
+import { type Answer, type Bucket, BurstBucket, MemoryBucket } from "./buckets.ts";
+import { LeasedBucket, LeaseStore } from "./leased-bucket.ts";
 
 /** What a request is, for the rules that may apply to it. */
 export interface RateLimitSubject {
@@ -47,8 +27,6 @@ export interface RateLimitVerdict {
   headers: Record<string, string>;
   rule: { id: string; name: string } | undefined;
 }
-
-type Limiter = RateLimiterRedis | RateLimiterMemory | BurstyRateLimiter;
 
 export interface RateLimitsOptions {
   /** Shared counters; without Redis (embedded mode) counters are in memory. */
@@ -100,19 +78,27 @@ function cost(rule: RateLimitEntry, tool: string | undefined): number {
 
 const shape = (r: RateLimitEntry) => `${r.limit}/${r.window_s}/${r.burst ?? 0}/${r.block_s ?? 0}`;
 
+/** Every check that no rule applies to answers this one promise: nothing allocated for them. */
+const NO_VERDICT: Promise<undefined> = Promise.resolve(undefined);
+
 /**
- * Enforces an org's rate-limit rules with rate-limiter-flexible on Redis, shared by every
- * replica. All rules that apply are checked concurrently (their commands are in flight together
- * on one connection) and the most restrictive answer wins. When Redis is unreachable each rule
- * falls back to an in-memory insurance limiter enforcing this replica's share; keys already over
- * their limit are blocked in memory so a flood does not reach Redis at all.
+ * Enforces an org's rate-limit rules, shared by every replica through Redis. Each rule's points
+ * are spent from leases taken from Redis in batches (see LeasedBucket for how, and the accuracy
+ * that gives across replicas), so a request that its leases cover is decided without a round
+ * trip; small limits are counted call by call. All rules that apply are checked, each counts the
+ * request, and the most restrictive answer wins. When Redis is unreachable each rule falls back
+ * to an in-memory insurance limiter enforcing this replica's share of the limit; keys already
+ * over their limit stay refused in memory, so a flood does not reach Redis at all.
  */
 export class RateLimits {
-  private readonly limiters = new Map<string, { shape: string; limiter: Limiter }>();
+  private readonly buckets = new Map<string, { shape: string; rule: RateLimitEntry; bucket: Bucket }>();
+  private readonly store: LeaseStore | undefined;
   private readonly rejected: Counter<"rule">;
   private readonly fallbacks: Counter;
+  private readonly storeCalls: Counter<"kind">;
 
   constructor(private readonly o: RateLimitsOptions) {
+    this.store = o.redis ? new LeaseStore(o.redis) : undefined;
     this.rejected = new Counter({
       name: "mcpgw_dp_rate_limited_total",
       help: "Requests rejected by a rate-limit rule",
@@ -124,48 +110,53 @@ export class RateLimits {
       help: "Rate-limit checks answered by the in-memory insurance limiter because Redis failed",
       registers: [o.metrics],
     });
+    this.storeCalls = new Counter({
+      name: "mcpgw_dp_rate_limit_store_calls_total",
+      help: "Round trips to the rate-limit store: kind lease (a batch of points taken ahead) or call (one request counted by itself)",
+      labelNames: ["kind"] as const,
+      registers: [o.metrics],
+    });
   }
 
-  private limiter(rule: RateLimitEntry): Limiter {
-    const cached = this.limiters.get(rule.id);
-    if (cached?.shape === shape(rule)) return cached.limiter;
-    const keyPrefix = `${this.o.prefix}:rl:${rule.id}:${shape(rule)}`;
-    const make = (
-      points: number,
-      duration: number,
-      prefix: string,
-      block: number,
-    ): RateLimiterRedis | RateLimiterMemory => {
-      const insurance = new InsuranceLimiter(
-        {
-          points: Math.max(1, Math.floor(points / this.o.replicas)),
-          duration,
-          blockDuration: block,
-          keyPrefix: `${prefix}:insurance`,
-        },
-        () => this.fallbacks.inc(),
-      );
-      if (!this.o.redis)
-        return new RateLimiterMemory({ points, duration, blockDuration: block, keyPrefix: prefix });
-      const redisLimiter = new RateLimiterRedis({
-        storeClient: this.o.redis,
-        keyPrefix: prefix,
-        points,
-        duration,
-        blockDuration: block,
-        rejectIfRedisNotReady: true,
-        inMemoryBlockOnConsumed: points + 1,
-        insuranceLimiter: insurance,
-      });
-      return redisLimiter;
-    };
-    const main = make(rule.limit, rule.window_s, keyPrefix, rule.block_s ?? 0);
+  private bucket(rule: RateLimitEntry): Bucket {
+    const cached = this.buckets.get(rule.id);
+    // Snapshots are immutable: the same rule object has the same shape.
+    if (cached?.rule === rule) return cached.bucket;
+    const ruleShape = shape(rule);
+    if (cached?.shape === ruleShape) {
+      cached.rule = rule;
+      return cached.bucket;
+    }
+    // A changed rule counts afresh under a key of its own.
+    const keyPrefix = `${this.o.prefix}:rl:${rule.id}:${ruleShape}`;
+    const main = this.counter(rule.limit, rule.window_s, keyPrefix, rule.block_s ?? 0);
     // A burst allowance is a second bucket that refills over ten windows.
-    const limiter = rule.burst
-      ? new BurstyRateLimiter(main, make(rule.burst, rule.window_s * 10, `${keyPrefix}:burst`, 0))
+    const bucket = rule.burst
+      ? new BurstBucket(main, this.counter(rule.burst, rule.window_s * 10, `${keyPrefix}:burst`, 0))
       : main;
-    this.limiters.set(rule.id, { shape: shape(rule), limiter });
-    return limiter;
+    this.buckets.set(rule.id, { shape: ruleShape, rule, bucket });
+    return bucket;
+  }
+
+  private counter(points: number, windowS: number, keyPrefix: string, blockS: number): Bucket {
+    const memory = (p: number) =>
+      new MemoryBucket(
+        new RateLimiterMemory({ points: p, duration: windowS, blockDuration: blockS, keyPrefix }),
+      );
+    if (!this.store) return memory(points);
+    const { replicas } = this.o;
+    return new LeasedBucket({
+      store: this.store,
+      keyPrefix,
+      limit: points,
+      windowMs: windowS * 1000,
+      blockMs: blockS * 1000,
+      replicas,
+      insurance: memory(points === 0 ? 0 : Math.max(1, Math.floor(points / replicas))),
+      onInsured: () => this.fallbacks.inc(),
+      onStoreCall: (kind) => this.storeCalls.inc({ kind }),
+      logger: this.o.logger,
+    });
   }
 
   private readonly lastLogged = new Map<string, number>();
@@ -193,64 +184,72 @@ export class RateLimits {
 
   /** Drops limiters of rules no longer in any snapshot. */
   retain(ruleIds: ReadonlySet<string>): void {
-    for (const id of this.limiters.keys()) if (!ruleIds.has(id)) this.limiters.delete(id);
+    for (const id of this.buckets.keys()) if (!ruleIds.has(id)) this.buckets.delete(id);
   }
 
   /** Consumes from every rule that applies; undefined when none does. */
-  async check(s: RateLimitSubject): Promise<RateLimitVerdict | undefined> {
+  check(s: RateLimitSubject): Promise<RateLimitVerdict | undefined> {
     const rules = s.routed.org.rate_limits;
-    if (rules.length === 0) return undefined;
-    const checks: Array<Promise<{ rule: RateLimitEntry; res: RateLimiterRes; ok: boolean }>> = [];
+    if (rules.length === 0) return NO_VERDICT;
+    const hit: RateLimitEntry[] = [];
+    const answers: Array<Answer | Promise<Answer>> = [];
+    let waiting = false;
     for (const rule of rules) {
       if (!applies(rule, s)) continue;
       const key = scopeKey(rule, s);
       if (key === undefined) continue;
-      const points = cost(rule, s.tool);
-      checks.push(
-        this.limiter(rule)
-          .consume(key, points)
-          .then(
-            (res) => ({ rule, res, ok: true }),
-            (res: unknown) => {
-              if (res instanceof RateLimiterRes) return { rule, res, ok: false };
-              // Neither an answer nor a fallback: never fail the request on the limiter's account.
-              this.o.logger.warn({ err: res, rule: rule.id }, "rate limit check failed; admitting");
-              return { rule, res: new RateLimiterRes(rule.limit, 0, 0, false), ok: true };
-            },
-          ),
-      );
-    }
-    if (checks.length === 0) return undefined;
-    const results = await Promise.all(checks);
-    const rejections = results.filter((r) => !r.ok);
-    // The most restrictive: a rejecting rule with the longest wait, else the least remaining.
-    const decisive = rejections.length
-      ? rejections.reduce((a, b) => (b.res.msBeforeNext > a.res.msBeforeNext ? b : a))
-      : results.reduce((a, b) =>
-          b.res.remainingPoints / b.rule.limit < a.res.remainingPoints / a.rule.limit ? b : a,
-        );
-    const resetS = Math.max(0, Math.ceil(decisive.res.msBeforeNext / 1000));
-    const headers = {
-      "ratelimit-policy": `"${decisive.rule.id}";q=${decisive.rule.limit};w=${decisive.rule.window_s}`,
-      ratelimit: `"${decisive.rule.id}";r=${Math.max(0, decisive.res.remainingPoints)};t=${resetS}`,
-    };
-    if (rejections.length) {
-      for (const r of rejections) {
-        this.rejected.inc({ rule: r.rule.id });
-        this.logRejection(r.rule, s);
+      let answer = this.bucket(rule).take(key, cost(rule, s.tool));
+      if (answer instanceof Promise) {
+        waiting = true;
+        answer = answer.catch((err: unknown) => {
+          // Neither an answer nor a fallback: never fail the request on the limiter's account.
+          this.o.logger.warn({ err, rule: rule.id }, "rate limit check failed; admitting");
+          return { ok: true, remaining: rule.limit, msBeforeNext: 0 };
+        });
       }
-      return {
-        allowed: false,
-        retryAfterS: Math.max(1, resetS),
-        headers,
-        rule: { id: decisive.rule.id, name: decisive.rule.name },
-      };
+      hit.push(rule);
+      answers.push(answer);
+    }
+    if (hit.length === 0) return NO_VERDICT;
+    // Every rule decided from its lease or its in-memory block: no round trip at all.
+    if (!waiting) return Promise.resolve(this.verdict(s, hit, answers as Answer[]));
+    return Promise.all(answers).then((done) => this.verdict(s, hit, done));
+  }
+
+  private verdict(s: RateLimitSubject, rules: RateLimitEntry[], answers: Answer[]): RateLimitVerdict {
+    // The most restrictive: a rejecting rule with the longest wait, else the least remaining.
+    let decisive = -1;
+    let rejected = false;
+    for (let i = 0; i < answers.length; i++) {
+      const a = answers[i]!;
+      if (a.ok) continue;
+      rejected = true;
+      if (decisive < 0 || a.msBeforeNext > answers[decisive]!.msBeforeNext) decisive = i;
+    }
+    if (!rejected) {
+      const share = (i: number) => (rules[i]!.limit > 0 ? answers[i]!.remaining / rules[i]!.limit : 0);
+      decisive = 0;
+      for (let i = 1; i < answers.length; i++) if (share(i) < share(decisive)) decisive = i;
+    }
+    const rule = rules[decisive]!;
+    const answer = answers[decisive]!;
+    const resetS = Math.max(0, Math.ceil(answer.msBeforeNext / 1000));
+    const headers = {
+      "ratelimit-policy": `"${rule.id}";q=${rule.limit};w=${rule.window_s}`,
+      ratelimit: `"${rule.id}";r=${Math.max(0, answer.remaining)};t=${resetS}`,
+    };
+    if (rejected) {
+      for (let i = 0; i < answers.length; i++) {
+        if (answers[i]!.ok) continue;
+        this.rejected.inc({ rule: rules[i]!.id });
+        this.logRejection(rules[i]!, s);
+      }
     }
     return {
-      allowed: true,
-      retryAfterS: 0,
+      allowed: !rejected,
+      retryAfterS: rejected ? Math.max(1, resetS) : 0,
       headers,
-      rule: { id: decisive.rule.id, name: decisive.rule.name },
+      rule: { id: rule.id, name: rule.name },
     };
   }
 }
