@@ -1,4 +1,10 @@
-import { createServer, type IncomingMessage, STATUS_CODES, type Server, type ServerResponse } from "node:http";
+import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from "node:http";
 import type { AddressInfo } from "node:net";
 import { JsonRpcErrorCode } from "@mcpgw/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -45,8 +51,16 @@ describe("GATEWAY_ERRORS", () => {
   it("uses the MCP gateway codes for the refusals clients act on", () => {
     expect(GATEWAY_ERRORS.unauthorized.rpc).toBe(JsonRpcErrorCode.Unauthorized);
     expect(GATEWAY_ERRORS.forbidden.rpc).toBe(JsonRpcErrorCode.Forbidden);
-    expect(GATEWAY_ERRORS.rate_limited).toMatchObject({ status: 429, rpc: JsonRpcErrorCode.RateLimited, ws: 4429 });
-    expect(GATEWAY_ERRORS.parse_error).toMatchObject({ status: 400, rpc: JsonRpcErrorCode.ParseError, ws: 1007 });
+    expect(GATEWAY_ERRORS.rate_limited).toMatchObject({
+      status: 429,
+      rpc: JsonRpcErrorCode.RateLimited,
+      ws: 4429,
+    });
+    expect(GATEWAY_ERRORS.parse_error).toMatchObject({
+      status: 400,
+      rpc: JsonRpcErrorCode.ParseError,
+      ws: 1007,
+    });
     expect(GATEWAY_ERRORS.too_large).toMatchObject({ status: 413, ws: 1009 });
   });
 });
@@ -77,7 +91,9 @@ describe("GatewayError", () => {
     const err = new GatewayError("rate_limited", "slow down", { retryAfterS: 7, headers: own });
     expect(err.headers()).toEqual({ "www-authenticate": 'Bearer realm="mcp"', "retry-after": "7" });
     expect(own).toEqual({ "www-authenticate": 'Bearer realm="mcp"' });
-    expect(new GatewayError("rate_limited", "now", { retryAfterS: 0 }).headers()).toEqual({ "retry-after": "0" });
+    expect(new GatewayError("rate_limited", "now", { retryAfterS: 0 }).headers()).toEqual({
+      "retry-after": "0",
+    });
     expect(new GatewayError("forbidden", "no").headers()).toEqual({});
   });
 
@@ -235,7 +251,10 @@ describe("sending errors over HTTP", () => {
   });
 
   it.each([
-    ["sendGatewayError", (res: ServerResponse) => sendGatewayError(res, new GatewayError("internal", "late"))],
+    [
+      "sendGatewayError",
+      (res: ServerResponse) => sendGatewayError(res, new GatewayError("internal", "late")),
+    ],
     ["sendProblem", (res: ServerResponse) => sendProblem(res, new GatewayError("internal", "late"), "/x")],
   ])("%s destroys the socket once the response headers are out", async (_name, send) => {
     let sentAfter: string | undefined;

@@ -6,7 +6,8 @@ import {
   type Server,
   type ServerResponse,
 } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   createLogger,
@@ -58,6 +59,8 @@ function rawGet(base: string, path: string, headers: IncomingHttpHeaders | Recor
     req.once("response", resolve);
     req.once("error", reject);
   });
+  // Tests that abort the request never read the response.
+  response.catch(() => {});
   req.end();
   return { req, response };
 }
@@ -106,7 +109,9 @@ describe("Observer.http", () => {
   beforeEach(() => {
     registry = createMetricsRegistry("observe-test");
     observer = new Observer(registry);
-    handler = (_req, res) => res.end("ok");
+    handler = (_req, res) => {
+      res.end("ok");
+    };
   });
   afterEach(() => {
     vi.restoreAllMocks();
@@ -218,16 +223,22 @@ describe("Observer.http", () => {
     });
 
     it("labels by the route table's names, never by tenant ids", async () => {
-      handler = (_req, res) => res.end();
+      handler = (_req, res) => {
+        res.end();
+      };
       await (await fetch(`${base}/servers/srv_secret_tenant/message?sessionId=s`)).text();
       await (await fetch(`${base}/ns/tenant-slug/rpc/batch`)).text();
       await (await fetch(`${base}/health`)).text();
       await vi.waitFor(async () => expect(await total(registry, REQUESTS, {})).toBe(3));
-      expect(await total(registry, REQUESTS, { route: "server.message", transport: "sse", status: "200" })).toBe(
-        1,
-      );
       expect(
-        await total(registry, REQUESTS, { route: "namespace.rpc/batch", transport: "json_rpc", status: "200" }),
+        await total(registry, REQUESTS, { route: "server.message", transport: "sse", status: "200" }),
+      ).toBe(1);
+      expect(
+        await total(registry, REQUESTS, {
+          route: "namespace.rpc/batch",
+          transport: "json_rpc",
+          status: "200",
+        }),
       ).toBe(1);
       expect(await total(registry, REQUESTS, { route: "health", transport: "rest", status: "200" })).toBe(1);
       expect(await registry.metrics()).not.toMatch(/srv_secret_tenant|tenant-slug/);
@@ -258,7 +269,9 @@ describe("Observer.http", () => {
       await closed.promise;
       await sleep(20);
       expect(await total(registry, REQUESTS, { route: "server.sse" })).toBe(1);
-      expect(await total(registry, REQUESTS, { route: "server.sse", transport: "sse", status: "200" })).toBe(1);
+      expect(await total(registry, REQUESTS, { route: "server.sse", transport: "sse", status: "200" })).toBe(
+        1,
+      );
       expect(await total(registry, DURATION, { route: "server.sse" }, "_count")).toBe(1);
       expect(await total(registry, DURATION, { route: "server.sse" }, "_sum")).toBeGreaterThanOrEqual(0.05);
     });
@@ -342,11 +355,14 @@ describe("Observer.upgrade", () => {
   let registry: Registry;
   let observer: Observer;
   let seen: { requestId: string | undefined; current: string | undefined } | undefined;
-  let answer: (settled: (status: number) => void, socket: import("node:stream").Duplex) => void;
+  let answer: (settled: (status: number) => void, socket: Duplex) => void;
+  const sockets = new Set<Duplex>();
 
   beforeAll(async () => {
     server = createServer((_req, res) => res.end());
-    server.on("upgrade", (req: IncomingMessage, socket) => {
+    server.on("upgrade", (req: IncomingMessage, socket: Duplex) => {
+      // Upgraded sockets leave the server's connection tracking: closed here in afterAll.
+      sockets.add(socket);
       observer.upgrade(req, matchRoute(req.url ?? ""), (settled) => {
         seen = { requestId: requestIdOf(req), current: currentRequestId() };
         answer(settled, socket);
@@ -357,6 +373,7 @@ describe("Observer.upgrade", () => {
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
   afterAll(async () => {
+    for (const socket of sockets) socket.destroy();
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
   });
@@ -384,9 +401,14 @@ describe("Observer.upgrade", () => {
       upgraded.resolve();
     };
     const url = new URL(base);
-    const req = request({ host: url.hostname, port: url.port, path: "/servers/srv_1/ws", headers: upgradeHeaders("ws-1") });
-    const clientSocket = new Promise<import("node:net").Socket>((resolve) =>
-      req.once("upgrade", (_res, socket) => resolve(socket as import("node:net").Socket)),
+    const req = request({
+      host: url.hostname,
+      port: url.port,
+      path: "/servers/srv_1/ws",
+      headers: upgradeHeaders("ws-1"),
+    });
+    const clientSocket = new Promise<Socket>((resolve) =>
+      req.once("upgrade", (_res, socket) => resolve(socket)),
     );
     req.end();
     (await clientSocket).destroy();
@@ -394,7 +416,9 @@ describe("Observer.upgrade", () => {
     await sleep(20);
     expect(seen).toEqual({ requestId: "ws-1", current: "ws-1" });
     expect(await total(registry, REQUESTS, { route: "server.ws" })).toBe(1);
-    expect(await total(registry, REQUESTS, { route: "server.ws", transport: "websocket", status: "101" })).toBe(1);
+    expect(
+      await total(registry, REQUESTS, { route: "server.ws", transport: "websocket", status: "101" }),
+    ).toBe(1);
     expect(await total(registry, DURATION, { route: "server.ws" }, "_count")).toBe(1);
   });
 
@@ -411,8 +435,8 @@ describe("Observer.upgrade", () => {
     expect(seen?.requestId).toMatch(UUID);
     expect(seen?.current).toBe(seen?.requestId);
     expect(await total(registry, REQUESTS, { route: "namespace.ws" })).toBe(1);
-    expect(await total(registry, REQUESTS, { route: "namespace.ws", transport: "websocket", status: "403" })).toBe(
-      1,
-    );
+    expect(
+      await total(registry, REQUESTS, { route: "namespace.ws", transport: "websocket", status: "403" }),
+    ).toBe(1);
   });
 });

@@ -130,9 +130,12 @@ describe("matchRoute: operator, health and metadata paths", () => {
     expect(route).toEqual({ name: "operator", transport: "rest" });
   });
 
-  it.each(["/mcp/statusx", "/ws/sendall", "/stdio/processes"])("does not take %s for an operator path", (url) => {
-    expect(matchRoute(url).name).toBe("other");
-  });
+  it.each(["/mcp/statusx", "/ws/sendall", "/stdio/processes"])(
+    "does not take %s for an operator path",
+    (url) => {
+      expect(matchRoute(url).name).toBe("other");
+    },
+  );
 
   it.each(["health", "ready", "metrics"])("routes /%s by its own name", (name) => {
     expect(matchRoute(`/${name}`)).toEqual({ name, transport: "rest" });
@@ -148,10 +151,16 @@ describe("matchRoute: operator, health and metadata paths", () => {
     expect(matchRoute(url)).toEqual({ name: "well_known", transport: "rest" });
   });
 
-  it.each(["", "/", "/unknown", "/api/v1/servers", "/.well-known", "/HEALTH", "//mcp", "/servers/srv/../mcpx"])(
-    "routes the unknown path %j to other",
-    (url) => {
-      expect(matchRoute(url)).toEqual({ name: "other", transport: "rest" });
-    },
-  );
+  it.each([
+    "",
+    "/",
+    "/unknown",
+    "/api/v1/servers",
+    "/.well-known",
+    "/HEALTH",
+    "//mcp",
+    "/servers/srv/../mcpx",
+  ])("routes the unknown path %j to other", (url) => {
+    expect(matchRoute(url)).toEqual({ name: "other", transport: "rest" });
+  });
 });
