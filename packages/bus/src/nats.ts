@@ -65,6 +65,37 @@ class NatsBucket implements KvBucket {
   }
 }
 
+/**
+ * `NATS_URL` as nats.js wants it: a comma-separated list of servers, credentials taken out of
+ * the URLs (`nats://user:password@host:4222`, or `nats://token@host:4222`) and passed as options,
+ * since nats.js ignores a URL's userinfo. Every server of the list shares one set of credentials.
+ */
+export function natsConnectOptions(url: string): {
+  servers: string[];
+  user?: string;
+  pass?: string;
+  token?: string;
+} {
+  let user: string | undefined;
+  let pass: string | undefined;
+  const servers = url
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((server) => {
+      const at = server.lastIndexOf("@");
+      if (at < 0) return server;
+      const scheme = server.indexOf("://");
+      const userinfo = server.slice(scheme < 0 ? 0 : scheme + 3, at);
+      const colon = userinfo.indexOf(":");
+      user ??= decodeURIComponent(colon < 0 ? userinfo : userinfo.slice(0, colon));
+      if (colon >= 0) pass ??= decodeURIComponent(userinfo.slice(colon + 1));
+      return (scheme < 0 ? "" : server.slice(0, scheme + 3)) + server.slice(at + 1);
+    });
+  if (user === undefined) return { servers };
+  return pass === undefined ? { servers, token: user } : { servers, user, pass };
+}
+
 export interface NatsBusOptions {
   /** Connection name shown in NATS monitoring. */
   name?: string;
@@ -76,7 +107,7 @@ export class NatsBus implements Bus {
 
   static async connect(url: string, options: NatsBusOptions = {}): Promise<NatsBus> {
     const nc = await connect({
-      servers: url.split(","),
+      ...natsConnectOptions(url),
       name: options.name,
       waitOnFirstConnect: true,
       maxReconnectAttempts: -1,
