@@ -567,6 +567,8 @@ watchdog.unref();
 
 const RATE_LIMITED_METRIC = "mcpgw_dp_rate_limited_total";
 const STORE_FALLBACK_METRIC = "mcpgw_dp_rate_limit_store_errors_total";
+/** Round trips to Redis for rate limits (leases and calls counted one by one). */
+const STORE_CALLS_METRIC = "mcpgw_dp_rate_limit_store_calls_total";
 
 async function gatewaySuite(): Promise<number> {
   const startedAt = new Date();
@@ -702,6 +704,7 @@ async function gatewaySuite(): Promise<number> {
   const metricsBefore = {
     rejected: await metricSum(dp.url, RATE_LIMITED_METRIC),
     fallbacks: await metricSum(dp.url, STORE_FALLBACK_METRIC),
+    storeCalls: await metricSum(dp.url, STORE_CALLS_METRIC),
   };
   const phases: PhaseResult[] = [];
   // Profiles are summarized from here on, without the data plane's start-up.
@@ -767,6 +770,7 @@ async function gatewaySuite(): Promise<number> {
   const metricsAfter = {
     rejected: await metricSum(dp.url, RATE_LIMITED_METRIC),
     fallbacks: await metricSum(dp.url, STORE_FALLBACK_METRIC),
+    storeCalls: await metricSum(dp.url, STORE_CALLS_METRIC),
   };
   const countersAtEnd = await ruleCounters(
     redisUrl,
@@ -788,6 +792,12 @@ async function gatewaySuite(): Promise<number> {
   const total429 = [...phases, ...warmups, ...discarded].reduce((n, p) => n + p.rateLimited, 0);
   const rejectedByGateway = metricsAfter.rejected - metricsBefore.rejected;
   const storeFallbacks = metricsAfter.fallbacks - metricsBefore.fallbacks;
+  const storeRoundTrips = metricsAfter.storeCalls - metricsBefore.storeCalls;
+  // Every answered call of a rule target was checked against each of its rules.
+  const ruleChecks = [...phases, ...warmups, ...discarded].reduce(
+    (n, p) => n + p.ok * rulesOf(p.target).length,
+    0,
+  );
   const emptyPhases = phases.filter((p) => p.ok === 0).length;
   const valid = totalErrors === 0 && warmupErrors === 0 && emptyPhases === 0 && rejectedByGateway === 0;
   const moderate = comparisons.find((c) => c.id === "jwt/direct" && c.connections === LEVELS[0])!;
@@ -893,6 +903,10 @@ async function gatewaySuite(): Promise<number> {
       `${storeFallbacks} checks answered by the in-memory fallback; counted in Redis (current window) ` +
       rules.map((r) => `${r.name} ${countersAtEnd[r.id]!.points}`).join(", "),
   );
+  console.log(
+    `rate-limit round trips to Redis: ${storeRoundTrips} for ${ruleChecks} rule checks ` +
+      `(${ruleChecks ? ((1000 * storeRoundTrips) / ruleChecks).toFixed(1) : "-"} per 1,000; leases of points taken ahead)`,
+  );
   if (storeFallbacks > 0)
     console.log(
       `!! ${storeFallbacks} rate-limit checks fell back to memory (Redis slower than the 200 ms command timeout): the rule variants understate Redis' cost`,
@@ -953,6 +967,9 @@ async function gatewaySuite(): Promise<number> {
       rejectedByGateway,
       answers429: total429,
       storeFallbacks,
+      /** Redis round trips for rate limits during the warm-ups and phases, and the rule checks. */
+      storeRoundTrips,
+      ruleChecks,
       /** Successful calls of the first warm-up per rule's target (the Redis counter must be ≥). */
       warmupCalls: Object.fromEntries(
         rules.map((r) => [r.id, warmups.find((w) => w.target === r.target && w.round === 0)!.ok]),
