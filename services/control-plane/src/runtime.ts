@@ -147,9 +147,12 @@ class Readiness {
     );
     const failed = results.filter((r) => r !== null);
     const down = failed.map((f) => f.name).join(",");
-    if (down !== (this.down ?? "")) {
-      if (down) this.logger.warn({ down: failed }, "control plane not ready");
-      else this.logger.info("control plane ready again");
+    const was = this.down ?? "";
+    if (down !== was) {
+      if (!down) this.logger.info("control plane ready again");
+      else if (!was) this.logger.warn({ down: failed }, "control plane not ready");
+      // A slow probe of another dependency while one is down changes the set, not the state.
+      else this.logger.warn({ down: failed }, "control plane still not ready: what is down changed");
     }
     this.down = down;
     return down === "";

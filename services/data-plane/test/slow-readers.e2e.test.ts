@@ -177,9 +177,11 @@ describe("slow readers: a client that stops reading is dropped, never buffered f
     expect(sentAtDrop).toBeLessThan(4 * BACKLOG_LIMIT);
     // The slow client's session ended with its stream; the healthy one is still there.
     expect(await sseStatus()).toBe(1);
-    // Nothing accumulated for it after the drop, and overall the process grew by less than the
-    // limit plus what handling 96 MiB of broadcasts churns (~45 MiB here; ~130 MiB without the bound).
-    expect(after - rssAtDrop).toBeLessThan(24 * MiB);
+    // Nothing accumulated for it after the drop (unbounded, the ~80 MiB sent after it would be
+    // held; the GC's timing alone moves RSS by ~30 MiB on a busy machine), and overall the process
+    // grew by less than the limit plus what handling 96 MiB of broadcasts churns (~45 MiB here;
+    // ~130 MiB without the bound).
+    expect(after - rssAtDrop).toBeLessThan(48 * MiB);
     expect(after - before).toBeLessThan(BACKLOG_LIMIT + 56 * MiB);
     // The healthy client got everything.
     await eventually(() => healthy.received() > sent, 10_000);
