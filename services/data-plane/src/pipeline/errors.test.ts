@@ -308,6 +308,13 @@ describe("problemResponse", () => {
 });
 
 describe("closeReason", () => {
+  it("never leaves half of a surrogate pair at the cut", () => {
+    const out = closeReason(`${"a".repeat(120)}😀b`);
+    expect(Buffer.byteLength(out)).toBeLessThanOrEqual(123);
+    expect(Buffer.from(out, "utf8").toString("utf8")).toBe(out);
+    expect(out).toBe("a".repeat(120));
+  });
+
   it("keeps a reason that fits in 123 bytes as it is", () => {
     expect(closeReason("")).toBe("");
     expect(closeReason("server 'git' is disabled")).toBe("server 'git' is disabled");

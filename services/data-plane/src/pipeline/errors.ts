@@ -1,4 +1,5 @@
-import type { ServerResponse } from "node:http";
+import { type ServerResponse, STATUS_CODES } from "node:http";
+import type { Duplex } from "node:stream";
 import { type JsonRpcErrorBody, JsonRpcErrorCode, type JsonRpcId, jsonRpcError } from "@mcpgw/protocol";
 
 /**
@@ -20,6 +21,12 @@ export const GATEWAY_ERRORS = {
     rpc: JsonRpcErrorCode.InvalidRequest,
     ws: 1008,
     title: "Method Not Allowed",
+  },
+  upgrade_required: {
+    status: 426,
+    rpc: JsonRpcErrorCode.InvalidRequest,
+    ws: 1002,
+    title: "Upgrade Required",
   },
   too_large: { status: 413, rpc: JsonRpcErrorCode.RequestTooLarge, ws: 1009, title: "Payload Too Large" },
   rate_limited: { status: 429, rpc: JsonRpcErrorCode.RateLimited, ws: 4429, title: "Too Many Requests" },
@@ -167,7 +174,30 @@ export function problemResponse(err: GatewayError, requestId?: string, instance?
 
 /** A WebSocket close reason is at most 123 bytes; cut on a character boundary. */
 export function closeReason(message: string): string {
-  let out = message;
-  while (Buffer.byteLength(out) > 123) out = out.slice(0, -1);
+  if (Buffer.byteLength(message) <= 123) return message;
+  let out = "";
+  let bytes = 0;
+  for (const ch of message) {
+    const size = Buffer.byteLength(ch);
+    if (bytes + size > 123) break;
+    out += ch;
+    bytes += size;
+  }
   return out;
+}
+
+/** Answers a WebSocket upgrade request with an HTTP error (JSON-RPC body) and closes the socket. */
+export function refuseUpgrade(socket: Duplex, requestId: string | undefined, err: GatewayError): void {
+  const body = JSON.stringify(err.toJsonRpc(null));
+  const headers: Record<string, string> = {
+    ...err.headers(),
+    "content-type": "application/json",
+    "content-length": String(Buffer.byteLength(body)),
+    connection: "close",
+  };
+  if (requestId) headers["x-request-id"] = requestId;
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}`);
+  socket.end(
+    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? ""}\r\n${lines.join("\r\n")}\r\n\r\n${body}`,
+  );
 }

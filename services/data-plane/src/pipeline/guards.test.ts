@@ -531,6 +531,7 @@ describe("Guards for a namespace", () => {
     expect(g.namespaceEntry?.entry.slug).toBe("team");
     expect(g.namespaceEntry?.org.org_id).toBe(t.orgId);
     expect(g.authorize("delete_repo")).toEqual({ allowed: true, reason: "namespace", rule: null });
+    expect(g.keep("delete_repo")).toBe(true);
     expect(await t.denials()).toBe(0);
   });
 

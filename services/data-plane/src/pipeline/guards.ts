@@ -104,6 +104,7 @@ export class Guards {
 
   /** Whether a list keeps an item (not counted as a denial). */
   keep(target: string): boolean {
+    if (!("server" in this.target)) return true;
     const routed = this.server;
     if (!routed) return false;
     if (this.memoEveryTool) return true;

@@ -2,15 +2,15 @@ import { SUPPORTED_PROTOCOL_VERSIONS } from "@mcpgw/protocol";
 import { currentRequestId, type Logger } from "@mcpgw/telemetry";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import type { Hono } from "hono";
-import type { NamespaceInspection } from "./app.ts";
-import type { Authenticator } from "./auth/authenticator.ts";
-import { AuthError, type Principal } from "./auth/principal.ts";
-import type { DataPlaneEnv } from "./env.ts";
-import { GatewayError, type GatewayErrorKind, problemResponse } from "./pipeline/errors.ts";
-import type { SnapshotStore } from "./snapshot/store.ts";
-import type { MessageSessions } from "./transports/message-sessions.ts";
-import { stdioOwner } from "./upstream/connect.ts";
-import { type StdioProcessManager, StdioUnavailable } from "./upstream/stdio-processes.ts";
+import type { Authenticator } from "../auth/authenticator.ts";
+import { AuthError, type Principal } from "../auth/principal.ts";
+import type { DataPlaneEnv } from "../env.ts";
+import { GatewayError, type GatewayErrorKind, problemResponse } from "../pipeline/errors.ts";
+import type { SnapshotStore } from "../snapshot/store.ts";
+import type { MessageSessions } from "../transports/message-sessions.ts";
+import { stdioOwner } from "../upstream/connect.ts";
+import { type StdioProcessManager, StdioUnavailable } from "../upstream/stdio-processes.ts";
+import type { NamespaceInspection } from "./namespaces.ts";
 
 /** A request one replica answers for the operator endpoints (carried over the bus). */
 type OpRequest =
