@@ -467,6 +467,11 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       ["GET", "/api/v1/organizations/{org}"],
       ["PATCH", "/api/v1/organizations/{org}", { plan: "pro" }],
       ["DELETE", "/api/v1/organizations/{org}"],
+      ["GET", "/api/v1/stdio-catalog"],
+      ["POST", "/api/v1/stdio-catalog", { slug: "sec-entry", name: "S", command: "node" }],
+      ["GET", "/api/v1/stdio-catalog/{cat}"],
+      ["PATCH", "/api/v1/stdio-catalog/{cat}", { name: "renamed" }],
+      ["DELETE", "/api/v1/stdio-catalog/{cat}"],
       ["GET", "/auth/profile"],
       ["PUT", "/auth/profile", { name: "Me" }],
       ["POST", "/auth/api-keys", { name: "mine" }],
@@ -480,6 +485,9 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       "GET /api/v1/servers/{srv}",
       "GET /api/v1/api-keys",
       "GET /api/v1/organizations/{org}",
+      // The platform's stdio catalog is readable by whoever may read servers.
+      "GET /api/v1/stdio-catalog",
+      "GET /api/v1/stdio-catalog/{cat}",
       "GET /auth/profile",
       "PUT /auth/profile",
       "POST /auth/api-keys",
@@ -491,7 +499,10 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
     const ids: Record<string, string> = {};
     const fill = (v: unknown) =>
       JSON.parse(
-        JSON.stringify(v ?? null).replace(/\{(ns|srv|usr|key|pol|idp|org|rl)\}/g, (_m, k: string) => ids[k]!),
+        JSON.stringify(v ?? null).replace(
+          /\{(ns|srv|usr|key|pol|idp|org|rl|cat)\}/g,
+          (_m, k: string) => ids[k]!,
+        ),
       ) ?? undefined;
     let ns: string;
 
@@ -530,6 +541,10 @@ describe("control plane REST API (in-process, real Postgres and NATS)", () => {
       ).body.id;
       ids.org = (
         await call("POST", "/api/v1/organizations", { name: "Target org", slug: `target-${id}` })
+      ).body.id;
+      // An entry no server uses (deleting it answers 204 rather than 409).
+      ids.cat = (
+        await call("POST", "/api/v1/stdio-catalog", { slug: `target-${id}`, name: "Target", command: "node" })
       ).body.id;
       for (const [k, v] of Object.entries(ids)) expect(v, k).toBeDefined();
     });

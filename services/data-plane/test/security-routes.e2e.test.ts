@@ -64,12 +64,25 @@ describe("security on every data-plane route", () => {
       role: "viewer",
     });
     viewer = await login(stack.cpUrl, "sec-viewer@example.test", "viewer password long");
+    const expiring = await owner.call<{ key: string }>("POST", "/api/v1/api-keys", {
+      name: "expiring",
+      expires_at: new Date(Date.now() + 2_000).toISOString(),
+    });
+    expect(expiring.status).toBe(201);
+    ids.expiredKey = expiring.body.key;
     await eventually(
       async () =>
         (await call("POST", `/servers/${ids.srv}/mcp`, owner.token, initializeRequest("r"))).status === 200,
       20_000,
     ).catch((err) => {
       throw new Error(`the data plane did not serve the server: ${err}`);
+    });
+    // The key above expired by now, or soon; a data plane says so with 401.
+    await eventually(
+      async () => (await call("POST", "/rpc", ids.expiredKey!, ping)).status === 401,
+      10_000,
+    ).catch((err) => {
+      throw new Error(`the API key did not expire: ${err}`);
     });
   }, 120_000);
 
@@ -112,7 +125,41 @@ describe("security on every data-plane route", () => {
     ["POST", "/ns/{slug}/rpc", ping],
     ["GET", "/ns/{slug}/sse"],
     ["GET", "/ns/{slug}/conflicts"],
+    ["POST", "/servers/{srv}/message?sessionId=0123456789abcdef", ping],
+    ["GET", "/servers/{srv}/rpc/introspection"],
+    ["GET", "/servers/{stdio}/sse"],
+    ["POST", "/ns/{slug}/message?sessionId=0123456789abcdef", ping],
+    ["POST", "/ns/{slug}/rpc/batch", [ping]],
+    ["GET", "/ns/{slug}/rpc/introspection"],
   ];
+
+  // The caller's default namespace: there is no other org's resource to name, so only the
+  // credential checks apply.
+  const defaultNamespaceRoutes: Array<[string, string, unknown?]> = [
+    ["POST", "/mcp", initializeRequest("sec")],
+    ["GET", "/mcp"],
+    ["POST", "/rpc", ping],
+    ["POST", "/rpc/batch", [ping]],
+    ["GET", "/rpc/introspection"],
+    ["GET", "/sse"],
+    ["POST", "/message?sessionId=0123456789abcdef", ping],
+  ];
+
+  // A credential that was good once, or looks good: a control-plane token with its payload
+  // rewritten (the signature no longer matches), a token of no issuer, and an expired API key.
+  const badCredentials = (): Array<[string, string]> => {
+    const [h, p, sig] = owner.token.split(".");
+    const payload = JSON.parse(Buffer.from(p!, "base64url").toString()) as Record<string, unknown>;
+    const rewritten = Buffer.from(
+      JSON.stringify({ ...payload, role: "admin", sub: "someone-else" }),
+    ).toString("base64url");
+    return [
+      ["a tampered token", `${h}.${rewritten}.${sig}`],
+      ["a token signed by nobody", `${h}.${p}.${"A".repeat(sig!.length)}`],
+      ["an expired API key", ids.expiredKey!],
+      ["garbage", "not-a-credential"],
+    ];
+  };
 
   it.each(mcpRoutes)("%s %s: 401 without a credential, 404 for another org", async (method, path, body) => {
     const anonymous = await call(method, fill(path), null, body);
@@ -121,6 +168,25 @@ describe("security on every data-plane route", () => {
     const foreign = await call(method, fill(path), other.token, body);
     expect(foreign.status).toBe(404);
   });
+
+  it.each(defaultNamespaceRoutes)(
+    "default namespace %s %s: 401 without a credential",
+    async (method, path, body) => {
+      const anonymous = await call(method, path, null, body);
+      expect(anonymous.status).toBe(401);
+      expect(anonymous.text).toContain("Unauthorized");
+    },
+  );
+
+  it.each([...mcpRoutes, ...defaultNamespaceRoutes])(
+    "%s %s: 401 for a tampered, unsigned or expired credential",
+    async (method, path, body) => {
+      for (const [what, credential] of badCredentials()) {
+        const res = await call(method, fill(path), credential, body);
+        expect(res.status, `${what} on ${method} ${path}: ${res.text}`).toBe(401);
+      }
+    },
+  );
 
   it.each(["/servers/{srv}/ws", "/ns/{slug}/ws"])(
     "WebSocket %s: 401 without a credential, 404 for another org",
@@ -142,6 +208,7 @@ describe("security on every data-plane route", () => {
         });
       expect(await status(null)).toBe(401);
       expect(await status(other.token)).toBe(404);
+      for (const [, credential] of badCredentials()) expect(await status(credential)).toBe(401);
     },
   );
 
@@ -171,6 +238,40 @@ describe("security on every data-plane route", () => {
   it("another org's admin cannot send to this org's stdio server", async () => {
     const send = await call("POST", "/stdio/send", other.token, { server_id: ids.stdio, message: ping });
     expect(send.status).toBe(404);
+  });
+
+  it("another org's admin neither counts nor reaches this org's WebSocket sessions", async () => {
+    const ws = new WebSocket(`${dp.replace(/^http/, "ws")}/servers/${ids.srv}/ws`, "mcp", {
+      headers: { authorization: `Bearer ${owner.token}` },
+    });
+    const received: string[] = [];
+    ws.on("message", (data) => received.push(String(data)));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ws.once("open", () => resolve());
+        ws.once("error", reject);
+      });
+      ws.send(JSON.stringify(initializeRequest("sec-ws")));
+      await eventually(() => received.some((m) => m.includes('"serverInfo"')), 15_000);
+      const connections = async (api: Api) =>
+        (JSON.parse((await call("GET", "/ws/status", api.token)).text) as { connections: number })
+          .connections;
+      expect(await connections(owner)).toBeGreaterThanOrEqual(1);
+      expect(await connections(other)).toBe(0);
+      const foreign = await call("POST", "/ws/broadcast", other.token, {
+        message: { ...note, params: { level: "info", data: "from-other-org" } },
+      });
+      expect(JSON.parse(foreign.text).delivered).toBe(0);
+      const own = await call("POST", "/ws/broadcast", owner.token, {
+        message: { ...note, params: { level: "info", data: "from-owner" } },
+      });
+      expect(JSON.parse(own.text).delivered).toBeGreaterThanOrEqual(1);
+      // Delivered in order on the one replica: the owner's arrives, the other org's never came first.
+      await eventually(() => received.some((m) => m.includes("from-owner")), 10_000);
+      expect(received.join("\n")).not.toContain("from-other-org");
+    } finally {
+      ws.close();
+    }
   });
 
   it("another org's admin sees none of this org's processes or sessions", async () => {
