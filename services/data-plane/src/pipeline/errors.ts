@@ -22,6 +22,12 @@ export const GATEWAY_ERRORS = {
     ws: 1008,
     title: "Method Not Allowed",
   },
+  unsupported_media_type: {
+    status: 415,
+    rpc: JsonRpcErrorCode.InvalidRequest,
+    ws: 1003,
+    title: "Unsupported Media Type",
+  },
   upgrade_required: {
     status: 426,
     rpc: JsonRpcErrorCode.InvalidRequest,

@@ -1,4 +1,5 @@
 import { JsonRpcErrorCode, jsonRpcError } from "@mcpgw/protocol";
+import { GatewayError } from "../pipeline/errors.ts";
 
 /*
  * How much one client may ask of a replica at once, whatever its transport: a client past these
@@ -32,11 +33,15 @@ export const MAX_WAITING_PER_SESSION = 4096;
 
 /** The answer to a batch of more than MAX_BATCH_MESSAGES (HTTP 400 where there is HTTP). */
 export function batchTooLarge(size: number) {
-  return jsonRpcError(
-    null,
-    JsonRpcErrorCode.InvalidRequest,
+  return batchTooLargeError(size).toJsonRpc(null);
+}
+
+/** The refusal of a batch of more than MAX_BATCH_MESSAGES, as a gateway error. */
+export function batchTooLargeError(size: number): GatewayError {
+  return new GatewayError(
+    "bad_request",
     `Invalid Request: Batch must not exceed ${MAX_BATCH_MESSAGES} messages (got ${size})`,
-    { max_batch_messages: MAX_BATCH_MESSAGES },
+    { data: { max_batch_messages: MAX_BATCH_MESSAGES } },
   );
 }
 

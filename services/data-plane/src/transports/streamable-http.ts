@@ -1,38 +1,30 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import type { Readable } from "node:stream";
-import {
-  DEFAULT_PROTOCOL_VERSION,
-  isJsonRpcMessage,
-  isSupportedProtocolVersion,
-  JsonRpcErrorCode,
-  type JsonRpcId,
-  jsonRpcError,
-  MCP_HEADERS,
-  STATELESS_PROTOCOL_VERSION,
-  SUPPORTED_PROTOCOL_VERSIONS,
-} from "@mcpgw/protocol";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { JsonRpcErrorCode, MCP_HEADERS, STATELESS_PROTOCOL_VERSION } from "@mcpgw/protocol";
 import type { ServerEntry } from "@mcpgw/snapshot";
-import type { GatewayError } from "../pipeline/errors.ts";
-import { filterListResult, isFilteredList, policyTarget } from "../policy-targets.ts";
+import { GatewayError, sendGatewayError } from "../pipeline/errors.ts";
+import { endpointOrder, isConnectFailure } from "../upstream/endpoints.ts";
 import type { UpstreamPools } from "../upstream/pools.ts";
-import { sendJsonRpcError } from "./http-errors.ts";
-import { batchTooLarge, MAX_BATCH_MESSAGES } from "./limits.ts";
 import { decodeSessionId, encodeSessionId, type SessionBinding } from "./session-id.ts";
+import { relayBody, relayFilteredList } from "./streamable-http-relay.ts";
+import {
+  header,
+  type ProxyOutcome,
+  parseStreamableRequest,
+  type Refusal,
+  refusal,
+  type StreamableRequest,
+} from "./streamable-http-request.ts";
 
-export interface ProxyOutcome {
-  status: number;
-  method: string | undefined;
-  error?: string;
-  /** Answered by translating a stateless request for a session-based upstream. */
-  translated?: boolean;
-  /** A session the upstream opened (initialize) or that the client ended (DELETE). */
-  session?: {
-    event: "start" | "end";
-    id: string;
-    protocolVersion?: string | undefined;
-    clientInfo?: Record<string, unknown> | undefined;
-  };
-}
+/*
+ * MCP Streamable HTTP to a streamable-HTTP upstream (MCP 2025-11-25 §transports, and the
+ * stateless 2026-07-28 revision), as stages: parse (streamable-http-request.ts) → admit (rate
+ * limits, the session quota) → route to an endpoint → forward with failover → map an upstream's
+ * refusal → relay (streamable-http-relay.ts). The body is read once and forwarded as the same
+ * bytes; the answer, JSON or SSE, is streamed as it arrives. Every refusal is a GatewayError,
+ * written in one place.
+ */
+
+export type { ProxyOutcome } from "./streamable-http-request.ts";
 
 export interface StreamableHttpOptions {
   pools: UpstreamPools;
@@ -152,9 +144,6 @@ function refusesStateless(body: string): boolean {
   }
 }
 
-/** Largest tools/list response the gateway will buffer to filter. */
-const MAX_FILTERED_RESPONSE = 16 * 1024 * 1024;
-
 /** Request headers passed to the upstream. Never Authorization: the client's token stays here. */
 const FORWARD_REQUEST_HEADERS = [
   "accept",
@@ -173,30 +162,6 @@ const FORWARD_RESPONSE_HEADERS = [
   "retry-after",
 ] as const;
 
-const CONNECT_ERRORS = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "EHOSTUNREACH",
-  "ENOTFOUND",
-  "UND_ERR_CONNECT_TIMEOUT",
-  "UND_ERR_SOCKET",
-]);
-
-class BodyTooLarge extends Error {}
-
-async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  const declared = Number(req.headers["content-length"] ?? 0);
-  if (declared > max) throw new BodyTooLarge();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > max) throw new BodyTooLarge();
-    chunks.push(chunk);
-  }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-}
-
 const endpointCache = new Map<string, { origin: string; path: string }>();
 
 /** Origin and path of an endpoint URL, parsed once per distinct URL rather than per request. */
@@ -211,384 +176,209 @@ function parsedEndpoint(url: string): { origin: string; path: string } {
   return parsed;
 }
 
-function pickEndpoint(server: ServerEntry): number {
-  const endpoints = server.endpoints;
-  if (endpoints.length <= 1) return 0;
-  let total = 0;
-  for (const e of endpoints) total += e.weight;
-  let r = Math.random() * total;
-  for (let i = 0; i < endpoints.length; i++) {
-    r -= endpoints[i]!.weight;
-    if (r < 0) return i;
-  }
-  return endpoints.length - 1;
-}
-
-function header(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const v = headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
+type UpstreamResponse = Awaited<ReturnType<ReturnType<UpstreamPools["get"]>["request"]>>;
 
 /**
- * MCP Streamable HTTP to a streamable-HTTP upstream (MCP 2025-11-25 §transports, and the
- * stateless 2026-07-28 revision). The request body is read once (size-limited, checked to be
- * JSON-RPC) and forwarded as the same bytes; the response, JSON or SSE, is piped through as
- * it arrives, never buffered whole.
+ * A place reserved in the org's session quota, settled exactly once: with the session it became,
+ * or released (every other way out of the request, by the `finally` of proxyStreamableHttp).
  */
-export async function proxyStreamableHttp(
-  req: IncomingMessage,
-  res: ServerResponse,
-  server: ServerEntry,
-  options: StreamableHttpOptions,
-  hooks: ProxyHooks = {},
-): Promise<ProxyOutcome> {
-  const method = req.method ?? "GET";
-  if (method !== "POST" && method !== "GET" && method !== "DELETE") {
-    sendJsonRpcError(res, 405, null, JsonRpcErrorCode.InvalidRequest, `method ${method} not allowed`, {
-      allow: "GET, POST, DELETE",
-    });
-    return { status: 405, method: undefined };
-  }
-
-  // MCP §protocol-version-header: an unsupported version is a 400, naming the supported ones
-  // (answered once the body is read, so that the error carries the request's id).
-  const version = header(req.headers, MCP_HEADERS.protocolVersion) ?? DEFAULT_PROTOCOL_VERSION;
-  const refuseVersion = (id: JsonRpcId): ProxyOutcome => {
-    const requested = version.slice(0, 40);
-    const body = JSON.stringify(
-      jsonRpcError(
-        id,
-        JsonRpcErrorCode.UnsupportedProtocolVersion,
-        `unsupported MCP-Protocol-Version ${JSON.stringify(requested)}; supported: ${SUPPORTED_PROTOCOL_VERSIONS.join(", ")}`,
-        { supported: SUPPORTED_PROTOCOL_VERSIONS, requested },
-      ),
-    );
-    res.writeHead(400, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
-    res.end(body);
-    return { status: 400, method: undefined };
+function sessionTicket(gate: SessionGate, ticket: string) {
+  let settled = false;
+  return {
+    settle(sessionId?: string) {
+      if (settled) return;
+      settled = true;
+      gate.settle(ticket, sessionId);
+    },
   };
-  if (!isSupportedProtocolVersion(version) && method !== "POST") {
-    req.resume();
-    return refuseVersion(null);
-  }
+}
 
-  let body: Buffer | undefined;
-  let rpcMethod: string | undefined;
-  let rpcId: JsonRpcId = null;
-  let toolName: string | undefined;
-  let parsedBody: unknown;
-  let initializeParams: { protocolVersion?: string; clientInfo?: Record<string, unknown> } | undefined;
-  /** Request id → list method, for the answers policy filters. */
-  const listed = new Map<string | number, string>();
-  if (method === "POST") {
-    const contentType = header(req.headers, "content-type") ?? "";
-    if (!contentType.toLowerCase().startsWith("application/json")) {
-      sendJsonRpcError(
-        res,
-        415,
-        null,
-        JsonRpcErrorCode.InvalidRequest,
-        "Content-Type must be application/json",
-      );
-      req.resume();
-      return { status: 415, method: undefined };
-    }
-    try {
-      body = await readBody(req, options.maxBodyBytes);
-    } catch (err) {
-      if (err instanceof BodyTooLarge) {
-        sendJsonRpcError(
-          res,
-          413,
-          null,
-          JsonRpcErrorCode.RequestTooLarge,
-          `request body exceeds ${options.maxBodyBytes} bytes`,
-          {
-            connection: "close",
-          },
-        );
-        return { status: 413, method: undefined };
-      }
-      throw err;
-    }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(body.toString("utf8"));
-      parsedBody = parsed;
-    } catch {
-      sendJsonRpcError(
-        res,
-        400,
-        null,
-        JsonRpcErrorCode.ParseError,
-        "Parse error: request body is not valid JSON",
-      );
-      return { status: 400, method: undefined };
-    }
-    const messages = Array.isArray(parsed) ? parsed : [parsed];
-    if (messages.length > MAX_BATCH_MESSAGES) {
-      const refusal = JSON.stringify(batchTooLarge(messages.length));
-      res.writeHead(400, {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(refusal),
-      });
-      res.end(refusal);
-      return { status: 400, method: undefined };
-    }
-    if (messages.length === 0 || !messages.every(isJsonRpcMessage)) {
-      sendJsonRpcError(
-        res,
-        400,
-        null,
-        JsonRpcErrorCode.InvalidRequest,
-        "Invalid Request: body must be a JSON-RPC 2.0 message",
-      );
-      return { status: 400, method: undefined };
-    }
-    const first = messages[0]!;
-    rpcMethod = first.method;
-    rpcId = first.id ?? null;
-    if (!isSupportedProtocolVersion(version)) return refuseVersion(rpcId);
-    if (rpcMethod === "initialize") initializeParams = first.params as typeof initializeParams;
-    if (rpcMethod === "tools/call") {
-      const name = (first.params as { name?: unknown } | undefined)?.name;
-      if (typeof name === "string") toolName = name;
-    }
-    // Every list request of the body, wherever it sits in a batch, has its answer filtered.
-    for (const m of messages)
-      if (m.id !== undefined && m.id !== null && isFilteredList(m.method)) listed.set(m.id, m.method!);
-    if (hooks.authorizeTool) {
-      for (const m of messages) {
-        const target = policyTarget(m.method, m.params as Record<string, unknown> | undefined);
-        if (target === undefined) continue;
-        const decision = hooks.authorizeTool(target);
-        if (!decision.allowed) {
-          // A JSON-RPC error the client's SDK surfaces as such: denied by policy, not "unknown tool".
-          const body = JSON.stringify(
-            jsonRpcError(m.id ?? null, JsonRpcErrorCode.Forbidden, decision.reason, {
-              policy: decision.rule,
-            }),
-          );
-          res.writeHead(messages.length === 1 ? 200 : 403, {
-            "content-type": "application/json",
-            "content-length": Buffer.byteLength(body),
-          });
-          res.end(body);
-          return { status: 403, method: m.method, error: "denied by policy" };
-        }
-      }
-    }
+type Ticket = ReturnType<typeof sessionTicket>;
 
-    // 2026-07-28: the routing headers must agree with the body they describe.
-    const headerMethod = header(req.headers, MCP_HEADERS.method);
-    if (version === STATELESS_PROTOCOL_VERSION && headerMethod !== undefined && headerMethod !== rpcMethod) {
-      sendJsonRpcError(
-        res,
-        400,
-        rpcId,
-        JsonRpcErrorCode.HeaderMismatch,
-        "Mcp-Method header does not match the request body",
-      );
-      return { status: 400, method: rpcMethod };
-    }
-  }
-
+/**
+ * The admit stage: the request's rate limits, then (a new session only) a place in the session
+ * quota. Admitted requests carry the RateLimit headers for the answer and the quota ticket.
+ */
+async function admit(
+  req: IncomingMessage,
+  request: StreamableRequest,
+  hooks: ProxyHooks,
+): Promise<
+  { ok: true; limitHeaders?: Record<string, string>; ticket?: Ticket } | { ok: false; refusal: Refusal }
+> {
   let limitHeaders: Record<string, string> | undefined;
   if (hooks.admit) {
-    const tool = rpcMethod === "tools/call" ? toolName : undefined;
-    const admission = await hooks.admit({ method: rpcMethod, tool });
+    const tool = request.rpcMethod === "tools/call" ? request.toolName : undefined;
+    const admission = await hooks.admit({ method: request.rpcMethod, tool });
     if (admission && !admission.allowed) {
       req.resume();
-      const retryAfter = String(admission.retryAfterS);
-      // HTTP 429 where the transport allows it, with the JSON-RPC error carrying retry data.
-      const body = JSON.stringify(
-        jsonRpcError(
-          rpcId,
-          JsonRpcErrorCode.RateLimited,
-          `rate limit exceeded (${admission.rule?.name ?? "limit"}); retry in ${retryAfter}s`,
-          {
-            retry_after: admission.retryAfterS,
-            rule: admission.rule,
-          },
-        ),
+      const error = new GatewayError(
+        "rate_limited",
+        `rate limit exceeded (${admission.rule?.name ?? "limit"}); retry in ${admission.retryAfterS}s`,
+        {
+          retryAfterS: admission.retryAfterS,
+          headers: admission.headers,
+          data: { retry_after: admission.retryAfterS, rule: admission.rule },
+        },
       );
-      res.writeHead(429, {
-        ...admission.headers,
-        "retry-after": retryAfter,
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(body),
-      });
-      res.end(body);
-      return { status: 429, method: rpcMethod, error: "rate limited" };
+      return {
+        ok: false,
+        refusal: refusal(error, request.rpcId, request.rpcMethod, { note: "rate limited" }),
+      };
     }
     limitHeaders = admission?.headers;
   }
-
-  let ticket: string | undefined;
-  if (
-    hooks.sessions &&
-    method === "POST" &&
-    rpcMethod === "initialize" &&
-    header(req.headers, MCP_HEADERS.sessionId) === undefined
-  ) {
-    ticket = await hooks.sessions.reserve();
-    if (ticket === undefined) {
-      sendJsonRpcError(
-        res,
-        429,
-        rpcId,
-        JsonRpcErrorCode.RateLimited,
-        `the organization's plan allows at most ${hooks.sessions.limit} concurrent MCP sessions`,
-        {
-          "retry-after": "60",
-        },
-      );
-      return { status: 429, method: rpcMethod, error: "session quota" };
-    }
+  const opens = request.method === "POST" && request.rpcMethod === "initialize" && !request.clientSessionId;
+  if (!hooks.sessions || !opens) return { ok: true, limitHeaders };
+  const reserved = await hooks.sessions.reserve();
+  if (reserved === undefined) {
+    const error = new GatewayError(
+      "rate_limited",
+      `the organization's plan allows at most ${hooks.sessions.limit} concurrent MCP sessions`,
+      { retryAfterS: 60 },
+    );
+    return {
+      ok: false,
+      refusal: refusal(error, request.rpcId, request.rpcMethod, { note: "session quota" }),
+    };
   }
+  return { ok: true, limitHeaders, ticket: sessionTicket(hooks.sessions, reserved) };
+}
 
-  // Sessions: the gateway's id routes to the endpoint that holds the upstream session.
-  const clientSessionId = header(req.headers, MCP_HEADERS.sessionId);
-  let endpointIndex: number;
-  let upstreamSessionId: string | undefined;
-  if (clientSessionId !== undefined) {
-    hooks.sessions?.touch(clientSessionId);
-    const route = decodeSessionId(clientSessionId, options.binding);
-    if (!route || route.endpoint >= server.endpoints.length) {
-      // MCP §session-management: an unknown session is a 404, so the client re-initializes.
-      sendJsonRpcError(res, 404, rpcId, JsonRpcErrorCode.NotFound, "Session not found");
-      return { status: 404, method: rpcMethod };
-    }
-    endpointIndex = route.endpoint;
-    upstreamSessionId = route.upstreamSessionId;
-  } else {
-    if (method !== "POST") {
-      sendJsonRpcError(
-        res,
-        400,
-        null,
-        JsonRpcErrorCode.InvalidRequest,
-        "Bad Request: Mcp-Session-Id header is required",
-      );
-      return { status: 400, method: undefined };
-    }
-    endpointIndex = pickEndpoint(server);
+/**
+ * The route stage: the endpoints to try. A client's session id (the gateway's, see
+ * session-id.ts) binds the request to the endpoint that holds the upstream session; a new
+ * session goes where the endpoint chooser (upstream/endpoints.ts) sends it.
+ */
+function route(
+  request: StreamableRequest,
+  server: ServerEntry,
+  binding: SessionBinding | undefined,
+  sessions: SessionGate | undefined,
+): { ok: true; order: number[]; upstreamSessionId?: string } | { ok: false; refusal: Refusal } {
+  if (request.clientSessionId === undefined) {
+    if (request.method === "POST") return { ok: true, order: endpointOrder(server) };
+    const error = new GatewayError("bad_request", "Bad Request: Mcp-Session-Id header is required");
+    return { ok: false, refusal: refusal(error, null, undefined) };
   }
-
-  const headers: Record<string, string> = {};
-  for (const name of FORWARD_REQUEST_HEADERS) {
-    const v = header(req.headers, name);
-    if (v !== undefined) headers[name] = v;
+  sessions?.touch(request.clientSessionId);
+  const bound = decodeSessionId(request.clientSessionId, binding);
+  const order = bound ? endpointOrder(server, { bound: bound.endpoint }) : [];
+  if (!bound || order.length === 0) {
+    // MCP §session-management: an unknown session is a 404, so the client re-initializes.
+    const error = new GatewayError("not_found", "Session not found");
+    return { ok: false, refusal: refusal(error, request.rpcId, request.rpcMethod) };
   }
-  if (upstreamSessionId !== undefined) headers[MCP_HEADERS.sessionId] = upstreamSessionId;
-  if (hooks.upstreamHeaders) Object.assign(headers, hooks.upstreamHeaders);
+  return { ok: true, order, upstreamSessionId: bound.upstreamSessionId };
+}
 
-  // A request that never reached the upstream (connection refused) may go to another endpoint;
-  // one that did is never repeated (JSON-RPC calls are not idempotent).
-  const attempts =
-    upstreamSessionId === undefined ? 1 + Math.min(server.retries, server.endpoints.length * 2) : 1;
-  let upstream: Awaited<ReturnType<ReturnType<UpstreamPools["get"]>["request"]>> | undefined;
+/**
+ * The forward stage: the request to the first endpoint that takes the connection. Only a
+ * connection that was never made moves on to the next endpoint; a request that may have reached
+ * an upstream is never repeated (JSON-RPC calls are not idempotent).
+ */
+async function forward(
+  request: StreamableRequest,
+  server: ServerEntry,
+  order: number[],
+  headers: Record<string, string>,
+  pools: UpstreamPools,
+): Promise<{ ok: true; upstream: UpstreamResponse; endpoint: number } | { ok: false; refusal: Refusal }> {
   let lastError: unknown;
-  for (let attempt = 0; attempt < attempts && !upstream; attempt++) {
-    if (attempt > 0 && server.endpoints.length > 1)
-      endpointIndex = (endpointIndex + 1) % server.endpoints.length;
-    const endpoint = server.endpoints[endpointIndex];
+  for (const index of order) {
+    const endpoint = server.endpoints[index];
     if (!endpoint) break;
     const target = parsedEndpoint(endpoint.url);
     try {
-      upstream = await options.pools.get(target.origin, server.connect_timeout_ms).request({
+      const upstream = await pools.get(target.origin, server.connect_timeout_ms).request({
         path: target.path,
-        method,
+        method: request.method,
         headers,
-        body,
+        body: request.body,
         headersTimeout: server.timeout_ms,
         // SSE streams stay open for as long as the session wants them.
         bodyTimeout: 0,
       });
+      return { ok: true, upstream, endpoint: index };
     } catch (err) {
       lastError = err;
-      if (!CONNECT_ERRORS.has((err as { code?: string }).code ?? "")) break;
+      if (!isConnectFailure(err)) break;
     }
   }
-
-  if (!upstream) {
-    if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
-    if (res.destroyed) return { status: 499, method: rpcMethod, error: "client closed" };
-    const code = (lastError as { code?: string }).code ?? "";
-    if (code === "UND_ERR_HEADERS_TIMEOUT") {
-      sendJsonRpcError(
-        res,
-        504,
-        rpcId,
-        JsonRpcErrorCode.UpstreamTimeout,
-        `upstream did not answer within ${server.timeout_ms} ms`,
-      );
-      return { status: 504, method: rpcMethod, error: code };
-    }
-    sendJsonRpcError(
-      res,
-      502,
-      rpcId,
-      JsonRpcErrorCode.UpstreamUnavailable,
-      "upstream MCP server is unavailable",
+  const code = (lastError as { code?: string } | undefined)?.code ?? "";
+  const { rpcId: id, rpcMethod: method } = request;
+  if (code === "UND_ERR_HEADERS_TIMEOUT") {
+    const error = new GatewayError(
+      "upstream_timeout",
+      `upstream did not answer within ${server.timeout_ms} ms`,
     );
-    return { status: 502, method: rpcMethod, error: code || String(lastError) };
+    return { ok: false, refusal: refusal(error, id, method, { note: code }) };
   }
+  const error = new GatewayError("upstream_unavailable", "upstream MCP server is unavailable");
+  return { ok: false, refusal: refusal(error, id, method, { note: code || String(lastError) }) };
+}
 
+/**
+ * The map stage: an upstream answer that is not the client's to see. A stateless request or a
+ * sessionful `initialize` the upstream refused for its revision is answered by translation; a
+ * refusal of the gateway's own credentials becomes a 502. Undefined: relay the answer as it is.
+ */
+async function mapUpstreamRefusal(
+  upstream: UpstreamResponse,
+  request: StreamableRequest,
+  res: ServerResponse,
+  hooks: ProxyHooks,
+  ticket: Ticket | undefined,
+): Promise<ProxyOutcome | undefined> {
   const status = upstream.statusCode;
-  if (
-    hooks.translateStateless &&
-    version === STATELESS_PROTOCOL_VERSION &&
-    method === "POST" &&
-    clientSessionId === undefined &&
-    (status === 400 || status === 404) &&
-    parsedBody !== undefined
-  ) {
-    // A refusal is either "I do not speak this revision" (translate from now on) or a 2026-07-28
-    // server rejecting this one request (bad _meta, headers, unknown method): relayed as it is.
-    const refusal = await readRefusal(upstream.body);
-    if (refusesStateless(refusal)) {
-      await hooks.translateStateless(parsedBody, res);
-      return { status: res.statusCode, method: rpcMethod, translated: true };
+  const fresh =
+    request.method === "POST" && request.clientSessionId === undefined && request.parsed !== undefined;
+  const { rpcMethod: method } = request;
+  const translate =
+    fresh && request.version === STATELESS_PROTOCOL_VERSION && (status === 400 || status === 404)
+      ? { with: hooks.translateStateless, refused: refusesStateless }
+      : fresh && method === "initialize" && status === 400
+        ? { with: hooks.translateSessionful, refused: refusesSessions }
+        : undefined;
+  if (translate?.with) {
+    // Either "I do not speak this revision" (translate from now on) or an upstream of that
+    // revision rejecting this one request (bad _meta, headers, unknown method): relayed as it is.
+    const refusalBody = await readRefusal(upstream.body);
+    if (translate.refused(refusalBody)) {
+      // The translation holds its own session (and its own place in the quota).
+      ticket?.settle();
+      await translate.with(request.parsed, res);
+      return { status: res.statusCode, method, translated: true };
     }
-    if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
     res.writeHead(status, { "content-type": upstream.headers["content-type"] ?? "application/json" });
-    res.end(refusal);
-    return { status, method: rpcMethod };
-  }
-  if (
-    hooks.translateSessionful &&
-    rpcMethod === "initialize" &&
-    method === "POST" &&
-    clientSessionId === undefined &&
-    status === 400 &&
-    parsedBody !== undefined
-  ) {
-    const refusal = await readRefusal(upstream.body);
-    if (refusesSessions(refusal)) {
-      if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
-      await hooks.translateSessionful(parsedBody, res);
-      return { status: res.statusCode, method: rpcMethod, translated: true };
-    }
-    res.writeHead(400, { "content-type": upstream.headers["content-type"] ?? "application/json" });
-    res.end(refusal);
-    if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
-    return { status: 400, method: rpcMethod };
+    res.end(refusalBody);
+    return { status, method };
   }
   if (status === 401 || status === 403) {
-    if (ticket !== undefined) hooks.sessions?.settle(ticket, undefined);
     // The upstream's challenge is about the gateway's credentials, not the client's.
     await upstream.body.dump().catch(() => {});
-    sendJsonRpcError(
-      res,
-      502,
-      rpcId,
-      JsonRpcErrorCode.UpstreamUnavailable,
-      "upstream rejected the gateway's credentials",
-    );
-    return { status: 502, method: rpcMethod, error: `upstream ${status}` };
+    const error = new GatewayError("upstream_unavailable", "upstream rejected the gateway's credentials");
+    sendGatewayError(res, error, request.rpcId);
+    return { status: 502, method, error: `upstream ${status}` };
   }
+  return undefined;
+}
 
+/** The relay stage: the answer's headers (session id rewritten), then its body, streamed. */
+async function relay(
+  upstream: UpstreamResponse,
+  endpoint: number,
+  request: StreamableRequest,
+  res: ServerResponse,
+  extra: {
+    binding?: SessionBinding | undefined;
+    hooks: ProxyHooks;
+    limitHeaders?: Record<string, string> | undefined;
+    ticket?: Ticket | undefined;
+  },
+): Promise<ProxyOutcome> {
+  const status = upstream.statusCode;
+  const { rpcMethod: method, hooks } = { ...request, hooks: extra.hooks };
   const out: Record<string, string> = {};
   for (const name of FORWARD_RESPONSE_HEADERS) {
     const v = upstream.headers[name];
@@ -597,156 +387,92 @@ export async function proxyStreamableHttp(
   const upstreamSid = upstream.headers[MCP_HEADERS.sessionId];
   let session: ProxyOutcome["session"];
   if (typeof upstreamSid === "string") {
-    const gatewaySid = encodeSessionId(
-      { endpoint: endpointIndex, upstreamSessionId: upstreamSid },
-      options.binding,
-    );
+    const gatewaySid = encodeSessionId({ endpoint, upstreamSessionId: upstreamSid }, extra.binding);
     out[MCP_HEADERS.sessionId] = gatewaySid;
-    if (rpcMethod === "initialize" && status === 200) {
+    if (method === "initialize" && status === 200) {
+      const params = request.initializeParams;
       session = {
         event: "start",
         id: gatewaySid,
         protocolVersion:
-          typeof initializeParams?.protocolVersion === "string"
-            ? initializeParams.protocolVersion.slice(0, 32)
-            : undefined,
-        clientInfo: initializeParams?.clientInfo,
+          typeof params?.protocolVersion === "string" ? params.protocolVersion.slice(0, 32) : undefined,
+        clientInfo: params?.clientInfo,
       };
     }
   }
-  if (method === "DELETE" && clientSessionId !== undefined && status >= 200 && status < 300) {
-    session = { event: "end", id: clientSessionId };
-    hooks.sessions?.end(clientSessionId);
+  const ended =
+    request.method === "DELETE" && request.clientSessionId !== undefined && status >= 200 && status < 300;
+  if (ended) {
+    session = { event: "end", id: request.clientSessionId! };
+    hooks.sessions?.end(request.clientSessionId!);
   }
-  if (ticket !== undefined)
-    hooks.sessions?.settle(ticket, session?.event === "start" ? session.id : undefined);
-  if (limitHeaders) Object.assign(out, limitHeaders);
+  extra.ticket?.settle(session?.event === "start" ? session.id : undefined);
+  if (extra.limitHeaders) Object.assign(out, extra.limitHeaders);
   const isStream = out["content-type"]?.startsWith("text/event-stream") ?? false;
-  if (hooks.keepTool && listed.size > 0 && status === 200) {
-    return relayFilteredList(upstream.body, res, status, out, isStream, rpcId, listed, hooks.keepTool);
-  }
+  if (hooks.keepTool && request.listed.size > 0 && status === 200)
+    return relayFilteredList(
+      upstream.body,
+      res,
+      status,
+      out,
+      isStream,
+      request.rpcId,
+      request.listed,
+      hooks.keepTool,
+    );
   if (isStream) out["x-accel-buffering"] = "no";
   res.writeHead(status, out);
   // A GET stream may stay quiet for long: the client must see it open now. POST responses
   // carry their first event right away, so their headers ride with it (one write fewer).
-  if (isStream && method === "GET") res.flushHeaders();
+  if (isStream && request.method === "GET") res.flushHeaders();
   const error = await relayBody(upstream.body, res);
-  if (error) return { status, method: rpcMethod, error, ...(session ? { session } : {}) };
-  return { status, method: rpcMethod, ...(session ? { session } : {}) };
+  return { status, method, ...(error ? { error } : {}), ...(session ? { session } : {}) };
 }
 
-/**
- * Streams an upstream body to the client with backpressure; a client that goes away ends the
- * upstream response (and so frees its connection). Resolves with an error message, if any.
- */
-function relayBody(body: Readable, res: ServerResponse): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const onClientClose = () => {
-      if (res.writableFinished) return;
-      body.destroy();
-      resolve("client closed");
-    };
-    res.once("close", onClientClose);
-    body.once("error", (err) => {
-      res.off("close", onClientClose);
-      res.destroy();
-      resolve(err.message);
-    });
-    // Chunks arriving in one tick (typically a whole small response and its end) leave in one
-    // write: corked until the next tick. Backpressure as with pipe: pause until the client drains.
-    let corked = false;
-    const uncork = () => {
-      corked = false;
-      res.uncork();
-    };
-    body.on("data", (chunk: Buffer) => {
-      if (!corked) {
-        corked = true;
-        res.cork();
-        process.nextTick(uncork);
-      }
-      if (!res.write(chunk)) {
-        body.pause();
-        res.once("drain", () => body.resume());
-      }
-    });
-    body.once("end", () => {
-      res.off("close", onClientClose);
-      res.end();
-      resolve(undefined);
-    });
-  });
+/** Writes a refusal (one mapper: the error table's JSON-RPC form) and returns its outcome. */
+function refuse(res: ServerResponse, r: Refusal): ProxyOutcome {
+  sendGatewayError(res, r.error, r.id, r.status);
+  return r.outcome;
 }
 
-/**
- * Reads a response to list requests whole (JSON or SSE, one answer or a batch), drops from each
- * list answer the items policy hides from this caller, and writes it on. Only bodies with list
- * requests pay for buffering; everything else streams.
- */
-async function relayFilteredList(
-  body: AsyncIterable<Buffer> & { destroy(): void },
+/** One client request relayed to a streamable-HTTP upstream, stage by stage (see above). */
+export async function proxyStreamableHttp(
+  req: IncomingMessage,
   res: ServerResponse,
-  status: number,
-  headers: Record<string, string>,
-  isStream: boolean,
-  rpcId: JsonRpcId,
-  listed: ReadonlyMap<string | number, string>,
-  keepTool: (target: string) => boolean,
+  server: ServerEntry,
+  options: StreamableHttpOptions,
+  hooks: ProxyHooks = {},
 ): Promise<ProxyOutcome> {
-  const method = listed.values().next().value as string;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += chunk.length;
-    if (size > MAX_FILTERED_RESPONSE) {
-      body.destroy();
-      sendJsonRpcError(
-        res,
-        502,
-        rpcId,
-        JsonRpcErrorCode.UpstreamUnavailable,
-        "upstream tools/list response too large to filter",
-      );
-      return { status: 502, method, error: "list too large to filter" };
+  const parsed = await parseStreamableRequest(req, options.maxBodyBytes, hooks.authorizeTool);
+  if (!parsed.ok) return refuse(res, parsed.refusal);
+  const request = parsed.request;
+  const admitted = await admit(req, request, hooks);
+  if (!admitted.ok) return refuse(res, admitted.refusal);
+  const { ticket, limitHeaders } = admitted;
+  try {
+    const routed = route(request, server, options.binding, hooks.sessions);
+    if (!routed.ok) return refuse(res, routed.refusal);
+    const headers: Record<string, string> = {};
+    for (const name of FORWARD_REQUEST_HEADERS) {
+      const v = header(req.headers, name);
+      if (v !== undefined) headers[name] = v;
     }
-    chunks.push(chunk);
-  }
-  const filterOne = (message: unknown): unknown => {
-    const m = message as { id?: unknown; result?: unknown };
-    const listMethod = typeof m?.id === "string" || typeof m?.id === "number" ? listed.get(m.id) : undefined;
-    if (listMethod === undefined || m.result === undefined) return message;
-    return { ...m, result: filterListResult(listMethod, m.result, keepTool) };
-  };
-  const filter = (message: unknown): unknown =>
-    Array.isArray(message) ? message.map(filterOne) : filterOne(message);
-  const text = Buffer.concat(chunks, size).toString("utf8");
-  let out: string;
-  if (isStream) {
-    // SSE: rewrite the data of the event that carries the response; leave other events as they are.
-    out = text
-      .split(/\r?\n\r?\n/)
-      .map((event) => {
-        const lines = event.split(/\r?\n/);
-        const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, ""));
-        if (data.length === 0) return event;
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(data.join("\n"));
-        } catch {
-          return event;
-        }
-        const rewritten = JSON.stringify(filter(parsed));
-        return [...lines.filter((l) => !l.startsWith("data:")), `data: ${rewritten}`].join("\n");
-      })
-      .join("\n\n");
-  } else {
-    try {
-      out = JSON.stringify(filter(JSON.parse(text)));
-    } catch {
-      out = text;
+    if (routed.upstreamSessionId !== undefined) headers[MCP_HEADERS.sessionId] = routed.upstreamSessionId;
+    if (hooks.upstreamHeaders) Object.assign(headers, hooks.upstreamHeaders);
+    const forwarded = await forward(request, server, routed.order, headers, options.pools);
+    if (!forwarded.ok) {
+      if (res.destroyed) return { status: 499, method: request.rpcMethod, error: "client closed" };
+      return refuse(res, forwarded.refusal);
     }
+    const mapped = await mapUpstreamRefusal(forwarded.upstream, request, res, hooks, ticket);
+    if (mapped) return mapped;
+    return await relay(forwarded.upstream, forwarded.endpoint, request, res, {
+      binding: options.binding,
+      hooks,
+      limitHeaders,
+      ticket,
+    });
+  } finally {
+    ticket?.settle();
   }
-  res.writeHead(status, { ...headers, "content-length": String(Buffer.byteLength(out)) });
-  res.end(out);
-  return { status, method };
 }
