@@ -21,6 +21,20 @@ export type { NamespaceInspection } from "./routes/namespaces.ts";
  * Builds the data plane from its dependencies: the shared context (pipeline/context.ts), the
  * pipeline's resolving stages (pipeline/resolve.ts), and the route families (routes/*.ts).
  * The node listeners below match each request once against routes/table.ts.
+ *
+ * The pipeline, in order, and why:
+ *   observe (pipeline/observe.ts) opens the frame first, so every request — refusals included —
+ *     has a request id, a span and a count, and it closes last;
+ *   Host/Origin guard (request-origin.ts) before any credential is read: a DNS-rebound browser
+ *     request is refused without touching the caller's identity;
+ *   authenticate → resolve the target → authorize the target (pipeline/resolve.ts), against the
+ *     snapshot read once for the request: a target is looked up only in the caller's org, so
+ *     another org's server is "not found", never "forbidden";
+ *   per message: authorize the tool/prompt/resource → rate-limit → session quota
+ *     (pipeline/guards.ts), cheapest and most specific first, each read from the *current*
+ *     snapshot so open sessions obey a changed policy within a snapshot's arrival;
+ *   relay (transports/*, bridge/*, aggregate/*), the only stage that talks to an upstream.
+ * Errors at any stage are GatewayErrors (pipeline/errors.ts), written by the transport's mapper.
  */
 export function createDataPlaneApp(deps: DataPlaneDeps) {
   const cx = createContext(deps);
