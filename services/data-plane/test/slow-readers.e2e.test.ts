@@ -293,6 +293,24 @@ describe("slow readers: a client that stops reading is dropped, never buffered f
     ws.on("error", () => {});
     await new Promise((resolve) => ws.once("open", resolve));
     const closed = new Promise<number>((resolve) => ws.once("close", (code) => resolve(code)));
+    // "open" can come before the data plane lists the session for broadcasts (a loaded machine):
+    // wait until a small broadcast reaches it, then stop reading.
+    await eventually(async () => {
+      const res = await fetch(`${dp().url}/ws/broadcast`, {
+        method: "POST",
+        headers: { ...auth(), "content-type": "application/json" },
+        body: JSON.stringify({
+          message: {
+            jsonrpc: "2.0",
+            method: "notifications/message",
+            params: { level: "info", data: "ready" },
+          },
+        }),
+      });
+      return res.status === 200 && ((await res.json()) as { delivered: number }).delivered > 0;
+    }, 20_000).catch((err) => {
+      throw new Error(`the WebSocket session was not reachable by /ws/broadcast: ${err}`);
+    });
     const socket = (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
     socket.pause();
     const dropsBefore = await slowDisconnects("websocket");

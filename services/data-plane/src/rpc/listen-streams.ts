@@ -8,8 +8,8 @@
 import type { ServerResponse } from "node:http";
 import { JsonRpcErrorCode, type JsonRpcId, jsonRpcError, STATELESS_META } from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
+import { GatewayError, sendGatewayError } from "../pipeline/errors.ts";
 import { boundResponseBacklog } from "../transports/client-backlog.ts";
-import { sendJsonRpcError } from "../transports/http-errors.ts";
 import type { SessionContext } from "../transports/message-sessions.ts";
 import { inputCapabilities } from "./revision-translator.ts";
 import {
@@ -172,12 +172,10 @@ export class ListenStreams {
       return await this.sessions.get(ctx, inputCapabilities(message));
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, "listen: upstream session failed");
-      sendJsonRpcError(
+      sendGatewayError(
         res,
-        502,
+        new GatewayError("upstream_unavailable", "upstream MCP server is unavailable"),
         id,
-        JsonRpcErrorCode.UpstreamUnavailable,
-        "upstream MCP server is unavailable",
       );
       return undefined;
     }

@@ -9,6 +9,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { isJsonRpcMessage, JsonRpcErrorCode, jsonRpcError } from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
+import { GatewayError, sendGatewayError } from "../pipeline/errors.ts";
 import { deliverToListeners, ListenStreams } from "../rpc/listen-streams.ts";
 import { MessageRelay } from "../rpc/message-relay.ts";
 import {
@@ -19,7 +20,6 @@ import {
 } from "../rpc/revision-translator.ts";
 import { type CallStream, type Rpc, requestUpstream, UpstreamSessionPool } from "../rpc/upstream-sessions.ts";
 import { StdioUnavailable } from "../upstream/stdio-processes.ts";
-import { sendJsonRpcError } from "./http-errors.ts";
 import { batchTooLarge, MAX_BATCH_MESSAGES } from "./limits.ts";
 import type { SessionContext } from "./message-sessions.ts";
 
@@ -139,7 +139,7 @@ export class JsonRpcGateway {
     const messages = batch ? (body as unknown[]) : [body];
     const stream = stateless && !batch ? statelessCallStream(body, res, headers) : undefined;
     if (messages.length === 0) {
-      sendJsonRpcError(res, 400, null, JsonRpcErrorCode.InvalidRequest, "Invalid Request: empty batch");
+      sendGatewayError(res, new GatewayError("bad_request", "Invalid Request: empty batch"));
       return;
     }
     if (messages.length > MAX_BATCH_MESSAGES) return sendJson(res, 400, batchTooLarge(messages.length));
@@ -192,13 +192,11 @@ export class JsonRpcGateway {
       for await (const chunk of req as AsyncIterable<Buffer>) {
         size += chunk.length;
         if (size > this.o.maxBodyBytes) {
-          sendJsonRpcError(
+          sendGatewayError(
             res,
-            413,
-            null,
-            JsonRpcErrorCode.RequestTooLarge,
-            `request body exceeds ${this.o.maxBodyBytes} bytes`,
-            { connection: "close" },
+            new GatewayError("too_large", `request body exceeds ${this.o.maxBodyBytes} bytes`, {
+              headers: { connection: "close" },
+            }),
           );
           return undefined;
         }
@@ -207,13 +205,7 @@ export class JsonRpcGateway {
       const raw = Buffer.concat(chunks);
       return { body: JSON.parse(raw.toString("utf8")), raw };
     } catch {
-      sendJsonRpcError(
-        res,
-        400,
-        null,
-        JsonRpcErrorCode.ParseError,
-        "Parse error: request body is not valid JSON",
-      );
+      sendGatewayError(res, new GatewayError("parse_error", "Parse error: request body is not valid JSON"));
       return undefined;
     }
   }
@@ -244,23 +236,13 @@ export class JsonRpcGateway {
       );
     } catch (err) {
       if (err instanceof StdioUnavailable) {
-        sendJsonRpcError(
+        sendGatewayError(
           res,
-          503,
-          null,
-          JsonRpcErrorCode.UpstreamUnavailable,
-          err.message,
-          err.retryAfterS ? { "retry-after": String(err.retryAfterS) } : {},
+          new GatewayError("unavailable", err.message, { retryAfterS: err.retryAfterS || undefined }),
         );
       } else {
         this.o.logger.warn({ err: (err as Error).message }, "json-rpc upstream session failed");
-        sendJsonRpcError(
-          res,
-          502,
-          null,
-          JsonRpcErrorCode.UpstreamUnavailable,
-          "upstream MCP server is unavailable",
-        );
+        sendGatewayError(res, new GatewayError("upstream_unavailable", "upstream MCP server is unavailable"));
       }
       return undefined;
     }
@@ -271,17 +253,14 @@ export class JsonRpcGateway {
 function acceptable(req: IncomingMessage, res: ServerResponse): boolean {
   if (req.method !== "POST") {
     req.resume();
-    sendJsonRpcError(res, 405, null, JsonRpcErrorCode.InvalidRequest, "use POST", { allow: "POST" });
+    sendGatewayError(res, new GatewayError("method_not_allowed", "use POST", { headers: { allow: "POST" } }));
     return false;
   }
   if (!(req.headers["content-type"] ?? "").toLowerCase().startsWith("application/json")) {
     req.resume();
-    sendJsonRpcError(
+    sendGatewayError(
       res,
-      415,
-      null,
-      JsonRpcErrorCode.InvalidRequest,
-      "Content-Type must be application/json",
+      new GatewayError("unsupported_media_type", "Content-Type must be application/json"),
     );
     return false;
   }

@@ -10,7 +10,7 @@ import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import type { WebSocket } from "ws";
 import type { Principal } from "../auth/principal.ts";
 import { type ClientSink, SessionBridge } from "../bridge/session-bridge.ts";
-import { closeReason } from "../pipeline/errors.ts";
+import { closeReason, GatewayError, sendGatewayError } from "../pipeline/errors.ts";
 import { type ReplicaDirectory, sessionOwner } from "../replicas.ts";
 import type { RoutedServer } from "../snapshot/store.ts";
 import { type ConnectDeps, connectUpstream, stdioOwner } from "../upstream/connect.ts";
@@ -22,7 +22,6 @@ import {
   sendBounded,
 } from "./client-backlog.ts";
 import { SessionEventStore } from "./event-store.ts";
-import { sendJsonRpcError } from "./http-errors.ts";
 import { batchTooLarge, MAX_BATCH_MESSAGES, MAX_INFLIGHT_PER_SESSION } from "./limits.ts";
 import type { ProxyHooks } from "./streamable-http.ts";
 
@@ -278,28 +277,18 @@ export class MessageSessions {
 
   private fail(res: ServerResponse, err: unknown) {
     if (err instanceof SessionQuotaExceeded) {
-      sendJsonRpcError(res, 429, null, JsonRpcErrorCode.RateLimited, err.message, { "retry-after": "60" });
+      sendGatewayError(res, new GatewayError("rate_limited", err.message, { retryAfterS: 60 }));
       return;
     }
     if (err instanceof StdioUnavailable) {
-      sendJsonRpcError(
+      sendGatewayError(
         res,
-        503,
-        null,
-        JsonRpcErrorCode.UpstreamUnavailable,
-        err.message,
-        err.retryAfterS ? { "retry-after": String(err.retryAfterS) } : {},
+        new GatewayError("unavailable", err.message, { retryAfterS: err.retryAfterS || undefined }),
       );
       return;
     }
     this.o.logger.warn({ err: (err as Error).message }, "could not open upstream session");
-    sendJsonRpcError(
-      res,
-      502,
-      null,
-      JsonRpcErrorCode.UpstreamUnavailable,
-      "upstream MCP server is unavailable",
-    );
+    sendGatewayError(res, new GatewayError("upstream_unavailable", "upstream MCP server is unavailable"));
   }
 
   /** `/servers/{id}/mcp` (Streamable HTTP) for stdio and SSE upstreams. */
@@ -319,7 +308,7 @@ export class MessageSessions {
         return;
       if (!s?.http) {
         req.resume();
-        sendJsonRpcError(res, 404, null, JsonRpcErrorCode.NotFound, "Session not found");
+        sendGatewayError(res, new GatewayError("not_found", "Session not found"));
         return;
       }
       // A GET stream or a POST's SSE response: either may be left unread.
@@ -331,12 +320,9 @@ export class MessageSessions {
     }
     if (req.method !== "POST") {
       req.resume();
-      sendJsonRpcError(
+      sendGatewayError(
         res,
-        400,
-        null,
-        JsonRpcErrorCode.InvalidRequest,
-        "Bad Request: Mcp-Session-Id header is required",
+        new GatewayError("bad_request", "Bad Request: Mcp-Session-Id header is required"),
       );
       return;
     }
@@ -409,7 +395,7 @@ export class MessageSessions {
       return;
     if (!s?.sse) {
       req.resume();
-      sendJsonRpcError(res, 404, null, JsonRpcErrorCode.NotFound, "Session not found");
+      sendGatewayError(res, new GatewayError("not_found", "Session not found"));
       return;
     }
     // Backpressure: the message stays unread (and unacknowledged) while the session has no room.
