@@ -40,18 +40,25 @@ export function createResolver(cx: DataPlaneContext) {
    * server (another org's answers like a missing one), namespace scope, enablement, policy for
    * the server; then the per-request guards (tool policy, rate limits) for the relay.
    */
-  async function resolve(req: IncomingMessage, serverId: string): Promise<Resolution> {
-    const challenge = (reason: string): Resolution => {
-      authFailures.inc({ reason });
-      return {
-        ok: false,
-        error: new GatewayError("unauthorized", `Unauthorized: ${reason}`, {
-          headers: {
-            "www-authenticate": `Bearer resource_metadata="${deps.publicUrl}${metadataPath(serverId)}", error="invalid_token", error_description="${reason.replace(/"/g, "'")}"`,
-          },
-        }),
-      };
+  /**
+   * A 401 whose challenge names the protected-resource metadata of the target (RFC 9728), and
+   * the reason; counted by reason.
+   */
+  function unauthorized(reason: string, serverId?: string): Resolution {
+    authFailures.inc({ reason });
+    const metadata = `${deps.publicUrl}${metadataPath(serverId)}`;
+    return {
+      ok: false,
+      error: new GatewayError("unauthorized", `Unauthorized: ${reason}`, {
+        headers: {
+          "www-authenticate": `Bearer resource_metadata="${metadata}", error="invalid_token", error_description="${reason.replace(/"/g, "'")}"`,
+        },
+      }),
     };
+  }
+
+  async function resolve(req: IncomingMessage, serverId: string): Promise<Resolution> {
+    const challenge = (reason: string) => unauthorized(reason, serverId);
     if (!Authenticator.hasCredential(req.headers))
       return challenge("missing credentials: send Authorization: Bearer <token> or X-API-Key");
     const routed = deps.store.current.servers.get(serverId);
@@ -115,17 +122,7 @@ export function createResolver(cx: DataPlaneContext) {
    * the same checks as for a server, then an aggregate of every member server the caller may use.
    */
   async function resolveNamespace(req: IncomingMessage, slug: string | undefined): Promise<Resolution> {
-    const challenge = (reason: string): Resolution => {
-      authFailures.inc({ reason });
-      return {
-        ok: false,
-        error: new GatewayError("unauthorized", `Unauthorized: ${reason}`, {
-          headers: {
-            "www-authenticate": `Bearer resource_metadata="${deps.publicUrl}${metadataPath()}", error="invalid_token"`,
-          },
-        }),
-      };
-    };
+    const challenge = (reason: string) => unauthorized(reason);
     if (!Authenticator.hasCredential(req.headers))
       return challenge("missing credentials: send Authorization: Bearer <token> or X-API-Key");
     const state = deps.store.current;

@@ -6,6 +6,7 @@ import { asGatewayError, GatewayError, refuseUpgrade, sendGatewayError } from ".
 import { requestIdOf } from "../pipeline/observe.ts";
 import type { Resolver } from "../pipeline/resolve.ts";
 import { connectUpstream, stdioOwner } from "../upstream/connect.ts";
+import { rpcIntrospection, sendJsonBody, sseMessage } from "./shared-endpoints.ts";
 
 /** The namespace routes: `/ns/{slug}/…` and the caller's default namespace (`/mcp`, `/sse`, …). */
 export function namespaceRoutes(cx: DataPlaneContext, r: Resolver) {
@@ -29,45 +30,18 @@ export function namespaceRoutes(cx: DataPlaneContext, r: Resolver) {
           return await deps.sessions.handleStreamableHttp(req, res, r.ctx);
         case "sse":
           return await deps.sessions.handleSseStream(req, res, r.ctx, `${base}/message`);
-        case "message": {
-          const sessionId = query.get("sessionId");
-          if (req.method !== "POST" || !sessionId) {
-            return refuse(req, res, {
-              ok: false,
-              error: new GatewayError("bad_request", "POST with ?sessionId= from the endpoint event"),
-            });
-          }
-          return await deps.sessions.handleSseMessage(
-            req,
-            res,
-            r.ctx,
-            sessionId,
-            query.get("replica") ?? undefined,
-          );
-        }
+        case "message":
+          return await sseMessage(cx, req, res, r.ctx, query);
         case "rpc":
         case "rpc/batch":
           return await deps.rpc.handle(req, res, r.ctx);
-        case "rpc/introspection": {
-          req.resume();
-          const body = JSON.stringify(await deps.rpc.introspect(r.ctx));
-          res.writeHead(200, {
-            "content-type": "application/json",
-            "content-length": Buffer.byteLength(body),
-          });
-          res.end(body);
-          return;
-        }
+        case "rpc/introspection":
+          return await rpcIntrospection(cx, req, res, r.ctx);
         case "conflicts": {
           req.resume();
           const aggregate = (await r.ctx.open(`inspect-${Date.now()}`)) as NamespaceUpstream;
           try {
-            const body = JSON.stringify({ namespace: slug, ...(await aggregate.inspect()) });
-            res.writeHead(200, {
-              "content-type": "application/json",
-              "content-length": Buffer.byteLength(body),
-            });
-            res.end(body);
+            sendJsonBody(res, { namespace: slug, ...(await aggregate.inspect()) });
           } finally {
             await aggregate.close();
           }

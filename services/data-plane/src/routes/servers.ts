@@ -9,6 +9,7 @@ import { requestIdOf } from "../pipeline/observe.ts";
 import type { Resolver } from "../pipeline/resolve.ts";
 import { sessionOwner } from "../replicas.ts";
 import { proxyStreamableHttp } from "../transports/streamable-http.ts";
+import { rpcIntrospection, sseMessage } from "./shared-endpoints.ts";
 
 /** The per-server routes: `/servers/{id}/mcp`, `/sse`, `/message`, `/rpc`, `/rpc/introspection`, `/ws`. */
 export function serverRoutes(cx: DataPlaneContext, r: Resolver) {
@@ -173,34 +174,12 @@ export function serverRoutes(cx: DataPlaneContext, r: Resolver) {
             r.ctx,
             `/servers/${encodeURIComponent(serverId)}/message`,
           );
-        case "message": {
-          const sessionId = query.get("sessionId");
-          if (req.method !== "POST" || !sessionId) {
-            return refuse(req, res, {
-              ok: false,
-              error: new GatewayError("bad_request", "POST with ?sessionId= from the endpoint event"),
-            });
-          }
-          return await deps.sessions.handleSseMessage(
-            req,
-            res,
-            r.ctx,
-            sessionId,
-            query.get("replica") ?? undefined,
-          );
-        }
+        case "message":
+          return await sseMessage(cx, req, res, r.ctx, query);
         case "rpc":
           return await deps.rpc.handle(req, res, r.ctx);
-        case "rpc/introspection": {
-          req.resume();
-          const body = JSON.stringify(await deps.rpc.introspect(r.ctx));
-          res.writeHead(200, {
-            "content-type": "application/json",
-            "content-length": Buffer.byteLength(body),
-          });
-          res.end(body);
-          return;
-        }
+        case "rpc/introspection":
+          return await rpcIntrospection(cx, req, res, r.ctx);
       }
     } catch (err) {
       deps.logger.error({ err, server: serverId }, "data-plane request failed");
