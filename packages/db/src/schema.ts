@@ -1,3 +1,4 @@
+import { POLICY_EFFECTS } from "@mcpgw/policy";
 import type { StdioParameter, StdioValue } from "@mcpgw/snapshot";
 import {
   bigint,
@@ -37,7 +38,7 @@ export const userRole = pgEnum("user_role", ["admin", "operator", "user", "viewe
 export const apiKeyKind = pgEnum("api_key_kind", ["user", "a2a"]);
 export const serverTransport = pgEnum("server_transport", ["streamable_http", "sse", "stdio", "virtual"]);
 export const serverStatus = pgEnum("server_status", ["unknown", "healthy", "unhealthy"]);
-export const policyEffect = pgEnum("policy_effect", ["allow", "deny"]);
+export const policyEffect = pgEnum("policy_effect", POLICY_EFFECTS);
 export const rateLimitScope = pgEnum("rate_limit_scope", [
   "ip",
   "user",

@@ -1,19 +1,25 @@
-/** A policy rule as stored and as carried in snapshots. */
-export interface PolicyRule {
-  id: string;
-  name: string;
-  effect: "allow" | "deny";
-  priority: number;
+import { z } from "zod";
+
+export const POLICY_EFFECTS = ["allow", "deny"] as const;
+export type PolicyEffect = (typeof POLICY_EFFECTS)[number];
+
+/** A policy rule as stored and as carried in snapshots: the one definition of its shape. */
+export const policyRuleSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  effect: z.enum(POLICY_EFFECTS),
+  priority: z.number().int(),
   /** `*`, `role:<role>`, `user:<id>`, `key:<api key id>`, `a2a:<api key id>`, `idp:<provider id>` (globs allowed). */
-  principals: string[];
+  principals: z.array(z.string()),
   /** Namespace slugs or ids (globs allowed). */
-  namespaces: string[];
+  namespaces: z.array(z.string()),
   /** Server names or ids (globs allowed). */
-  servers: string[];
-  /** Tool names (globs allowed). */
-  tools: string[];
-  enabled: boolean;
-}
+  servers: z.array(z.string()),
+  /** Tool, prompt or resource names (globs allowed). */
+  tools: z.array(z.string()),
+  enabled: z.boolean(),
+});
+export type PolicyRule = z.infer<typeof policyRuleSchema>;
 
 /** Who asks, expressed as the identifiers rules can name. */
 export interface PolicyPrincipal {
@@ -35,7 +41,7 @@ export interface PolicyRequest {
 export interface PolicyDecision {
   allowed: boolean;
   /** The rule that decided, or null when the org's default did. */
-  rule: { id: string; name: string; effect: "allow" | "deny" } | null;
+  rule: { id: string; name: string; effect: PolicyEffect } | null;
   reason: string;
 }
 
@@ -88,7 +94,7 @@ const byPriority = (a: PolicyRule, b: PolicyRule) => a.priority - b.priority || 
  */
 export function evaluatePolicy(
   rules: readonly PolicyRule[],
-  defaultEffect: "allow" | "deny",
+  defaultEffect: PolicyEffect,
   req: PolicyRequest,
 ): PolicyDecision {
   const principal = principalIds(req.principal);
@@ -123,7 +129,7 @@ const pick = (r: PolicyRule) => ({ id: r.id, name: r.name, effect: r.effect });
  */
 export function allowsEveryTool(
   rules: readonly PolicyRule[],
-  defaultEffect: "allow" | "deny",
+  defaultEffect: PolicyEffect,
   req: Omit<PolicyRequest, "tool">,
 ): boolean {
   const principal = principalIds(req.principal);

@@ -1,3 +1,4 @@
+import { POLICY_EFFECTS, policyRuleSchema } from "@mcpgw/policy";
 import { z } from "zod";
 import { stdioLaunchSchema } from "./stdio-launch.ts";
 
@@ -44,17 +45,8 @@ export const apiKeyEntrySchema = z.object({
 });
 export type ApiKeyEntry = z.infer<typeof apiKeyEntrySchema>;
 
-export const policyEntrySchema = z.object({
-  id: z.string(),
-  name: z.string(),
-  effect: z.enum(["allow", "deny"]),
-  priority: z.number().int(),
-  principals: z.array(z.string()),
-  namespaces: z.array(z.string()),
-  servers: z.array(z.string()),
-  tools: z.array(z.string()),
-  enabled: z.boolean(),
-});
+/** Policy rules as the policy package defines them. */
+export const policyEntrySchema = policyRuleSchema;
 
 export const identityProviderEntrySchema = z.object({
   id: z.string(),
@@ -107,7 +99,7 @@ export const orgSnapshotSchema = z.object({
     plan: z.string(),
     active: z.boolean(),
     max_sessions: z.number().int(),
-    policy_default: z.enum(["allow", "deny"]),
+    policy_default: z.enum(POLICY_EFFECTS),
     /** The platform administrators' own org (see the data plane's stdio isolation). */
     platform: z.boolean().default(false),
   }),

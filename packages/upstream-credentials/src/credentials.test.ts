@@ -1,6 +1,6 @@
 import { createServer } from "node:http";
 import { Keyring } from "@mcpgw/secrets";
-import type { ServerEntry } from "@mcpgw/snapshot";
+import { credentialsSealContext, type ServerEntry } from "@mcpgw/snapshot";
 import { describe, expect, it } from "vitest";
 import { CredentialError, UpstreamCredentials } from "./credentials.ts";
 
@@ -19,7 +19,7 @@ function server(id: string, creds: unknown): ServerEntry {
     timeout_ms: 1000,
     connect_timeout_ms: 1000,
     retries: 0,
-    credentials_sealed: creds === null ? null : ring.seal(JSON.stringify(creds), `server:${id}`),
+    credentials_sealed: creds === null ? null : ring.seal(JSON.stringify(creds), credentialsSealContext(id)),
   };
 }
 

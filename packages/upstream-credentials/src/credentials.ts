@@ -1,19 +1,9 @@
 import { EGRESS_REFUSED, egressAgent } from "@mcpgw/egress";
 import type { Keyring } from "@mcpgw/secrets";
-import type { ServerEntry } from "@mcpgw/snapshot";
+import { credentialsSealContext, type ServerEntry, type UpstreamCredentialsSpec } from "@mcpgw/snapshot";
 import { type Dispatcher, request } from "undici";
 
-type Credentials =
-  | { type: "bearer"; token: string }
-  | { type: "header"; name: string; value: string }
-  | {
-      type: "oauth_client_credentials";
-      token_url: string;
-      client_id: string;
-      client_secret: string;
-      scope?: string;
-      audience?: string;
-    };
+type Credentials = UpstreamCredentialsSpec;
 
 /** The gateway's own credentials could not be produced (missing key, token endpoint down). */
 export class CredentialError extends Error {
@@ -70,7 +60,7 @@ export class UpstreamCredentials {
       throw new CredentialError("this data plane has no MCPGW_MASTER_KEY to open upstream credentials");
     let creds: Credentials;
     try {
-      creds = JSON.parse(this.keyring.open(sealed, `server:${serverId}`)) as Credentials;
+      creds = JSON.parse(this.keyring.open(sealed, credentialsSealContext(serverId))) as Credentials;
     } catch {
       throw new CredentialError("upstream credentials cannot be opened with this data plane's keys");
     }

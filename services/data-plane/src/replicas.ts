@@ -484,9 +484,3 @@ async function readAtMost(req: IncomingMessage, limit: number): Promise<Buffer> 
   }
   return Buffer.concat(chunks).subarray(0, limit);
 }
-
-/** The replica a message-level session id names (`s1.<replica>.<uuid>`). */
-export function sessionOwner(sessionId: string): string | undefined {
-  const m = /^s1\.(.+)\.[0-9a-f-]{36}$/i.exec(sessionId);
-  return m?.[1];
-}

@@ -198,6 +198,26 @@ describe("data-plane routes through app.request()", () => {
     expect(intro.status).toBe(200);
   });
 
+  it("JSON-RPC initialize negotiates the revision the client asks for", async () => {
+    const ask = async (protocolVersion: string) => {
+      const res = await request(`/servers/${serverId}/rpc`, {
+        body: {
+          ...initializeRequest("rpc-negotiation", 8),
+          params: { ...initializeRequest("rpc").params, protocolVersion },
+        },
+      });
+      expect(res.status).toBe(200);
+      return ((await res.json()) as { result: { protocolVersion: string; capabilities: unknown } }).result;
+    };
+    const old = await ask("2024-11-05");
+    expect(old.protocolVersion).toBe("2024-11-05");
+    expect(old.capabilities).toBeTypeOf("object");
+    expect((await ask("2025-06-18")).protocolVersion).toBe("2025-06-18");
+    // Unknown (and the sessionless 2026-07-28) revisions get the newest one with sessions.
+    expect((await ask("2099-01-01")).protocolVersion).toBe("2025-11-25");
+    expect((await ask("2026-07-28")).protocolVersion).toBe("2025-11-25");
+  });
+
   it("legacy SSE on a server: the stream names its message endpoint, which accepts a message", async () => {
     const abort = new AbortController();
     const stream = await dp.app.request(`/servers/${serverId}/sse`, {

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { POLICY_EFFECTS } from "@mcpgw/policy";
 import type { ControlPlaneDeps } from "../env.ts";
 import {
   createOrganization,
@@ -20,7 +21,7 @@ const Organization = z
     max_sessions: z.number().int(),
     log_retention_days: z.number().int(),
     active: z.boolean(),
-    policy_default: z.enum(["allow", "deny"]),
+    policy_default: z.enum(POLICY_EFFECTS),
     config_version: z.number().int(),
     published_version: z.number().int(),
     created_at: z.string(),
@@ -41,7 +42,7 @@ const fields = {
   max_sessions: z.number().int().min(0).max(10_000_000).optional(),
   log_retention_days: z.number().int().min(1).max(3650).optional(),
   active: z.boolean().optional(),
-  policy_default: z.enum(["allow", "deny"]).optional(),
+  policy_default: z.enum(POLICY_EFFECTS).optional(),
 };
 const OrganizationInput = z
   .strictObject({

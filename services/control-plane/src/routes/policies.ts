@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { POLICY_EFFECTS } from "@mcpgw/policy";
 import { verbContext } from "../auth/middleware.ts";
 import type { ControlPlaneDeps } from "../env.ts";
 import {
@@ -25,7 +26,7 @@ const Policy = z
     org_id: z.string(),
     name: z.string(),
     description: z.string().nullable(),
-    effect: z.enum(["allow", "deny"]),
+    effect: z.enum(POLICY_EFFECTS),
     priority: z.number().int(),
     principals: z.array(z.string()),
     namespaces: z.array(z.string()),
@@ -41,7 +42,7 @@ const PolicyInput = z
   .strictObject({
     name: DisplayName.max(128),
     description: z.string().max(2000).nullable().optional(),
-    effect: z.enum(["allow", "deny"]),
+    effect: z.enum(POLICY_EFFECTS),
     priority: z.number().int().min(0).max(100_000).optional(),
     principals: Patterns.optional().openapi({
       description: "`*`, `role:<role>`, `user:<id>`, `key:<id>`, `a2a:<id>`, `idp:<id>`; globs allowed",
@@ -70,7 +71,7 @@ const EvaluateInput = z
 const Decision = z
   .object({
     allowed: z.boolean(),
-    rule: z.object({ id: z.string(), name: z.string(), effect: z.enum(["allow", "deny"]) }).nullable(),
+    rule: z.object({ id: z.string(), name: z.string(), effect: z.enum(POLICY_EFFECTS) }).nullable(),
     reason: z.string(),
   })
   .openapi("PolicyDecision");

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { stdioValueSchema } from "@mcpgw/snapshot";
+import { stdioValueSchema, type UpstreamCredentialsSpec } from "@mcpgw/snapshot";
 import type { ControlPlaneDeps } from "../env.ts";
 import { createServer, deleteServer, getServer, listServers, updateServer } from "../verbs/servers.ts";
 import { crudRoutes } from "./crud.ts";
@@ -44,7 +44,8 @@ const Server = z
   .openapi("Server");
 
 const Secret = z.string().min(1).max(8192);
-const Credentials = z
+/** The API's input limits on the shape `@mcpgw/snapshot` defines (the compiler holds them together). */
+const Credentials: z.ZodType<UpstreamCredentialsSpec> = z
   .discriminatedUnion("type", [
     z.strictObject({ type: z.literal("bearer"), token: Secret }),
     z.strictObject({

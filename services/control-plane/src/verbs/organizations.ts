@@ -1,4 +1,5 @@
 import { schema } from "@mcpgw/db";
+import type { PolicyEffect } from "@mcpgw/policy";
 import { eq } from "drizzle-orm";
 import { recordAudit } from "../audit.ts";
 import { hashPassword } from "../auth/passwords.ts";
@@ -19,7 +20,7 @@ export interface OrganizationDto {
   max_sessions: number;
   log_retention_days: number;
   active: boolean;
-  policy_default: "allow" | "deny";
+  policy_default: PolicyEffect;
   config_version: number;
   published_version: number;
   created_at: string;
@@ -50,7 +51,7 @@ export interface OrganizationInput {
   max_sessions?: number | undefined;
   log_retention_days?: number | undefined;
   active?: boolean | undefined;
-  policy_default?: "allow" | "deny" | undefined;
+  policy_default?: PolicyEffect | undefined;
   /** The new org's first admin. */
   admin?: { email: string; password: string; name?: string | undefined } | undefined;
 }

@@ -1,4 +1,5 @@
 import { schema } from "@mcpgw/db";
+import type { PolicyEffect } from "@mcpgw/policy";
 import { evaluatePolicy, type PolicyDecision, type PolicyRule } from "@mcpgw/policy";
 import { and, eq } from "drizzle-orm";
 import { authorize } from "../auth/permissions.ts";
@@ -35,7 +36,7 @@ const toDto = (p: PolicyRow): PolicyDto => ({
 export interface PolicyInput {
   name: string;
   description?: string | null | undefined;
-  effect: "allow" | "deny";
+  effect: PolicyEffect;
   priority?: number | undefined;
   principals?: string[] | undefined;
   namespaces?: string[] | undefined;

@@ -1,6 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { schema, type UpstreamEndpoint } from "@mcpgw/db";
-import { checkStdioValues, StdioLaunchError, type StdioValue, stdioSecretsContext } from "@mcpgw/snapshot";
+import {
+  checkStdioValues,
+  credentialsSealContext,
+  StdioLaunchError,
+  type StdioValue,
+  stdioSecretsContext,
+  type UpstreamCredentialsSpec,
+} from "@mcpgw/snapshot";
 import { and, count, eq } from "drizzle-orm";
 import { recordAudit } from "../audit.ts";
 import { authorize } from "../auth/permissions.ts";
@@ -38,18 +45,7 @@ export interface ServerInput {
   credentials?: UpstreamCredentials | null | undefined;
 }
 
-/** What the gateway presents to the upstream; write-only, sealed at rest. */
-export type UpstreamCredentials =
-  | { type: "bearer"; token: string }
-  | { type: "header"; name: string; value: string }
-  | {
-      type: "oauth_client_credentials";
-      token_url: string;
-      client_id: string;
-      client_secret: string;
-      scope?: string | undefined;
-      audience?: string | undefined;
-    };
+export type UpstreamCredentials = UpstreamCredentialsSpec;
 
 export type ServerPatch = Partial<Omit<ServerInput, "namespace_id" | "transport" | "catalog_entry_id">>;
 
@@ -81,9 +77,6 @@ export function toServerDto(r: ServerRow): ServerDto {
 
 const inOrg = (ctx: VerbContext, id: string) =>
   and(eq(schema.mcpServers.id, id), eq(schema.mcpServers.org_id, ctx.actor.org_id));
-
-/** Seal context of a server's credentials: a sealed value only opens for its own server. */
-export const credentialsContext = (serverId: string) => `server:${serverId}`;
 
 type ServerFields = Omit<ServerPatch, "credentials" | "parameters"> & {
   credentials_sealed?: string | null;
@@ -159,7 +152,7 @@ async function normalise(
     out.credentials_sealed =
       credentials === null
         ? null
-        : ctx.keyring.seal(JSON.stringify(credentials), credentialsContext(serverId));
+        : ctx.keyring.seal(JSON.stringify(credentials), credentialsSealContext(serverId));
   }
   if (transport !== "stdio" && (catalog_entry_id !== undefined || parameters !== undefined))
     throw validation(`a ${transport} server takes no catalog entry or parameters`);

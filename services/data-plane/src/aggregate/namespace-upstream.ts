@@ -1,4 +1,12 @@
-import { JsonRpcErrorCode } from "@mcpgw/protocol";
+import {
+  isNotification,
+  isRequest,
+  isResponse,
+  JsonRpcErrorCode,
+  LATEST_SESSION_PROTOCOL_VERSION,
+  negotiateSessionVersion,
+  type RelayedMessage,
+} from "@mcpgw/protocol";
 import type { NamespaceEntry, ServerEntry } from "@mcpgw/snapshot";
 import type { Logger } from "@mcpgw/telemetry";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
@@ -7,14 +15,8 @@ import type { GatewayError } from "../pipeline/errors.ts";
 import { denied, rateLimited } from "../pipeline/guards.ts";
 import type { Admission } from "../transports/streamable-http.ts";
 
-type Msg = Record<string, unknown> & {
-  jsonrpc: "2.0";
-  id?: RequestId;
-  method?: string;
-  params?: Record<string, unknown>;
-  result?: unknown;
-  error?: unknown;
-};
+/** The SDK transports carry string or number ids only. */
+type Msg = RelayedMessage & { id?: RequestId };
 
 /** What the aggregate may do with one member server for this caller (see pipeline/guards.ts). */
 export interface MemberGuards {
@@ -190,14 +192,14 @@ export class NamespaceUpstream implements Transport {
   async send(message: JSONRPCMessage): Promise<void> {
     const m = message as Msg;
     // A response of the client to a member's server-to-client request.
-    if (m.method === undefined && m.id !== undefined) {
+    if (isResponse(m)) {
       const target = this.serverRequests.get(String(m.id));
       if (!target) return;
       this.serverRequests.delete(String(m.id));
       await target.child.transport?.send({ ...m, id: target.id } as JSONRPCMessage).catch(() => {});
       return;
     }
-    if (m.id === undefined) return this.notify(m);
+    if (isNotification(m)) return this.notify(m);
     void this.request(m).catch((err) =>
       this.reply(m.id!, { error: { code: JsonRpcErrorCode.InternalError, message: (err as Error).message } }),
     );
@@ -328,7 +330,7 @@ export class NamespaceUpstream implements Transport {
   /** Initializes every member; the merged result is the aggregate's own. */
   private async initializeMembers(params: Record<string, unknown>) {
     const answers = await Promise.all(this.children.map((c) => this.ask(c, "initialize", params)));
-    let protocolVersion = String(params.protocolVersion ?? "2025-11-25");
+    let protocolVersion = negotiateSessionVersion(params.protocolVersion);
     const caps: Record<string, unknown> = {};
     answers.forEach((a, i) => {
       const child = this.children[i]!;
@@ -367,7 +369,7 @@ export class NamespaceUpstream implements Transport {
     unavailable: Array<{ server: string; reason: string }>;
   }> {
     await this.initializeMembers({
-      protocolVersion: "2025-11-25",
+      protocolVersion: LATEST_SESSION_PROTOCOL_VERSION,
       capabilities: {},
       clientInfo: { name: "mcpgw-inspect", version: "1.0.0" },
     });
@@ -443,7 +445,7 @@ export class NamespaceUpstream implements Transport {
   }
 
   private fromChild(child: Child, m: Msg) {
-    if (m.method === undefined && m.id !== undefined) {
+    if (isResponse(m)) {
       const resolve = child.pending.get(String(m.id));
       if (resolve) {
         child.pending.delete(String(m.id));
@@ -451,7 +453,7 @@ export class NamespaceUpstream implements Transport {
       }
       return;
     }
-    if (m.id !== undefined) {
+    if (isRequest(m)) {
       // A member asks the client (sampling, elicitation, roots): under an id of the aggregate.
       const id = `srv-${++this.serverSeq}`;
       this.serverRequests.set(id, { child, id: m.id });

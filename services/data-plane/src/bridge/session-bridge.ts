@@ -1,4 +1,4 @@
-import { JsonRpcErrorCode } from "@mcpgw/protocol";
+import { isRequest, isResponse, JsonRpcErrorCode, type RelayedMessage } from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage, RequestId } from "@modelcontextprotocol/sdk/types.js";
@@ -14,12 +14,8 @@ export interface ClientSink {
   send(message: JSONRPCMessage, relatedRequestId?: RequestId): Promise<void>;
 }
 
-type Msg = Record<string, unknown> & {
-  jsonrpc: "2.0";
-  id?: RequestId;
-  method?: string;
-  params?: Record<string, unknown>;
-};
+/** The SDK transports carry string or number ids only. */
+type Msg = RelayedMessage & { id?: RequestId };
 
 /** Gap kept between a request's last progress notification and its response. */
 const PROGRESS_GAP_MS = 15;
@@ -39,9 +35,6 @@ interface InFlight {
   release: Release;
   timer: NodeJS.Timeout | undefined;
 }
-
-const isRequest = (m: Msg) => typeof m.method === "string" && m.id !== undefined;
-const isResponse = (m: Msg) => m.method === undefined && m.id !== undefined;
 
 /**
  * Relays JSON-RPC messages between one client session and one upstream connection, in both
@@ -245,7 +238,10 @@ export class SessionBridge {
         await new Promise((resolve) => setTimeout(resolve, PROGRESS_GAP_MS - sinceProgress));
       let out: Msg = m;
       if (this.guards.keepTool && isFilteredList(request.method) && m.result !== undefined) {
-        out = { ...m, result: filterListResult(request.method, m.result, this.guards.keepTool) };
+        out = {
+          ...m,
+          result: filterListResult(request.method, m.result, this.guards.keepTool) as Record<string, unknown>,
+        };
       }
       await this.safeSend(out as JSONRPCMessage, m.id);
       return;

@@ -1,4 +1,4 @@
-import { SUPPORTED_PROTOCOL_VERSIONS } from "@mcpgw/protocol";
+import { isJsonRpcMessage, isNotification, SUPPORTED_PROTOCOL_VERSIONS } from "@mcpgw/protocol";
 import { currentRequestId, type Logger } from "@mcpgw/telemetry";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import type { Hono } from "hono";
@@ -200,12 +200,7 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
       return undefined;
     }
   };
-  const isNotification = (m: unknown): m is JSONRPCMessage =>
-    typeof m === "object" &&
-    m !== null &&
-    (m as { jsonrpc?: unknown }).jsonrpc === "2.0" &&
-    typeof (m as { method?: unknown }).method === "string" &&
-    !("id" in m);
+  const isNotificationBody = (m: unknown): m is JSONRPCMessage => isJsonRpcMessage(m) && isNotification(m);
 
   app.get("/mcp/capabilities", async (c) => {
     const a = await admin(c.req.raw.headers);
@@ -252,7 +247,7 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
       if (!a.ok) return a.response;
       const p = a.principal;
       const b = await body(c.req.raw);
-      if (!isNotification(b?.message))
+      if (!isNotificationBody(b?.message))
         return refusal("bad_request", 'body must be {"message": <JSON-RPC notification>}');
       const answers = (await deps.gather({
         action: "push",
@@ -272,7 +267,7 @@ export function mountOperatorRoutes(app: Hono<DataPlaneEnv>, deps: OperatorDeps)
     if (!a.ok) return a.response;
     const p = a.principal;
     const b = await body(c.req.raw);
-    if (!isNotification(b?.message))
+    if (!isNotificationBody(b?.message))
       return refusal("bad_request", 'body must be {"session_id"?, "message": <JSON-RPC notification>}');
     const sessionId = typeof b.session_id === "string" ? b.session_id : undefined;
     const answers = (await deps.gather({

@@ -7,7 +7,7 @@ import type { DataPlaneContext } from "../pipeline/context.ts";
 import { asGatewayError, GatewayError, refuseUpgrade, sendGatewayError } from "../pipeline/errors.ts";
 import { requestIdOf } from "../pipeline/observe.ts";
 import type { Resolver } from "../pipeline/resolve.ts";
-import { sessionOwner } from "../replicas.ts";
+import { sessionOwner } from "../replica-ids.ts";
 import { proxyStreamableHttp } from "../transports/streamable-http.ts";
 import { rpcIntrospection, sseMessage } from "./shared-endpoints.ts";
 

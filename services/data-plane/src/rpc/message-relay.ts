@@ -4,7 +4,13 @@
  * slot among the session's requests in flight, the rate limits; list results come back filtered
  * by policy. Used by the `/rpc` transport and by the 2026-07-28 translator alike.
  */
-import { JsonRpcErrorCode, type JsonRpcId, jsonRpcError } from "@mcpgw/protocol";
+import {
+  isRequest,
+  JsonRpcErrorCode,
+  type JsonRpcId,
+  jsonRpcError,
+  negotiateSessionVersion,
+} from "@mcpgw/protocol";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { filterListResult, policyTarget } from "../policy-targets.ts";
 import { tooManyWaiting } from "../transports/limits.ts";
@@ -22,17 +28,23 @@ export class MessageRelay {
     call: CallStream = {},
   ): Promise<Record<string, unknown> | undefined> {
     const id = message.id ?? null;
-    const isRequest = message.id !== undefined;
     const method = message.method;
     if (method === undefined) return undefined; // responses have nowhere to go
     if (method === "notifications/initialized") return undefined;
     const session = await this.sessions.get(ctx, capabilities);
-    if (!isRequest) {
+    if (!isRequest(message)) {
       await session.transport.send(message as JSONRPCMessage).catch(() => {});
       return undefined;
     }
-    // The gateway already initialized the upstream session: answer from it.
-    if (method === "initialize") return { jsonrpc: "2.0", id, result: session.initializeResult };
+    // The gateway already initialized the upstream session: answer from it, naming the revision
+    // the client asked for when the gateway speaks it (MCP lifecycle, version negotiation).
+    if (method === "initialize") {
+      const result = {
+        ...(session.initializeResult as Record<string, unknown>),
+        protocolVersion: negotiateSessionVersion(message.params?.protocolVersion),
+      };
+      return { jsonrpc: "2.0", id, result };
+    }
     const tool =
       method === "tools/call" && typeof message.params?.name === "string"
         ? (message.params.name as string)

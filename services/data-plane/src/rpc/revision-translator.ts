@@ -10,6 +10,8 @@ import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders, ServerResponse } from "node:http";
 import {
   decodeHeaderValue,
+  isJsonRpcMessage,
+  isRequest,
   JsonRpcErrorCode,
   type JsonRpcId,
   jsonRpcError,
@@ -19,6 +21,7 @@ import {
 } from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import { continuationState, parseContinuationState } from "../replica-ids.ts";
 import type { SessionContext } from "../transports/message-sessions.ts";
 import type { MessageRelay } from "./message-relay.ts";
 import type { CallStream, Rpc, UpstreamSession, UpstreamSessionPool } from "./upstream-sessions.ts";
@@ -174,8 +177,8 @@ export function checkStatelessRequest(
         "Invalid Request: 2026-07-28 has no batches",
       ),
     };
-  const m = body as Rpc | null;
-  if (!m || typeof m !== "object" || m.id === undefined || typeof m.method !== "string") return undefined;
+  if (!isJsonRpcMessage(body) || !isRequest(body)) return undefined;
+  const m = body;
   const id = m.id;
   const refuse = (status: number, code: number, message: string) => ({
     status,
@@ -277,7 +280,7 @@ export class RevisionTranslator {
     call: CallStream = {},
   ): Promise<Record<string, unknown> | undefined> {
     const id = message.id ?? null;
-    if (message.method === undefined || message.id === undefined) return undefined;
+    if (!isRequest(message)) return undefined;
     const givenMeta = (message.params?._meta as Record<string, unknown> | undefined) ?? {};
     const capabilities = inputCapabilities(message);
     const session = await this.o.sessions.get(ctx, capabilities);
@@ -301,7 +304,7 @@ export class RevisionTranslator {
   /** The replica holding the continuation a stateless retry names, when it is another one. */
   continuationOwner(body: unknown): string | undefined {
     const state = (body as { params?: { requestState?: unknown } } | null)?.params?.requestState;
-    const owner = typeof state === "string" ? /^mrtr1\.(.+)\.[0-9a-f-]{36}$/.exec(state)?.[1] : undefined;
+    const owner = parseContinuationState(state)?.owner;
     return owner && owner !== this.o.replicaId ? owner : undefined;
   }
 
@@ -410,7 +413,7 @@ export class RevisionTranslator {
       result: {
         resultType: "input_required",
         inputRequests,
-        requestState: `mrtr1.${this.o.replicaId}.${key}`,
+        requestState: continuationState(this.o.replicaId, key),
       },
     };
   }
@@ -423,8 +426,7 @@ export class RevisionTranslator {
     ctx: SessionContext,
     call: CallStream = {},
   ): Promise<Record<string, unknown>> {
-    const key =
-      typeof requestState === "string" ? /^mrtr1\..+\.([0-9a-f-]{36})$/.exec(requestState)?.[1] : undefined;
+    const key = parseContinuationState(requestState)?.key;
     const cont = key ? this.continuations.get(key) : undefined;
     // Bound to the principal and target it was issued for: another caller's state is unknown.
     if (!key || !cont || cont.principalId !== ctx.principal.id || cont.target !== ctx.target) {

@@ -6,7 +6,15 @@
  * upstream sends unasked (notifications, server requests) is handed to the hooks.
  */
 import { randomUUID } from "node:crypto";
-import { JsonRpcErrorCode, type JsonRpcId } from "@mcpgw/protocol";
+import {
+  isNotification,
+  isRequest,
+  isResponse,
+  JsonRpcErrorCode,
+  type JsonRpcId,
+  LATEST_SESSION_PROTOCOL_VERSION,
+  type RelayedMessage,
+} from "@mcpgw/protocol";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { InflightLimit } from "../transports/limits.ts";
@@ -14,14 +22,8 @@ import type { SessionContext } from "../transports/message-sessions.ts";
 import type { Listener } from "./listen-streams.ts";
 import type { Exchange } from "./revision-translator.ts";
 
-const PROTOCOL_VERSION = "2025-11-25";
-
 /** A JSON-RPC message as the relay handles it (request, notification or response). */
-export type Rpc = Record<string, unknown> & {
-  id?: JsonRpcId;
-  method?: string;
-  params?: Record<string, unknown>;
-};
+export type Rpc = RelayedMessage;
 
 /** An upstream request waiting for its answer. */
 export interface Pending {
@@ -200,19 +202,19 @@ export class UpstreamSessionPool {
 
   /** What the upstream sent: an answer to a pending request, a notification or a request of its own. */
   private route(session: UpstreamSession, m: Rpc): void {
-    if (m.method !== undefined && m.id === undefined) {
+    if (isNotification(m)) {
       if (m.method === "notifications/progress") session.progress.get(m.params?.progressToken)?.(m);
       else this.o.onNotification(session, m);
       return;
     }
-    if (m.method === undefined && typeof m.id === "string") {
+    if (isResponse(m) && typeof m.id === "string") {
       const p = session.pending.get(m.id);
       if (p) {
         clearTimeout(p.timer);
         session.pending.delete(m.id);
         p.resolve(m);
       }
-    } else if (m.method !== undefined && m.id !== undefined) {
+    } else if (isRequest(m)) {
       if (m.method === "ping") {
         void session.transport
           .send({ jsonrpc: "2.0", id: m.id, result: {} } as JSONRPCMessage)
@@ -271,7 +273,7 @@ async function initialize(
       jsonrpc: "2.0",
       method: "initialize",
       params: {
-        protocolVersion: PROTOCOL_VERSION,
+        protocolVersion: LATEST_SESSION_PROTOCOL_VERSION,
         capabilities,
         clientInfo: { name: "mcpgw-json-rpc", version: "1.0.0" },
       },

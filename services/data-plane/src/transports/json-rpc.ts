@@ -7,7 +7,7 @@
  * (rpc/upstream-sessions.ts), and writes the answers back as JSON (or SSE for progress).
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import { isJsonRpcMessage, JsonRpcErrorCode, jsonRpcError } from "@mcpgw/protocol";
+import { isJsonRpcMessage, isRequest, JsonRpcErrorCode, jsonRpcError } from "@mcpgw/protocol";
 import type { Logger } from "@mcpgw/telemetry";
 import { GatewayError, sendGatewayError } from "../pipeline/errors.ts";
 import { deliverToListeners, ListenStreams } from "../rpc/listen-streams.ts";
@@ -109,11 +109,7 @@ export class JsonRpcGateway {
     // A retry of a request that asked for input continues on the replica that holds it.
     const owner = stateless ? this.translator.continuationOwner(body) : undefined;
     if (owner && (await this.o.replicas?.forward(req, res, owner, raw))) return;
-    if (
-      stateless &&
-      (body as Rpc | null)?.method === "subscriptions/listen" &&
-      (body as Rpc).id !== undefined
-    ) {
+    if (stateless && isJsonRpcMessage(body) && isRequest(body) && body.method === "subscriptions/listen") {
       const refusal = checkStatelessRequest(req.headers, body);
       if (!refusal) return this.listens.listen(body as Rpc, res, ctx);
       res.writeHead(refusal.status, { "content-type": "application/json" });

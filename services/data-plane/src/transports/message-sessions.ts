@@ -1,6 +1,5 @@
-import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { JsonRpcErrorCode, MCP_HEADERS } from "@mcpgw/protocol";
+import { isJsonRpcMessage, JsonRpcErrorCode, MCP_HEADERS } from "@mcpgw/protocol";
 import type { SessionEvent } from "@mcpgw/queue";
 import { Counter, type Logger, type Registry } from "@mcpgw/telemetry";
 import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js";
@@ -11,7 +10,8 @@ import type { WebSocket } from "ws";
 import type { Principal } from "../auth/principal.ts";
 import { type ClientSink, SessionBridge } from "../bridge/session-bridge.ts";
 import { closeReason, GatewayError, sendGatewayError } from "../pipeline/errors.ts";
-import { type ReplicaDirectory, sessionOwner } from "../replicas.ts";
+import { mintSessionId, sessionOwner } from "../replica-ids.ts";
+import type { ReplicaDirectory } from "../replicas.ts";
 import type { RoutedServer } from "../snapshot/store.ts";
 import { type ConnectDeps, connectUpstream, stdioOwner } from "../upstream/connect.ts";
 import { StdioProcess, StdioUnavailable } from "../upstream/stdio-processes.ts";
@@ -164,7 +164,7 @@ export class MessageSessions {
   }
 
   private newId(): string {
-    return `s1.${this.o.replicaId}.${randomUUID()}`;
+    return mintSessionId(this.o.replicaId);
   }
 
   /** Counts per client transport of one org's sessions, for operators. */
@@ -436,7 +436,7 @@ export class MessageSessions {
         return;
       }
       for (const m of Array.isArray(message) ? message : [message]) {
-        if (isJsonRpc(m)) deliver(m as JSONRPCMessage);
+        if (isJsonRpcMessage(m)) deliver(m as JSONRPCMessage);
         else reply(JsonRpcErrorCode.InvalidRequest, "Invalid Request: not a JSON-RPC 2.0 message");
       }
     });
@@ -491,14 +491,6 @@ export class MessageSessions {
     clearInterval(this.reaper);
     for (const s of this.sessions.values()) s.bridge.close();
   }
-}
-
-function isJsonRpc(m: unknown): boolean {
-  if (typeof m !== "object" || m === null || Array.isArray(m)) return false;
-  const o = m as Record<string, unknown>;
-  return (
-    o.jsonrpc === "2.0" && (typeof o.method === "string" || ("id" in o && ("result" in o || "error" in o)))
-  );
 }
 
 function makeBridge(

@@ -1,7 +1,12 @@
 import { randomUUID } from "node:crypto";
 import {
   encodeHeaderValue,
+  isNotification,
+  isResponse,
   JsonRpcErrorCode,
+  type JsonRpcId,
+  negotiateSessionVersion,
+  type RelayedMessage,
   STATELESS_META,
   STATELESS_PROTOCOL_VERSION,
 } from "@mcpgw/protocol";
@@ -9,14 +14,7 @@ import type { Logger } from "@mcpgw/telemetry";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 
-type Rpc = {
-  jsonrpc?: string;
-  id?: string | number;
-  method?: string;
-  params?: Record<string, unknown>;
-  result?: Record<string, unknown>;
-  error?: unknown;
-};
+type Rpc = RelayedMessage;
 
 const META_VERSION = STATELESS_META.protocolVersion;
 const META_CAPABILITIES = STATELESS_META.clientCapabilities;
@@ -30,9 +28,6 @@ const CLIENT_ANSWER_MS = 10 * 60_000;
 /** Pauses between attempts to (re)open the listen stream: doubling, up to a minute. */
 const LISTEN_RETRY_MS = 1000;
 const LISTEN_RETRY_MAX_MS = 60_000;
-/** The newest session-based revision, offered to clients that ask for something newer. */
-const SESSION_REVISION = "2025-11-25";
-const SESSION_REVISIONS = new Set(["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"]);
 
 /** Reads a JSON or SSE response body as JSON-RPC messages, in order. */
 async function* messagesOf(res: Response): AsyncGenerator<Rpc> {
@@ -97,7 +92,7 @@ export class StatelessUpstreamTransport implements Transport {
   private clientCapabilities: Record<string, unknown> = {};
   private clientInfo: unknown;
   private serverCapabilities: Record<string, { listChanged?: boolean; subscribe?: boolean }> = {};
-  private readonly inFlight = new Map<string | number, AbortController>();
+  private readonly inFlight = new Map<JsonRpcId, AbortController>();
   /** Server-to-client requests the gateway made on an upstream request's behalf. */
   private readonly asked = new Map<string, (answer: Rpc) => void>();
   private readonly subscriptions = new Set<string>();
@@ -113,14 +108,14 @@ export class StatelessUpstreamTransport implements Transport {
   async send(message: JSONRPCMessage): Promise<void> {
     const m = message as Rpc;
     if (this.closed) throw new Error("upstream connection closed");
-    if (m.method === undefined) {
+    if (isResponse(m)) {
       // The client's answer to a question the gateway asked on the upstream's behalf.
       const resolve = this.asked.get(String(m.id));
       this.asked.delete(String(m.id));
       resolve?.(m);
       return;
     }
-    if (m.id === undefined) {
+    if (isNotification(m)) {
       if (m.method === "notifications/cancelled") this.inFlight.get(m.params?.requestId as string)?.abort();
       // Other notifications (initialized, roots/list_changed) have no stateless counterpart.
       return;
@@ -179,7 +174,7 @@ export class StatelessUpstreamTransport implements Transport {
       jsonrpc: "2.0",
       id: m.id,
       result: {
-        protocolVersion: SESSION_REVISIONS.has(requested) ? requested : SESSION_REVISION,
+        protocolVersion: negotiateSessionVersion(requested),
         capabilities: this.serverCapabilities,
         serverInfo: discovered._meta?.[META_SERVER] ??
           discovered.serverInfo ?? { name: "upstream", version: "0" },

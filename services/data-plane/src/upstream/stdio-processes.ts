@@ -3,6 +3,7 @@ import { chmodSync, mkdtempSync, readFileSync } from "node:fs";
 import { chown, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
+import { isNotification, isRequest, isResponse } from "@mcpgw/protocol";
 import {
   checkStdioValues,
   resolveStdioLaunch,
@@ -152,7 +153,7 @@ export class StdioProcess implements Transport {
           continue;
         }
         if (!message) break;
-        if ("id" in message && !("method" in message)) this.inFlight.delete(String(message.id));
+        if (isResponse(message)) this.inFlight.delete(String(message.id));
         this.onmessage?.(message);
       }
     });
@@ -197,9 +198,9 @@ export class StdioProcess implements Transport {
   async send(message: JSONRPCMessage): Promise<void> {
     if (this.closed || !this.child.stdin?.writable) throw new Error("stdio process has exited");
     this.lastActivity = Date.now();
-    if ("method" in message) {
+    if (isRequest(message) || isNotification(message)) {
       if (message.method !== "initialize" && message.method !== "notifications/initialized") this.used = true;
-      if ("id" in message) this.inFlight.add(String(message.id));
+      if (isRequest(message)) this.inFlight.add(String(message.id));
     }
     const ok = this.child.stdin.write(serializeMessage(message));
     // Backpressure: wait for the pipe to drain before accepting more.
@@ -733,15 +734,13 @@ export class StdioProcessManager {
   ): Promise<JSONRPCMessage[]> {
     const proc = await this.acquire(server, `debug-${Date.now()}`, owner);
     const received: JSONRPCMessage[] = [];
-    const awaiting = new Set(
-      messages.filter((m) => "id" in m && "method" in m).map((m) => String((m as { id: unknown }).id)),
-    );
+    const awaiting = new Set(messages.filter((m) => isRequest(m)).map((m) => String(m.id)));
     try {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, waitMs);
         proc.onmessage = (m) => {
           received.push(m);
-          if ("id" in m && !("method" in m)) awaiting.delete(String((m as { id: unknown }).id));
+          if (isResponse(m)) awaiting.delete(String(m.id));
           if (awaiting.size === 0) {
             clearTimeout(timer);
             resolve();
