@@ -1,7 +1,7 @@
 import { trace } from "@opentelemetry/api";
 import { NodeSDK } from "@opentelemetry/sdk-node";
 
-export { SpanStatusCode, trace } from "@opentelemetry/api";
+export { type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 
 /**
  * Starts OpenTelemetry when an OTLP endpoint is configured (the SDK reads the standard

@@ -125,57 +125,15 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     o.logger,
   );
   await store.loadCache();
-  const pools = new UpstreamPools(128, o.allowPrivateUpstreams ?? false);
-  // Message-level sessions each hold a long-lived stream upstream: no cap on their connections.
-  const sessionPools = new UpstreamPools(null, o.allowPrivateUpstreams ?? false);
-  store.onChange((state) => {
-    const origins = new Set<string>();
-    for (const { server } of state.servers.values())
-      for (const e of server.endpoints) origins.add(new URL(e.url).origin);
-    pools.retain(origins);
-    sessionPools.retain(origins);
-  });
+  const { pools, sessionPools } = upstreamPools(o, store);
   const redis = o.redisUrl ? connectRateLimitRedis(o.redisUrl, o.logger) : undefined;
-  const rateLimits = new RateLimits({
-    redis,
-    prefix: o.redisPrefix ?? "mcpgw",
-    replicas: Math.max(1, o.rateLimitReplicas ?? 1),
-    logger: o.logger,
-    metrics: o.metrics,
-  });
-  store.onChange((state) => {
-    const ids = new Set<string>();
-    for (const org of state.orgs.values()) for (const r of org.rate_limits) ids.add(r.id);
-    rateLimits.retain(ids);
-  });
+  const rateLimits = rateLimitsFor(o, store, redis);
   const usage = new UsageReporter(o.jobs, o.logger, o.replicaId);
   const allowPrivate = { allowPrivateUpstreams: o.allowPrivateUpstreams ?? false };
   const authenticator = new Authenticator(store, usage.keyUsed, allowPrivate);
   const keyring = o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined;
   const credentials = new UpstreamCredentials(keyring, allowPrivate);
-  const maxProcesses = o.stdio?.maxProcesses ?? 32;
-  const stdio = new StdioProcessManager({
-    allowedCommands: new Set(o.stdio?.allowedCommands ?? []),
-    maxProcesses,
-    maxPerOrg: o.stdio?.maxPerOrg ?? Math.max(1, Math.ceil(maxProcesses / 2)),
-    maxPerPrincipal: o.stdio?.maxPerPrincipal ?? Math.max(1, Math.ceil(maxProcesses / 4)),
-    poolSize: o.stdio?.poolSize ?? 1,
-    idleTimeoutMs: o.stdio?.idleTimeoutMs ?? 5 * 60_000,
-    unusedTimeoutMs: o.stdio?.unusedTimeoutMs,
-    isolation: stdioIsolation({
-      user: o.stdio?.user ?? "mcpgw-stdio",
-      acceptShared: o.stdio?.allowSharedIdentity ?? false,
-      sandbox: o.stdio?.sandbox ?? "none",
-      logger: o.logger,
-    }),
-    tenantLabels: o.metricsTenantLabels,
-    openSecrets: keyring
-      ? (server) =>
-          JSON.parse(keyring.open(server.stdio?.secrets_sealed ?? "", stdioSecretsContext(server.id)))
-      : undefined,
-    logger: o.logger,
-    metrics: o.metrics,
-  });
+  const stdio = stdioManager(o, keyring);
   const connectDeps = {
     stdio,
     credentials,
@@ -256,10 +214,7 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     logger: o.logger,
     inspectNamespace: dataPlane.inspectNamespace,
   });
-  const opsSubject = `${o.busPrefix}.dataplane.ops`;
-  let connectedBus: Bus | undefined;
-  let stopOps: (() => Promise<void>) | undefined;
-  let stopInspect: (() => Promise<void>) | undefined;
+  const bus = joinBus(o, store, replicas, answer);
   mountOperatorRoutes(dataPlane.app, {
     replicaId: o.replicaId,
     startedAt: Date.now(),
@@ -268,41 +223,8 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     stdio,
     authenticator,
     logger: o.logger,
-    // Every live replica answers; waiting longer only helps replicas not yet announced.
-    gather: async (request) =>
-      connectedBus
-        ? connectedBus.gather(opsSubject, request, 500, replicas.liveCount())
-        : [await answer(request)],
+    gather: bus.gather,
   });
-
-  let stopWatch: (() => Promise<void>) | undefined;
-  let stopped = false;
-  // Operator requests on the bus are signed (HMAC, key derived from the master key): a NATS client
-  // without it can neither ask this replica anything nor answer for another one.
-  if (!o.masterKey)
-    o.logger.warn(
-      "no MCPGW_MASTER_KEY: operator requests from other replicas and the control plane are refused",
-    );
-  const opsKey = o.masterKey ? operatorBusKey(o.masterKey) : randomBytes(32);
-  const watching = o.bus
-    .then(async (plain) => {
-      const bus = new SignedBus(plain, opsKey, (reason) =>
-        o.logger.warn({ reason }, "refused an operator message not signed by this deployment"),
-      );
-      stopOps = await bus.serve(opsSubject, answer);
-      // Questions one replica answers for all (namespace inspection for the control plane).
-      stopInspect = await bus.serve(`${o.busPrefix}.dataplane.inspect`, answer, { queue: "inspect" });
-      await replicas.attach(bus, await bus.bucket(`${o.busPrefix}_replicas`));
-      connectedBus = bus;
-      const bucket = await bus.bucket(bucketNames(o.busPrefix).config);
-      if (stopped) return;
-      stopWatch = await bucket.watch((entry) => {
-        if (entry.value === null) store.remove(entry.key);
-        else void store.apply(entry.key, entry.value);
-      });
-      o.logger.info("watching config snapshots");
-    })
-    .catch((err) => o.logger.error({ err }, "config watch failed"));
 
   return {
     app: dataPlane.app,
@@ -313,12 +235,9 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
     stdio,
     sessions,
     store,
-    watching,
+    watching: bus.watching,
     async stop() {
-      stopped = true;
-      await stopWatch?.();
-      await stopOps?.();
-      await stopInspect?.();
+      await bus.stop();
       await replicas.stop();
       await usage.stop();
       await sessions.shutdown();
@@ -328,6 +247,127 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
       await store.flush();
       await pools.close();
       await sessionPools.close();
+    },
+  };
+}
+
+/**
+ * Connection pools to upstreams, trimmed to the origins the current snapshot names. The byte
+ * relay's are capped per origin; message-level sessions each hold a long-lived stream upstream,
+ * so theirs are not.
+ */
+function upstreamPools(o: DataPlaneRuntimeOptions, store: SnapshotStore) {
+  const pools = new UpstreamPools(128, o.allowPrivateUpstreams ?? false);
+  const sessionPools = new UpstreamPools(null, o.allowPrivateUpstreams ?? false);
+  store.onChange((state) => {
+    const origins = new Set<string>();
+    for (const { server } of state.servers.values())
+      for (const e of server.endpoints) origins.add(new URL(e.url).origin);
+    pools.retain(origins);
+    sessionPools.retain(origins);
+  });
+  return { pools, sessionPools };
+}
+
+/** The rate limiters, forgetting rules the current snapshot no longer has. */
+function rateLimitsFor(
+  o: DataPlaneRuntimeOptions,
+  store: SnapshotStore,
+  redis: ReturnType<typeof connectRateLimitRedis> | undefined,
+) {
+  const rateLimits = new RateLimits({
+    redis,
+    prefix: o.redisPrefix ?? "mcpgw",
+    replicas: Math.max(1, o.rateLimitReplicas ?? 1),
+    logger: o.logger,
+    metrics: o.metrics,
+  });
+  store.onChange((state) => {
+    const ids = new Set<string>();
+    for (const org of state.orgs.values()) for (const r of org.rate_limits) ids.add(r.id);
+    rateLimits.retain(ids);
+  });
+  return rateLimits;
+}
+
+/** The stdio process manager with its limits, isolation and sealed secrets. */
+function stdioManager(o: DataPlaneRuntimeOptions, keyring: Keyring | undefined) {
+  const maxProcesses = o.stdio?.maxProcesses ?? 32;
+  return new StdioProcessManager({
+    allowedCommands: new Set(o.stdio?.allowedCommands ?? []),
+    maxProcesses,
+    maxPerOrg: o.stdio?.maxPerOrg ?? Math.max(1, Math.ceil(maxProcesses / 2)),
+    maxPerPrincipal: o.stdio?.maxPerPrincipal ?? Math.max(1, Math.ceil(maxProcesses / 4)),
+    poolSize: o.stdio?.poolSize ?? 1,
+    idleTimeoutMs: o.stdio?.idleTimeoutMs ?? 5 * 60_000,
+    unusedTimeoutMs: o.stdio?.unusedTimeoutMs,
+    isolation: stdioIsolation({
+      user: o.stdio?.user ?? "mcpgw-stdio",
+      acceptShared: o.stdio?.allowSharedIdentity ?? false,
+      sandbox: o.stdio?.sandbox ?? "none",
+      logger: o.logger,
+    }),
+    tenantLabels: o.metricsTenantLabels,
+    openSecrets: keyring
+      ? (server) =>
+          JSON.parse(keyring.open(server.stdio?.secrets_sealed ?? "", stdioSecretsContext(server.id)))
+      : undefined,
+    logger: o.logger,
+    metrics: o.metrics,
+  });
+}
+
+/**
+ * This replica on the bus, in the background: it answers operator requests (signed: HMAC with
+ * a key derived from the master key, so a NATS client without it can neither ask this replica
+ * anything nor answer for another one), announces itself to the other replicas, and watches the
+ * config bucket. Until the bus is up, operator requests are answered by this replica alone.
+ */
+function joinBus(
+  o: DataPlaneRuntimeOptions,
+  store: SnapshotStore,
+  replicas: ReplicaDirectory,
+  answer: (request: unknown) => Promise<unknown>,
+) {
+  const opsSubject = `${o.busPrefix}.dataplane.ops`;
+  let connectedBus: Bus | undefined;
+  const stops: Array<() => Promise<void>> = [];
+  let stopped = false;
+  if (!o.masterKey)
+    o.logger.warn(
+      "no MCPGW_MASTER_KEY: operator requests from other replicas and the control plane are refused",
+    );
+  const opsKey = o.masterKey ? operatorBusKey(o.masterKey) : randomBytes(32);
+  const watching = o.bus
+    .then(async (plain) => {
+      const bus = new SignedBus(plain, opsKey, (reason) =>
+        o.logger.warn({ reason }, "refused an operator message not signed by this deployment"),
+      );
+      stops.push(await bus.serve(opsSubject, answer));
+      // Questions one replica answers for all (namespace inspection for the control plane).
+      stops.push(await bus.serve(`${o.busPrefix}.dataplane.inspect`, answer, { queue: "inspect" }));
+      await replicas.attach(bus, await bus.bucket(`${o.busPrefix}_replicas`));
+      connectedBus = bus;
+      const bucket = await bus.bucket(bucketNames(o.busPrefix).config);
+      if (stopped) return;
+      const stopWatch = await bucket.watch((entry) => {
+        if (entry.value === null) store.remove(entry.key);
+        else void store.apply(entry.key, entry.value);
+      });
+      stops.unshift(stopWatch);
+      o.logger.info("watching config snapshots");
+    })
+    .catch((err) => o.logger.error({ err }, "config watch failed"));
+  return {
+    watching,
+    /** Every live replica answers; waiting longer only helps replicas not yet announced. */
+    gather: async (request: unknown): Promise<unknown[]> =>
+      connectedBus
+        ? connectedBus.gather(opsSubject, request, 500, replicas.liveCount())
+        : [await answer(request)],
+    async stop() {
+      stopped = true;
+      for (const stop of stops) await stop();
     },
   };
 }

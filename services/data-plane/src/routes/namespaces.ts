@@ -2,15 +2,14 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { type Member, NamespaceUpstream } from "../aggregate/namespace-upstream.ts";
 import type { DataPlaneContext } from "../pipeline/context.ts";
-import { asGatewayError, GatewayError, refuseUpgrade, sendGatewayError } from "../pipeline/errors.ts";
-import { requestIdOf } from "../pipeline/observe.ts";
+import { GatewayError, sendGatewayError } from "../pipeline/errors.ts";
 import type { Resolver } from "../pipeline/resolve.ts";
 import { connectUpstream, stdioOwner } from "../upstream/connect.ts";
-import { rpcIntrospection, sendJsonBody, sseMessage } from "./shared-endpoints.ts";
+import { rpcIntrospection, sendJsonBody, sseMessage, upgradeWebSocket } from "./shared-endpoints.ts";
 
 /** The namespace routes: `/ns/{slug}/…` and the caller's default namespace (`/mcp`, `/sse`, …). */
 export function namespaceRoutes(cx: DataPlaneContext, r: Resolver) {
-  const { deps, wss } = cx;
+  const { deps } = cx;
   const { resolveNamespace, refuse } = r;
 
   /** A namespace endpoint: Streamable HTTP, legacy SSE and its message endpoint, JSON-RPC. */
@@ -55,29 +54,14 @@ export function namespaceRoutes(cx: DataPlaneContext, r: Resolver) {
   }
 
   /** WebSocket upgrades of namespace endpoints. */
-  async function handleNamespaceUpgrade(
+  const handleNamespaceUpgrade = (
     req: IncomingMessage,
     socket: Duplex,
     head: Buffer,
     slug: string | undefined,
-    settled: (status: number) => void = () => {},
-  ) {
-    try {
-      const r = await resolveNamespace(req, slug);
-      if (!r.ok) {
-        settled(r.error.status);
-        return refuseUpgrade(socket, requestIdOf(req), r.error);
-      }
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        settled(101);
-        void deps.sessions.handleWebSocket(ws, r.ctx);
-      });
-    } catch (err) {
-      deps.logger.error({ err }, "websocket upgrade failed");
-      settled(500);
-      refuseUpgrade(socket, requestIdOf(req), asGatewayError(err));
-    }
-  }
+    settled?: (status: number) => void,
+  ) =>
+    upgradeWebSocket(cx, () => resolveNamespace(req, slug), req, socket, head, settled, { namespace: slug });
 
   /**
    * The conflicts report of one namespace for the control plane (asked over the bus): the same

@@ -11,7 +11,6 @@ import {
   isRequest,
   isResponse,
   JsonRpcErrorCode,
-  type JsonRpcId,
   LATEST_SESSION_PROTOCOL_VERSION,
   type RelayedMessage,
 } from "@mcpgw/protocol";
