@@ -1,4 +1,7 @@
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer, type Server, type Socket } from "node:net";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type Api,
@@ -24,6 +27,7 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
   let api: Api;
   let upstream: TestUpstream;
   let blackhole: Server;
+  let website: HttpServer;
   const sockets = new Set<Socket>();
   const ids: Record<string, string> = {};
 
@@ -68,6 +72,15 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
     await new Promise((r) => blackhole.once("listening", r));
     const hangPort = (blackhole.address() as { port: number }).port;
     const closedPort = await freePort();
+    // A web server at the wrong URL: HTML pages, a 404 for /missing and a 200 elsewhere.
+    website = createHttpServer((req, res) => {
+      req.resume();
+      const missing = req.url?.startsWith("/missing") ?? false;
+      res.writeHead(missing ? 404 : 200, { "content-type": "text/html; charset=utf-8" });
+      res.end(`<!DOCTYPE html><html><body><h1>${missing ? "Not Found" : "Welcome"}</h1></body></html>`);
+    }).listen(0, "127.0.0.1");
+    await new Promise((r) => website.once("listening", r));
+    const webPort = (website.address() as { port: number }).port;
     [stack, upstream] = await Promise.all([
       startStack({
         replicas: 1,
@@ -84,6 +97,8 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
       ["ok", upstream.url, 30_000],
       ["refused", `http://127.0.0.1:${closedPort}/mcp`, 30_000],
       ["hangs", `http://127.0.0.1:${hangPort}/mcp`, 500],
+      ["html404", `http://127.0.0.1:${webPort}/missing/mcp`, 30_000],
+      ["website", `http://127.0.0.1:${webPort}/`, 30_000],
     ] as const) {
       const created = await api.call<{ id: string }>("POST", "/api/v1/servers", {
         namespace_id: ns.body.id,
@@ -106,6 +121,7 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
         for (const socket of sockets) socket.destroy();
         blackhole?.close(r);
       }),
+      new Promise((r) => (website ? website.close(r) : r(undefined))),
     ]);
   });
 
@@ -257,6 +273,32 @@ describe("data plane: bad input gets the right status and a JSON-RPC error, and 
     const res = await post(mcpUrl("hangs"), initialize);
     expect(res.status).toBe(504);
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it("answers an upstream that is not an MCP server (an HTML page) with a JSON-RPC error naming the server", async () => {
+    for (const [name, upstreamStatus] of [
+      ["html404", 404],
+      ["website", 200],
+    ] as const) {
+      const res = await post(mcpUrl(name), initialize);
+      expect(res.status).toBe(502);
+      expect(res.body?.error.code).toBe(-32050);
+      expect(res.body?.error.message).toContain(`server '${name}'`);
+      expect(res.body?.error.message).toContain(`HTTP ${upstreamStatus} (text/html)`);
+      expect(JSON.stringify(res.body)).not.toContain("<");
+    }
+    // The official SDK client sees the gateway's message, not the page.
+    const client = new Client({ name: "bad-input-sdk", version: "1" });
+    const transport = new StreamableHTTPClientTransport(new URL(mcpUrl("html404")), {
+      requestInit: { headers: { authorization: `Bearer ${api.token}` } },
+    });
+    const failure = await client.connect(transport).then(
+      () => undefined,
+      (err: Error) => err,
+    );
+    await client.close().catch(() => {});
+    expect(failure?.message).toContain("did not answer MCP");
+    expect(failure?.message).not.toContain("<!DOCTYPE");
   });
 
   it("is still up and serving after all of the above", async () => {

@@ -501,9 +501,10 @@ describe("configuration reaches open sessions on every transport", () => {
       expect(generated.headers.get("x-request-id"), `${method} ${path}`).toMatch(/^[0-9a-f-]{36}$/);
       await generated.body?.cancel();
     }
-    // WebSocket: the handshake and the refusal of one carry it too.
+    // WebSocket: the handshake and the refusal of one carry it too (a bad credential: without
+    // one the socket opens and waits for it in the first message).
     const ids = await Promise.all(
-      [auth, {}].map(
+      [auth, { authorization: "Bearer not-a-token" }].map(
         (headers) =>
           new Promise<[number, string | undefined]>((resolve, reject) => {
             const ws = new NodeWebSocket(`${dp(0).replace(/^http/, "ws")}/servers/${stdioId}/ws`, "mcp", {

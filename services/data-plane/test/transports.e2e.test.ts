@@ -315,11 +315,14 @@ describe("every client transport × every upstream transport, against server-eve
     await expect.poll(() => replies.map((r) => r.error?.code)).toEqual([-32700, -32600]);
     expect(ws.readyState).toBe(ws.OPEN);
     ws.close();
+    // Without a credential the socket opens for one in its first message; anything else ends it.
     const noAuth = new NodeWebSocket(`${base.replace(/^http/, "ws")}/ws`, "mcp");
-    const status = await new Promise<number>((resolve) =>
-      noAuth.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0)),
-    );
-    expect(status).toBe(401);
+    noAuth.once("open", () => noAuth.send(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" })));
+    const code = await new Promise<number>((resolve) => {
+      noAuth.once("close", (closeCode) => resolve(closeCode));
+      noAuth.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0));
+    });
+    expect(code).toBe(4401);
     expect((await fetch(`${stack.dataPlanes[0]!.url}/health`)).status).toBe(200);
   });
 });

@@ -14,6 +14,7 @@ import type { ConnectDeps } from "../upstream/connect.ts";
 import type { UpstreamPools } from "../upstream/pools.ts";
 import type { GuardEnv } from "./guards.ts";
 import { Observer, requestIdOf } from "./observe.ts";
+import { FirstMessageWindow } from "./websocket-credentials.ts";
 
 export interface DataPlaneDeps {
   /** `/metrics` needs `Authorization: Bearer <it>` when set. */
@@ -62,6 +63,8 @@ export interface DataPlaneContext {
   guardEnv: GuardEnv;
   /** MCP over WebSocket: the `mcp` subprotocol when the client offers it. */
   wss: WebSocketServer;
+  /** Upgraded sockets still to send their credential (pipeline/websocket-credentials.ts). */
+  firstMessages: FirstMessageWindow;
   /** Streamable-HTTP upstreams that refused a stateless request: translated from then on (for a while). */
   sessionBasedUpstreams: LRUCache<string, true>;
 }
@@ -134,6 +137,7 @@ export function createContext(deps: DataPlaneDeps): DataPlaneContext {
     policyDenials,
     guardEnv,
     wss,
+    firstMessages: new FirstMessageWindow(),
     sessionBasedUpstreams: new LRUCache<string, true>({ max: 10_000, ttl: 10 * 60_000 }),
   };
 }

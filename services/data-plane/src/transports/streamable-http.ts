@@ -329,6 +329,7 @@ async function mapUpstreamRefusal(
   res: ServerResponse,
   hooks: ProxyHooks,
   ticket: Ticket | undefined,
+  serverName: string,
 ): Promise<ProxyOutcome | undefined> {
   const status = upstream.statusCode;
   const fresh =
@@ -350,6 +351,7 @@ async function mapUpstreamRefusal(
       await translate.with(request.parsed, res);
       return { status: res.statusCode, method, translated: true };
     }
+    if (notMcp(upstream, request)) return refuseNotMcp(upstream, request, res, serverName);
     res.writeHead(status, { "content-type": upstream.headers["content-type"] ?? "application/json" });
     res.end(refusalBody);
     return { status, method };
@@ -361,7 +363,59 @@ async function mapUpstreamRefusal(
     sendGatewayError(res, error, request.rpcId);
     return { status: 502, method, error: `upstream ${status}` };
   }
+  if (notMcp(upstream, request)) {
+    await upstream.body.dump().catch(() => {});
+    return refuseNotMcp(upstream, request, res, serverName);
+  }
   return undefined;
+}
+
+const MCP_CONTENT_TYPES = /^\s*(application\/json|text\/event-stream)\b/i;
+
+/**
+ * An answer no MCP server gives: an error page or plain text where JSON or an event stream
+ * belongs (a wrong URL, a website, a proxy's error page). Answers MCP allows without a body
+ * stay as they are: any answer to a DELETE, 202/204, an empty success, 405 to a GET (no
+ * listen stream).
+ */
+function notMcp(upstream: UpstreamResponse, request: StreamableRequest): boolean {
+  const status = upstream.statusCode;
+  // A DELETE's answer is its status; 202/204 and empty successes carry nothing to read.
+  if (request.method === "DELETE" || status === 202 || status === 204) return false;
+  if (status === 405 && request.method === "GET") return false;
+  const type = upstream.headers["content-type"];
+  if (typeof type === "string" && MCP_CONTENT_TYPES.test(type)) return false;
+  if (status < 400) return typeof type === "string" && upstream.headers["content-length"] !== "0";
+  return true;
+}
+
+/**
+ * A JSON-RPC error naming the server and what its upstream answered, instead of the page. A 404
+ * to a request of a session stays a 404 (the session is gone: the client initializes again).
+ */
+function refuseNotMcp(
+  upstream: UpstreamResponse,
+  request: StreamableRequest,
+  res: ServerResponse,
+  serverName: string,
+): ProxyOutcome {
+  const status = upstream.statusCode;
+  const type = String(upstream.headers["content-type"] ?? "no content type")
+    .split(";")[0]!
+    .trim();
+  const data = { server: serverName, upstream_status: status, upstream_content_type: type };
+  const error =
+    status === 404 && request.clientSessionId !== undefined
+      ? new GatewayError("not_found", `session not found on server '${serverName}': initialize again`, {
+          data,
+        })
+      : new GatewayError(
+          "upstream_unavailable",
+          `server '${serverName}' did not answer MCP: its upstream answered HTTP ${status} (${type}); check the server's URL`,
+          { data },
+        );
+  sendGatewayError(res, error, request.rpcId);
+  return { status: error.status, method: request.rpcMethod, error: `upstream answered ${status} ${type}` };
 }
 
 /** The relay stage: the answer's headers (session id rewritten), then its body, streamed. */
@@ -464,7 +518,7 @@ export async function proxyStreamableHttp(
       if (res.destroyed) return { status: 499, method: request.rpcMethod, error: "client closed" };
       return refuse(res, forwarded.refusal);
     }
-    const mapped = await mapUpstreamRefusal(forwarded.upstream, request, res, hooks, ticket);
+    const mapped = await mapUpstreamRefusal(forwarded.upstream, request, res, hooks, ticket, server.name);
     if (mapped) return mapped;
     return await relay(forwarded.upstream, forwarded.endpoint, request, res, {
       binding: options.binding,
