@@ -56,7 +56,8 @@ export function dataPlanesOnBus(o: {
   logger: Logger;
   waitMs?: number;
 }): DataPlanes {
-  const waitMs = o.waitMs ?? 3_000;
+  // Long enough for a member to take the data plane's own per-member budget (5 s by default).
+  const waitMs = o.waitMs ?? 6_000;
   const subject = dataPlaneInspectSubject(o.busPrefix);
   return {
     async inspectNamespace(request) {

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -8,6 +9,7 @@ import {
   freePort,
   login,
   type ManagedProcess,
+  registerStdioServer,
   type Stack,
   startStack,
   startTestUpstream,
@@ -39,6 +41,52 @@ async function get(cpUrl: string, path: string, token?: string) {
     retryAfter: res.headers.get("retry-after"),
     body: (await res.json()) as Record<string, unknown>,
     ms: Date.now() - started,
+  };
+}
+
+/**
+ * A JSON-only MCP server that takes `initializeMs` to initialize, and never answers `tools/list`
+ * when `hangLists` is set: a slow member and one that stops answering after its handshake.
+ */
+async function startSluggishUpstream(o: { initializeMs: number; hangLists?: boolean }) {
+  const server = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c) => {
+      body += c;
+    });
+    req.on("end", () => {
+      if (req.method !== "POST") return res.writeHead(405).end();
+      const m = JSON.parse(body) as { id?: number | string; method: string };
+      if (m.id === undefined) return res.writeHead(202).end();
+      const answer = (result: unknown) => {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ jsonrpc: "2.0", id: m.id, result }));
+      };
+      if (m.method === "initialize")
+        return void setTimeout(
+          () =>
+            answer({
+              protocolVersion: "2025-06-18",
+              capabilities: { tools: {} },
+              serverInfo: { name: "sluggish", version: "1" },
+            }),
+          o.initializeMs,
+        );
+      if (m.method === "tools/list") {
+        if (o.hangLists) return; // never answers
+        return answer({ tools: [{ name: "slow_tool", inputSchema: { type: "object" } }] });
+      }
+      answer({});
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}/mcp`,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }
 
@@ -74,10 +122,17 @@ describe("GET /api/v1/namespaces/{id}/conflicts asks a data plane over NATS", ()
   let beta: TestUpstream;
   let flat: string;
   let team: string;
+  let mixed: string;
+  const sluggish: Array<{ close(): Promise<void> }> = [];
 
   beforeAll(async () => {
+    const [slow, hanging] = await Promise.all([
+      startSluggishUpstream({ initializeMs: 1_200 }),
+      startSluggishUpstream({ initializeMs: 0, hangLists: true }),
+    ]);
+    sluggish.push(slow, hanging);
     [stack, alpha, beta] = await Promise.all([
-      startStack({ replicas: 1 }),
+      startStack({ replicas: 1, env: { MCPGW_STDIO_ALLOWED_COMMANDS: process.execPath } }),
       startTestUpstream(),
       startTestUpstream(),
     ]);
@@ -93,6 +148,27 @@ describe("GET /api/v1/namespaces/{id}/conflicts asks a data plane over NATS", ()
     expect(down.status, JSON.stringify(down.body)).toBe(201);
     team = (await api.call<{ id: string }>("POST", "/api/v1/namespaces", { name: "Team", slug: "team" })).body
       .id;
+    // Members that answer slowly, stop answering after initialize, or cannot start at all.
+    mixed = (await api.call<{ id: string }>("POST", "/api/v1/namespaces", { name: "Mixed", slug: "mixed" }))
+      .body.id;
+    for (const [name, url] of [
+      ["alpha", alpha.url],
+      ["slow", slow.url],
+      ["hanging", hanging.url],
+    ] as const)
+      await api.call("POST", "/api/v1/servers", {
+        namespace_id: mixed,
+        name,
+        transport: "streamable_http",
+        url,
+      });
+    await registerStdioServer(api, {
+      namespace_id: mixed,
+      name: "crashes",
+      command: process.execPath,
+      args: ["-e", "process.exit(3)"],
+    });
+    await registerStdioServer(api, { namespace_id: mixed, name: "refused", command: "/bin/false" });
     for (const [name, upstream] of [
       ["alpha", alpha],
       ["beta", beta],
@@ -122,8 +198,31 @@ describe("GET /api/v1/namespaces/{id}/conflicts asks a data plane over NATS", ()
   afterAll(async () => {
     const dp = stack?.dataPlanes[0]?.proc.child;
     if (dp?.pid && dp.exitCode === null) process.kill(dp.pid, "SIGCONT");
-    await Promise.all([stack?.stop(), alpha?.close(), beta?.close()]);
+    await Promise.all([stack?.stop(), alpha?.close(), beta?.close(), ...sluggish.map((s) => s.close())]);
   });
+
+  it("reports every member that did not answer, and gives slow members the data plane's time", async () => {
+    const res = await get(stack.cpUrl, `/api/v1/namespaces/${mixed}/conflicts`, api.token);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const body = res.body as unknown as ConflictsReport;
+    const reported = Object.fromEntries(body.unavailable.map((u) => [u.server, u.reason]));
+    // The member that takes 1.2 s to initialize is available (the budget per member is the
+    // data plane's, not a third of the control plane's wait).
+    expect(Object.keys(reported).sort(), JSON.stringify(body.unavailable)).toEqual([
+      "crashes",
+      "hanging",
+      "refused",
+    ]);
+    expect(reported.hanging).toContain("tools/list");
+    expect(reported.refused).toMatch(/not allowed|allowlist|refuse/i);
+    expect(res.ms).toBeLessThan(6_500);
+    // The data plane's own view of the namespace says the same.
+    const own = await fetch(`${stack.dataPlanes[0]!.url}/ns/mixed/conflicts`, {
+      headers: { authorization: `Bearer ${api.token}` },
+    });
+    const ownBody = (await own.json()) as ConflictsReport;
+    expect(ownBody.unavailable.map((u) => u.server).sort()).toEqual(["crashes", "hanging", "refused"]);
+  }, 30_000);
 
   it("lists a tool name two servers share, with both servers, right after the change", async () => {
     // No pause after creating the servers: the data plane waits for the org's current snapshot.
@@ -172,7 +271,7 @@ describe("GET /api/v1/namespaces/{id}/conflicts asks a data plane over NATS", ()
     expect(malformed.status).toBe(400);
   });
 
-  it("answers 503 problem+json after about 3 s when no data plane answers, at once when none listens", async () => {
+  it("answers 503 problem+json after about 6 s when no data plane answers, at once when none listens", async () => {
     const dp = stack.dataPlanes[0]!.proc;
     // A frozen replica keeps its subscription: the control plane waits out its budget.
     process.kill(dp.child.pid!, "SIGSTOP");
@@ -182,8 +281,8 @@ describe("GET /api/v1/namespaces/{id}/conflicts asks a data plane over NATS", ()
       expect(frozen.type).toContain("application/problem+json");
       expect(frozen.body).toMatchObject({ status: 503, title: "Service Unavailable" });
       expect(frozen.retryAfter).not.toBeNull();
-      expect(frozen.ms).toBeGreaterThanOrEqual(2_500);
-      expect(frozen.ms).toBeLessThan(5_000);
+      expect(frozen.ms).toBeGreaterThanOrEqual(5_500);
+      expect(frozen.ms).toBeLessThan(8_000);
     } finally {
       process.kill(dp.child.pid!, "SIGCONT");
     }

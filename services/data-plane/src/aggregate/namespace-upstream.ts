@@ -14,6 +14,7 @@ import type { JSONRPCMessage, RequestId } from "@modelcontextprotocol/sdk/types.
 import type { GatewayError } from "../pipeline/errors.ts";
 import { denied, rateLimited } from "../pipeline/guards.ts";
 import type { Admission } from "../transports/streamable-http.ts";
+import { qualifyUri, templateMatcher, unqualifyUri } from "./resource-names.ts";
 
 /** The SDK transports carry string or number ids only. */
 type Msg = RelayedMessage & { id?: RequestId };
@@ -41,6 +42,8 @@ export interface AggregateOptions {
   connect: (server: ServerEntry) => Promise<Transport>;
   /** Per-member answer budget for fan-out calls (lists, initialize). */
   memberTimeoutMs: number;
+  /** When set (epoch ms), no member step waits past it (inspections answer within a budget). */
+  deadline?: number | undefined;
   logger: Logger;
 }
 
@@ -48,8 +51,18 @@ interface Child {
   member: Member;
   transport: Transport | undefined;
   failed: string | undefined;
+  /** What the member's `initialize` declared (undefined until it answered). */
+  capabilities: Record<string, unknown> | undefined;
+  /** Lists the member did not answer (timed out, unreachable), by method: it is reported. */
+  listFailures: Map<string, string>;
   pending: Map<string, (m: Msg) => void>;
   seq: number;
+}
+
+/** Where a resource URI (or template) of the namespace goes: its member and the member's own URI. */
+interface ResourceTarget {
+  child: Child;
+  uri: string;
 }
 
 /** Client request → member route, so responses, cancellations and progress find their way. */
@@ -77,7 +90,10 @@ export class NamespaceUpstream implements Transport {
   /** Server-to-client requests: aggregate id → member and its own id. */
   private readonly serverRequests = new Map<string, { child: Child; id: RequestId }>();
   private serverSeq = 0;
-  private readonly resourceOwners = new Map<string, Child>();
+  /** Resource URIs as the namespace shows them → their member and own URI (from the lists). */
+  private readonly resourceOwners = new Map<string, ResourceTarget>();
+  /** Resource templates, for URIs expanded from them (unprefixed namespaces). */
+  private templateOwners: Array<{ child: Child; template: string; matcher: RegExp }> = [];
   /** Names that more than one member offers, when names are not prefixed. */
   conflicts: Array<{ kind: string; name: string; servers: string[] }> = [];
   private closed = false;
@@ -87,6 +103,8 @@ export class NamespaceUpstream implements Transport {
       member,
       transport: undefined,
       failed: undefined,
+      capabilities: undefined,
+      listFailures: new Map(),
       pending: new Map(),
       seq: 0,
     }));
@@ -96,8 +114,21 @@ export class NamespaceUpstream implements Transport {
     return this.o.namespace.tool_naming === "prefix";
   }
 
+  /** The prefix of a member's names, URIs and templates, when the namespace prefixes them. */
+  private prefixOf(child: Child): string | undefined {
+    return this.prefixed ? `${child.member.server.name}${this.o.namespace.tool_separator}` : undefined;
+  }
+
   private qualify(child: Child, name: string): string {
-    return this.prefixed ? `${child.member.server.name}${this.o.namespace.tool_separator}${name}` : name;
+    return `${this.prefixOf(child) ?? ""}${name}`;
+  }
+
+  /** How long a member step may take: the member budget, or what is left before the deadline. */
+  private stepTimeout(): number {
+    const { memberTimeoutMs, deadline } = this.o;
+    return deadline === undefined
+      ? memberTimeoutMs
+      : Math.max(50, Math.min(memberTimeoutMs, deadline - Date.now()));
   }
 
   /** The member and its own name for a qualified name. */
@@ -122,7 +153,7 @@ export class NamespaceUpstream implements Transport {
         try {
           const transport = await withTimeout(
             this.o.connect(child.member.server),
-            this.o.memberTimeoutMs,
+            this.stepTimeout(),
             "connect",
           );
           child.transport = transport;
@@ -143,12 +174,7 @@ export class NamespaceUpstream implements Transport {
   }
 
   /** Sends a request to one member and waits for its answer (bounded). */
-  private ask(
-    child: Child,
-    method: string,
-    params: unknown,
-    timeoutMs = this.o.memberTimeoutMs,
-  ): Promise<Msg> {
+  private ask(child: Child, method: string, params: unknown, timeoutMs = this.stepTimeout()): Promise<Msg> {
     const transport = child.transport;
     if (!transport)
       return Promise.resolve({
@@ -200,9 +226,15 @@ export class NamespaceUpstream implements Transport {
       return;
     }
     if (isNotification(m)) return this.notify(m);
-    void this.request(m).catch((err) =>
-      this.reply(m.id!, { error: { code: JsonRpcErrorCode.InternalError, message: (err as Error).message } }),
-    );
+    void this.request(m).catch((err) => {
+      this.o.logger.error(
+        { err, namespace: this.o.namespace.slug, method: m.method },
+        "namespace request failed",
+      );
+      this.reply(m.id!, {
+        error: { code: JsonRpcErrorCode.InternalError, message: "internal gateway error" },
+      });
+    });
   }
 
   private async notify(m: Msg) {
@@ -239,6 +271,10 @@ export class NamespaceUpstream implements Transport {
             resourceTemplates: await this.list("resources", "resources/templates/list", "resourceTemplates"),
           },
         });
+      case "logging/setLevel":
+        return this.setLevel(id, m.params);
+      case "completion/complete":
+        return this.complete(id, m.params);
       case "tools/call":
       case "prompts/get": {
         const kind = m.method === "tools/call" ? "tools" : "prompts";
@@ -271,19 +307,11 @@ export class NamespaceUpstream implements Transport {
       case "resources/subscribe":
       case "resources/unsubscribe": {
         const uri = String(m.params?.uri ?? "");
-        const owner = this.resourceOwners.get(uri) ?? (await this.findResourceOwner(uri));
-        const lost = owner?.member.guards.standing?.();
-        if (lost) return this.reply(id, lost.toJsonRpc(id));
-        const decision = owner?.member.guards.authorizeTool?.(`resource:${uri}`);
-        if (decision && !decision.allowed) return this.reply(id, denied(decision).toJsonRpc(id));
-        if (!owner)
-          return this.reply(id, {
-            error: {
-              code: JsonRpcErrorCode.InvalidParams,
-              message: `no server of namespace '${this.o.namespace.slug}' has resource ${uri}`,
-            },
-          });
-        return this.forward(owner, id, m.method, m.params);
+        const target = await this.resourceTarget(uri);
+        const refused = target ? this.refuseResource(id, target) : this.unknownResource(id, uri);
+        if (refused) return;
+        const rewrite = m.method === "resources/read" ? this.contentsUris(target!.child) : undefined;
+        return this.forward(target!.child, id, m.method, { ...m.params, uri: target!.uri }, rewrite);
       }
       default:
         return this.reply(id, {
@@ -295,8 +323,17 @@ export class NamespaceUpstream implements Transport {
     }
   }
 
-  /** Relays a request to one member; its response (and progress) come back under the client's id. */
-  private async forward(child: Child, id: RequestId, method: string, params: unknown) {
+  /**
+   * Relays a request to one member; its response (and progress) come back under the client's
+   * id, its result reshaped by `rewrite` when given (URIs qualified for the namespace).
+   */
+  private async forward(
+    child: Child,
+    id: RequestId,
+    method: string,
+    params: unknown,
+    rewrite?: (result: Record<string, unknown>) => Record<string, unknown>,
+  ) {
     const transport = child.transport;
     if (!transport)
       return this.reply(id, {
@@ -309,7 +346,8 @@ export class NamespaceUpstream implements Transport {
     this.routes.set(id, { child, childId });
     child.pending.set(childId, (response) => {
       this.routes.delete(id);
-      this.onmessage?.({ ...response, id } as JSONRPCMessage);
+      const result = rewrite && response.result ? { result: rewrite(response.result) } : {};
+      this.onmessage?.({ ...response, ...result, id } as JSONRPCMessage);
     });
     await transport.send({ jsonrpc: "2.0", id: childId, method, params } as JSONRPCMessage).catch(() => {
       child.pending.delete(childId);
@@ -348,7 +386,12 @@ export class NamespaceUpstream implements Transport {
       // The session speaks the oldest revision any member chose.
       if (result.protocolVersion && result.protocolVersion < protocolVersion)
         protocolVersion = result.protocolVersion;
-      for (const cap of LIST_CAPS) if (result.capabilities?.[cap]) caps[cap] = { listChanged: true };
+      child.capabilities = result.capabilities ?? {};
+      for (const cap of LIST_CAPS)
+        if (result.capabilities?.[cap]) caps[cap] = { ...(caps[cap] as object), listChanged: true };
+      if ((result.capabilities?.resources as { subscribe?: boolean } | undefined)?.subscribe)
+        caps.resources = { listChanged: true, subscribe: true };
+      // Advertised when some member serves it: setLevel fans out, completions are routed.
       if (result.capabilities?.logging) caps.logging = {};
       if (result.capabilities?.completions) caps.completions = {};
     });
@@ -374,59 +417,63 @@ export class NamespaceUpstream implements Transport {
       clientInfo: { name: "mcpgw-inspect", version: "1.0.0" },
     });
     await this.notify({ jsonrpc: "2.0", method: "notifications/initialized" });
-    await this.list("tools", "tools/list", "tools");
-    await this.list("prompts", "prompts/list", "prompts");
+    await Promise.all([
+      this.list("tools", "tools/list", "tools"),
+      this.list("prompts", "prompts/list", "prompts"),
+      this.list("resources", "resources/list", "resources"),
+      this.list("resources", "resources/templates/list", "resourceTemplates"),
+    ]);
     return { conflicts: this.conflicts, unavailable: this.unavailable() };
   }
 
   /** Fans a list out to every member (all pages), merges under qualified names. */
   private async list(cap: (typeof LIST_CAPS)[number], method: string, field: string): Promise<unknown[]> {
     const perChild = await Promise.all(
-      this.children.map(async (child) => {
-        const items: Array<Record<string, unknown>> = [];
-        // A member the caller may no longer use (disabled, deleted, denied) lists nothing.
-        if (child.member.guards.standing?.()) return items;
-        let cursor: string | undefined;
-        for (let page = 0; page < 50; page++) {
-          const answer = await this.ask(child, method, cursor ? { cursor } : {});
-          const result = answer.result as Record<string, unknown> | undefined;
-          if (!result) break;
-          items.push(...((result[field] as Array<Record<string, unknown>>) ?? []));
-          cursor = typeof result.nextCursor === "string" ? result.nextCursor : undefined;
-          if (!cursor) break;
-        }
-        return items;
-      }),
+      // A member that declared what it serves is asked only for those lists.
+      this.children.map((child) =>
+        child.capabilities && !child.capabilities[cap] ? [] : this.listOf(child, method, field),
+      ),
     );
     const merged: unknown[] = [];
     const seen = new Map<string, string[]>();
+    /** Whether `key` is this member's to show (unprefixed namespaces: the first member's). */
+    const claim = (child: Child, key: string) => {
+      if (this.prefixed) return true;
+      const owners = seen.get(key) ?? [];
+      owners.push(child.member.server.name);
+      seen.set(key, owners);
+      return owners.length === 1;
+    };
+    const templates: NamespaceUpstream["templateOwners"] = [];
     perChild.forEach((items, i) => {
       const child = this.children[i]!;
+      const keep = child.member.guards.keepTool;
       for (const item of items) {
-        const keep = child.member.guards.keepTool;
         if (cap === "resources") {
-          const uri = String(item.uri ?? item.uriTemplate ?? "");
-          if (keep && !keep(`resource:${uri}`)) continue;
-          if (item.uri) this.resourceOwners.set(uri, child);
-          merged.push(item);
+          const isTemplate = field === "resourceTemplates";
+          const own = String((isTemplate ? item.uriTemplate : item.uri) ?? "");
+          // Policy names a member's resources by their own URIs.
+          if (keep && !keep(`resource:${own}`)) continue;
+          if (!claim(child, `${field}:${own}`)) continue;
+          const shown = qualifyUri(this.prefixOf(child), own);
+          if (isTemplate) templates.push({ child, template: shown, matcher: templateMatcher(shown) });
+          else this.resourceOwners.set(shown, { child, uri: own });
+          const name = typeof item.name === "string" ? { name: this.qualify(child, item.name) } : {};
+          merged.push({ ...item, ...name, [isTemplate ? "uriTemplate" : "uri"]: shown });
           continue;
         }
         const name = String(item.name ?? "");
         if (keep && !keep(cap === "tools" ? name : `prompt:${name}`)) continue;
-        if (!this.prefixed) {
-          const key = `${cap}:${name}`;
-          const owners = seen.get(key) ?? [];
-          owners.push(child.member.server.name);
-          seen.set(key, owners);
-          if (owners.length > 1) continue;
-          this.unprefixedOwners.set(key, child);
-        }
+        if (!claim(child, `${cap}:${name}`)) continue;
+        if (!this.prefixed) this.unprefixedOwners.set(`${cap}:${name}`, child);
         merged.push({ ...item, name: this.qualify(child, name) });
       }
     });
+    if (field === "resourceTemplates") this.templateOwners = templates;
     if (!this.prefixed) {
+      const kind = cap === "resources" ? field : cap;
       this.conflicts = [
-        ...this.conflicts.filter((c) => c.kind !== cap),
+        ...this.conflicts.filter((c) => c.kind !== kind),
         ...[...seen]
           .filter(([, s]) => s.length > 1)
           .map(([key, servers]) => ({
@@ -439,9 +486,155 @@ export class NamespaceUpstream implements Transport {
     return merged;
   }
 
-  private async findResourceOwner(uri: string): Promise<Child | undefined> {
-    await this.list("resources", "resources/list", "resources");
-    return this.resourceOwners.get(uri);
+  /**
+   * One member's list (all pages). A member that does not answer (timed out, unreachable) is
+   * remembered as such for the reports; one that does not offer the list just lists nothing.
+   */
+  private async listOf(child: Child, method: string, field: string): Promise<Array<Record<string, unknown>>> {
+    const items: Array<Record<string, unknown>> = [];
+    // A member the caller may no longer use (disabled, deleted, denied) lists nothing.
+    if (child.member.guards.standing?.()) return items;
+    let cursor: string | undefined;
+    for (let page = 0; page < 50; page++) {
+      const answer = await this.ask(child, method, cursor ? { cursor } : {});
+      const error = answer.error as { code?: number; message?: string } | undefined;
+      if (
+        error?.code === JsonRpcErrorCode.UpstreamTimeout ||
+        error?.code === JsonRpcErrorCode.UpstreamUnavailable
+      )
+        child.listFailures.set(method, `${method}: ${error.message ?? "no answer"}`);
+      const result = answer.result as Record<string, unknown> | undefined;
+      if (!result) break;
+      child.listFailures.delete(method);
+      items.push(...((result[field] as Array<Record<string, unknown>>) ?? []));
+      cursor = typeof result.nextCursor === "string" ? result.nextCursor : undefined;
+      if (!cursor) break;
+    }
+    return items;
+  }
+
+  /**
+   * The member of a resource URI or template: by its prefix when names are prefixed; otherwise a
+   * URI from the lists, then a template or a URI expanded from one (the lists are read again
+   * once when neither knows it yet).
+   */
+  private async resourceTarget(uri: string): Promise<ResourceTarget | undefined> {
+    if (this.prefixed) {
+      for (const child of this.children) {
+        const own = unqualifyUri(this.prefixOf(child)!, uri);
+        if (own !== undefined) return { child, uri: own };
+      }
+      return undefined;
+    }
+    // A listed URI, a template itself (completions name templates), or a URI expanded from one.
+    const known = () => {
+      const listed = this.resourceOwners.get(uri);
+      if (listed) return listed;
+      const template =
+        this.templateOwners.find((t) => t.template === uri) ??
+        this.templateOwners.find((t) => t.matcher.test(uri));
+      return template ? { child: template.child, uri } : undefined;
+    };
+    if (known()) return known();
+    await Promise.all([
+      this.list("resources", "resources/list", "resources"),
+      this.list("resources", "resources/templates/list", "resourceTemplates"),
+    ]);
+    return known();
+  }
+
+  /** Answers (and returns true) when the caller may not use this resource of its member. */
+  private refuseResource(id: RequestId, target: ResourceTarget): boolean {
+    const guards = target.child.member.guards;
+    const lost = guards.standing?.();
+    if (lost) {
+      this.reply(id, lost.toJsonRpc(id));
+      return true;
+    }
+    const decision = guards.authorizeTool?.(`resource:${target.uri}`);
+    if (decision && !decision.allowed) {
+      this.reply(id, denied(decision).toJsonRpc(id));
+      return true;
+    }
+    return false;
+  }
+
+  private unknownResource(id: RequestId, uri: string): true {
+    this.reply(id, {
+      error: {
+        code: JsonRpcErrorCode.InvalidParams,
+        message: `no server of namespace '${this.o.namespace.slug}' has resource ${uri}`,
+      },
+    });
+    return true;
+  }
+
+  /** For prefixed namespaces: a read's contents under the URIs the namespace shows. */
+  private contentsUris(child: Child) {
+    const prefix = this.prefixOf(child);
+    if (!prefix) return undefined;
+    return (result: Record<string, unknown>) => ({
+      ...result,
+      contents: Array.isArray(result.contents)
+        ? result.contents.map((c: Record<string, unknown>) =>
+            typeof c.uri === "string" ? { ...c, uri: qualifyUri(prefix, c.uri) } : c,
+          )
+        : result.contents,
+    });
+  }
+
+  /** `logging/setLevel`: every member that logs hears it; the namespace answers once they did. */
+  private async setLevel(id: RequestId, params: Record<string, unknown> | undefined) {
+    const logging = this.children.filter((c) => c.transport && c.capabilities?.logging);
+    if (logging.length === 0)
+      return this.reply(id, {
+        error: { code: JsonRpcErrorCode.MethodNotFound, message: "no server of this namespace logs" },
+      });
+    await Promise.all(logging.map((c) => this.ask(c, "logging/setLevel", params)));
+    return this.reply(id, { result: {} });
+  }
+
+  /**
+   * `completion/complete`: routed to the member of the prompt (by its name in the namespace) or
+   * of the resource or template (by its URI), under the member's own name for it.
+   */
+  private async complete(id: RequestId, params: Record<string, unknown> | undefined) {
+    const ref = (params?.ref ?? {}) as { type?: string; name?: unknown; uri?: unknown };
+    if (ref.type === "ref/prompt") {
+      const target = this.resolve(String(ref.name ?? ""), "prompts");
+      if (!target)
+        return this.reply(id, {
+          error: {
+            code: JsonRpcErrorCode.InvalidParams,
+            message: `unknown prompt '${String(ref.name)}' in namespace '${this.o.namespace.slug}'`,
+          },
+        });
+      const guards = target.child.member.guards;
+      const lost = guards.standing?.();
+      if (lost) return this.reply(id, lost.toJsonRpc(id));
+      const decision = guards.authorizeTool?.(`prompt:${target.name}`);
+      if (decision && !decision.allowed) return this.reply(id, denied(decision).toJsonRpc(id));
+      return this.forward(target.child, id, "completion/complete", {
+        ...params,
+        ref: { ...ref, name: target.name },
+      });
+    }
+    if (ref.type === "ref/resource") {
+      const uri = String(ref.uri ?? "");
+      const target = await this.resourceTarget(uri);
+      if (!target) {
+        this.unknownResource(id, uri);
+        return;
+      }
+      if (this.refuseResource(id, target)) return;
+      return this.forward(target.child, id, "completion/complete", {
+        ...params,
+        ref: { ...ref, uri: target.uri },
+      });
+    }
+    return this.reply(id, {
+      error: { code: JsonRpcErrorCode.InvalidParams, message: "ref must be a ref/prompt or a ref/resource" },
+    });
   }
 
   private fromChild(child: Child, m: Msg) {
@@ -464,15 +657,24 @@ export class NamespaceUpstream implements Transport {
       this.onmessage?.(m as JSONRPCMessage);
       return;
     }
+    const prefix = this.prefixOf(child);
+    if (m.method === "notifications/resources/updated" && prefix && typeof m.params?.uri === "string") {
+      this.onmessage?.({
+        ...m,
+        params: { ...m.params, uri: qualifyUri(prefix, m.params.uri) },
+      } as JSONRPCMessage);
+      return;
+    }
     // progress (tokens are the client's own), logging, resource updates.
     this.onmessage?.(m as JSONRPCMessage);
   }
 
-  /** Members that could not be reached, for diagnostics. */
+  /** Members that could not be reached or did not answer a list, for diagnostics. */
   unavailable(): Array<{ server: string; reason: string }> {
     return this.children
-      .filter((c) => c.failed)
-      .map((c) => ({ server: c.member.server.name, reason: c.failed! }));
+      .map((c) => ({ c, reason: c.failed ?? [...c.listFailures.values()].join("; ") }))
+      .filter(({ reason }) => reason)
+      .map(({ c, reason }) => ({ server: c.member.server.name, reason }));
   }
 
   async close(): Promise<void> {

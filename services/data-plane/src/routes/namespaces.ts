@@ -73,7 +73,7 @@ export function namespaceRoutes(cx: DataPlaneContext, r: Resolver) {
   async function inspectNamespace(
     orgId: string,
     namespaceId: string,
-    options: { memberTimeoutMs?: number | undefined } = {},
+    options: { deadline?: number | undefined } = {},
   ): Promise<NamespaceInspection> {
     const org = deps.store.current.orgs.get(orgId);
     const namespace = org?.namespaces.find((n) => n.id === namespaceId);
@@ -92,7 +92,8 @@ export function namespaceRoutes(cx: DataPlaneContext, r: Resolver) {
         connectUpstream(server, `${sessionId}.${server.id}`, deps.connect, {
           ...stdioOwner({ org }, { id: "inspect" }),
         }),
-      memberTimeoutMs: Math.min(deps.aggregateMemberTimeoutMs, options.memberTimeoutMs ?? Infinity),
+      memberTimeoutMs: deps.aggregateMemberTimeoutMs,
+      deadline: options.deadline,
       logger: deps.logger,
     });
     try {

@@ -71,7 +71,7 @@ export function answerOperatorRequest(
     inspectNamespace: (
       orgId: string,
       namespaceId: string,
-      options: { memberTimeoutMs?: number | undefined },
+      options: { deadline?: number | undefined },
     ) => Promise<NamespaceInspection>;
   },
 ) {
@@ -119,18 +119,18 @@ export function answerOperatorRequest(
       }
       case "namespace_conflicts": {
         const started = Date.now();
-        const budget = Math.min(Math.max(Number(req.budget_ms) || 2_500, 500), 30_000);
+        const budget = Math.min(Math.max(Number(req.budget_ms) || 5_500, 500), 30_000);
         // Right after a change the snapshot may still be on its way: a replica that first answers
         // "unknown namespace" from an old snapshot would win the asker's race for the first answer.
         await snapshotReached(deps.store, req.org_id, Number(req.min_version) || 0, budget / 4);
-        // A member that does not answer fails at one step and is skipped after it; the worst
-        // case, one that initializes and then hangs on both lists, costs three steps: a third of
-        // what is left keeps the answer within the budget.
-        const memberTimeoutMs = Math.max(200, Math.floor((budget - (Date.now() - started)) / 3));
+        // Members get the time the data plane gives them at each step, as long as the budget
+        // lasts: a slow member still answers, one that hangs is reported, and the answer comes
+        // within the budget.
+        const deadline = started + budget;
         try {
           return {
             replica: deps.replicaId,
-            ...(await deps.inspectNamespace(req.org_id, req.namespace_id, { memberTimeoutMs })),
+            ...(await deps.inspectNamespace(req.org_id, req.namespace_id, { deadline })),
           };
         } catch (err) {
           deps.logger.error({ err, namespace: req.namespace_id }, "namespace inspection failed");
