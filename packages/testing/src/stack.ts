@@ -70,12 +70,39 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...options.env,
   };
   const tmp = await mkdtemp(join(tmpdir(), "mcpgw-stack-"));
+  const started: ManagedProcess[] = [];
+  /** Everything this stack holds: its processes, database, temp dir, bus and queue names. */
+  const release = async () => {
+    await Promise.all(started.map((p) => p.stop()));
+    await db.drop();
+    await rm(tmp, { recursive: true, force: true });
+    await deleteNatsBuckets(env.NATS_URL!, env.MCPGW_BUS_PREFIX!);
+    await deleteRedisKeys(env.REDIS_URL!, env.MCPGW_QUEUE_PREFIX!);
+  };
+  try {
+    return await startServices(options, env, tmp, started, admin, release);
+  } catch (err) {
+    // A stack that fails to start leaves no process running and no database behind.
+    await release().catch(() => {});
+    throw err;
+  }
+}
+
+async function startServices(
+  options: StackOptions,
+  env: Record<string, string>,
+  tmp: string,
+  started: ManagedProcess[],
+  admin: Stack["admin"],
+  release: () => Promise<void>,
+): Promise<Stack> {
   const cpPort = await freePort();
   const cp = startTsService("services/control-plane/src/main.ts", {
     ...env,
     CP_PORT: String(cpPort),
     CP_HOST: "127.0.0.1",
   });
+  started.push(cp);
   const cpUrl = `http://127.0.0.1:${cpPort}`;
   await waitForReady(`${cpUrl}/ready`, cp);
 
@@ -101,10 +128,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         handle.proc = startTsService("services/data-plane/src/main.ts", { ...dpEnv, ...extraEnv });
       },
     };
+    started.push(handle.proc);
     dataPlanes.push(handle);
   }
   await Promise.all(dataPlanes.map((d) => waitForReady(`${d.url}/ready`, d.proc)));
   const worker = options.worker ? startTsService("services/worker/src/main.ts", env) : undefined;
+  if (worker) started.push(worker);
 
   return {
     cpUrl,
@@ -114,11 +143,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     env,
     api: () => login(cpUrl, admin.email, admin.password),
     async stop() {
-      await Promise.all([...dataPlanes.map((d) => d.proc.stop()), worker?.stop(), cp.stop()]);
-      await db.drop();
-      await rm(tmp, { recursive: true, force: true });
-      await deleteNatsBuckets(env.NATS_URL!, env.MCPGW_BUS_PREFIX!);
-      await deleteRedisKeys(env.REDIS_URL!, env.MCPGW_QUEUE_PREFIX!);
+      // Replicas restarted by the test run as new processes: stop those, not the first ones.
+      started.splice(0, started.length, ...dataPlanes.map((d) => d.proc), cp, ...(worker ? [worker] : []));
+      await release();
     },
   };
 }

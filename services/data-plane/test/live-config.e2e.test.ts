@@ -65,7 +65,8 @@ describe("configuration reaches open sessions on every transport", () => {
     args: object,
   ): Promise<Probe> {
     const client = new Client({ name: `live-${name}`, version: "1" });
-    await client.connect(transport() as Parameters<Client["connect"]>[0]);
+    const opened = transport() as Parameters<Client["connect"]>[0];
+    await client.connect(opened);
     let toolName = tool;
     if (tool.startsWith("*")) {
       // A namespace: the stdio member's tool under its qualified name.
@@ -85,7 +86,12 @@ describe("configuration reaches open sessions on every transport", () => {
           return { ok: false, detail: describeError(err) };
         }
       },
-      close: () => client.close().catch(() => {}),
+      // A well-behaved client ends its Streamable HTTP session (DELETE), freeing its stdio process
+      // at once; one that only hangs up holds it until the idle reaper or a reclaim.
+      close: async () => {
+        if (opened instanceof StreamableHTTPClientTransport) await opened.terminateSession().catch(() => {});
+        await client.close().catch(() => {});
+      },
     };
   }
 
