@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import type { OrgSnapshot } from "@mcpgw/snapshot";
-import type { SnapshotStore } from "../snapshot/store.ts";
+import type { KeyEntry, SnapshotStore } from "../snapshot/store.ts";
 import { ControlPlaneTokens } from "./control-plane-tokens.ts";
 import { ExternalTokens } from "./external-tokens.ts";
 import { AuthError, type Principal } from "./principal.ts";
@@ -113,25 +113,36 @@ export class Authenticator {
     const { key, org } = entry;
     if (key.expires_at && Date.parse(key.expires_at) <= Date.now()) throw new AuthError("API key expired");
     this.onKeyUse(key.id);
-    return key.kind === "a2a"
-      ? {
-          kind: "a2a",
-          id: `a2a:${key.id}`,
-          org_id: org.org_id,
-          role: key.role,
-          a2a_key_id: key.id,
-          namespace_id: key.namespace_id ?? undefined,
-        }
-      : {
-          kind: "api_key",
-          id: `key:${key.id}`,
-          org_id: org.org_id,
-          role: key.role,
-          user_id: key.user_id ?? undefined,
-          key_id: key.id,
-          namespace_id: key.namespace_id ?? undefined,
-        };
+    // One principal per key entry (entries are replaced with each snapshot): requests of the
+    // same key share it, and with it the resolver's cached guards.
+    let principal = this.keyPrincipals.get(entry);
+    if (!principal) this.keyPrincipals.set(entry, (principal = keyPrincipal(entry)));
+    return principal;
   }
+
+  private readonly keyPrincipals = new WeakMap<KeyEntry, Principal>();
+}
+
+/** The principal an API key authenticates. */
+function keyPrincipal({ key, org }: KeyEntry): Principal {
+  return key.kind === "a2a"
+    ? {
+        kind: "a2a",
+        id: `a2a:${key.id}`,
+        org_id: org.org_id,
+        role: key.role,
+        a2a_key_id: key.id,
+        namespace_id: key.namespace_id ?? undefined,
+      }
+    : {
+        kind: "api_key",
+        id: `key:${key.id}`,
+        org_id: org.org_id,
+        role: key.role,
+        user_id: key.user_id ?? undefined,
+        key_id: key.id,
+        namespace_id: key.namespace_id ?? undefined,
+      };
 }
 
 /** The `iss` of a JWT, unverified: it only picks which verifier to use. */

@@ -31,6 +31,8 @@ export interface ToolDecision {
 export interface RpcSubject {
   method?: string | undefined;
   tool?: string | undefined;
+  /** Named in the rejection's log line where no request context carries it. */
+  requestId?: string | undefined;
 }
 
 /**

@@ -19,7 +19,7 @@ import {
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { matchRoute } from "../routes/table.ts";
 import { asGatewayError, GatewayError, sendGatewayError } from "./errors.ts";
-import { Observer, requestIdOf } from "./observe.ts";
+import { inRequestContext, Observer, requestIdOf } from "./observe.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const REQUESTS = "mcpgw_dp_http_requests_total";
@@ -306,11 +306,25 @@ describe("Observer.http", () => {
         const after = currentRequestId();
         res.end(JSON.stringify({ before, after, of: requestIdOf(req) }));
       };
-      const res = await fetch(`${base}/servers/srv_1/mcp`);
+      const res = await fetch(`${base}/servers/srv_1/rpc`);
       const id = res.headers.get("x-request-id");
       expect(id).toMatch(UUID);
       expect(await res.json()).toEqual({ before: id, after: id, of: id });
       expect(currentRequestId()).toBeUndefined();
+    });
+
+    it("leaves the byte relay's route outside the context until its handler enters it", async () => {
+      handler = async (req, res) => {
+        const outside = currentRequestId();
+        const inside = await inRequestContext(req, async () => {
+          await sleep(5);
+          return currentRequestId();
+        });
+        res.end(JSON.stringify({ outside: outside ?? null, inside, of: requestIdOf(req) }));
+      };
+      const res = await fetch(`${base}/servers/srv_1/mcp`, { headers: { "x-request-id": "relay-1" } });
+      expect(res.headers.get("x-request-id")).toBe("relay-1");
+      expect(await res.json()).toEqual({ outside: null, inside: "relay-1", of: "relay-1" });
     });
 
     it("keeps concurrent requests' ids apart", async () => {
@@ -337,7 +351,7 @@ describe("Observer.http", () => {
         res.end();
       };
       logger.info("outside any request");
-      const res = await fetch(`${base}/servers/srv_1/mcp`, { headers: { "x-request-id": "log-7" } });
+      const res = await fetch(`${base}/servers/srv_1/sse`, { headers: { "x-request-id": "log-7" } });
       await res.text();
       const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
       expect(parsed).toHaveLength(3);

@@ -89,15 +89,48 @@ async function resolveServer(
   }
   if (!routed || routed.org.org_id !== principal.org_id)
     return refused(new GatewayError("not_found", `unknown server ${serverId}`));
-  const guards = new Guards(guardEnv, principal, { server: serverId }, clientIp(req, deps.trustedProxies));
-  const lost = guards.standing();
+  const ip = clientIp(req, deps.trustedProxies);
+  const state = deps.store.current;
+  const recent = recentlyResolved(principal);
+  const key = `${serverId}\n${ip}`;
+  let found = recent.get(key);
+  if (found?.state !== state) {
+    const guards = new Guards(guardEnv, principal, { server: serverId }, ip);
+    found = {
+      state,
+      guards,
+      ctx: serverContext(routed, principal, guardsFor(cx, guards, "session"), deps.connect),
+      hooks: guardsFor(cx, guards, "request"),
+    };
+    if (recent.size >= MAX_RESOLVED_PER_PRINCIPAL) recent.clear();
+    recent.set(key, found);
+  }
+  // Checked at every request (an API key's expiry is time-bound); memoized per snapshot.
+  const lost = found.guards.standing();
   if (lost) return refused(lost);
-  return {
-    ok: true,
-    ctx: serverContext(routed, principal, guardsFor(cx, guards, "session"), deps.connect),
-    hooks: guardsFor(cx, guards, "request"),
-    routed,
-  };
+  // The relay adds per-request hooks (credentials, translation): a copy of its own.
+  return { ok: true, ctx: found.ctx, hooks: { ...found.hooks }, routed };
+}
+
+/**
+ * A caller's guards, session context and hooks for a server, kept while the snapshot they were
+ * built from is current: the next request of the same principal (the authenticator hands out
+ * one principal object per token or key) reuses them instead of rebuilding them.
+ */
+interface Resolved {
+  state: unknown;
+  guards: Guards;
+  ctx: SessionContext;
+  hooks: ProxyHooks;
+}
+
+const resolvedByPrincipal = new WeakMap<Principal, Map<string, Resolved>>();
+const MAX_RESOLVED_PER_PRINCIPAL = 64;
+
+function recentlyResolved(principal: Principal): Map<string, Resolved> {
+  let recent = resolvedByPrincipal.get(principal);
+  if (!recent) resolvedByPrincipal.set(principal, (recent = new Map()));
+  return recent;
 }
 
 /** The org's `max_sessions` quota, for one request. */

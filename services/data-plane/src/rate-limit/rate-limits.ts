@@ -17,6 +17,8 @@ export interface RateLimitSubject {
   method?: string | undefined;
   /** The tool of a tools/call. */
   tool?: string | undefined;
+  /** For the log line of a rejection where no request context carries it (the byte relay). */
+  requestId?: string | undefined;
 }
 
 export interface RateLimitVerdict {
@@ -177,6 +179,7 @@ export class RateLimits {
         principal: s.principal.id,
         method: s.method,
         tool: s.tool,
+        ...(s.requestId ? { request_id: s.requestId } : {}),
       },
       "request rejected by rate limit",
     );

@@ -5,6 +5,7 @@ import { type Span, SpanStatusCode } from "@mcpgw/telemetry";
 import { CredentialError } from "@mcpgw/upstream-credentials";
 import type { DataPlaneContext } from "../pipeline/context.ts";
 import { GatewayError, sendGatewayError } from "../pipeline/errors.ts";
+import { inRequestContext, requestIdOf } from "../pipeline/observe.ts";
 import type { Resolution, Resolver } from "../pipeline/resolve.ts";
 import { sessionOwner } from "../replica-ids.ts";
 import { type ProxyOutcome, proxyStreamableHttp } from "../transports/streamable-http.ts";
@@ -65,7 +66,7 @@ async function serveMcp(
     const { server } = r.routed!;
     const messageLevel = messageLevelHandler(cx, req, r);
     if (messageLevel) {
-      await messageLevel(res);
+      await inRequestContext(req, () => messageLevel(res));
       requests.inc({ server: label(server.id), status: String(res.statusCode) });
       return;
     }
@@ -82,7 +83,10 @@ async function serveMcp(
       r.hooks.upstreamHeaders = await deps.credentials.headersFor(server);
     } catch (err) {
       if (!(err instanceof CredentialError)) throw err;
-      deps.logger.error({ server: server.id, reason: err.message }, "upstream credentials unavailable");
+      deps.logger.error(
+        { server: server.id, reason: err.message, request_id: requestIdOf(req) },
+        "upstream credentials unavailable",
+      );
       return refuse(req, res, {
         ok: false,
         error: new GatewayError("upstream_unavailable", "the gateway cannot authenticate to this upstream"),
@@ -102,10 +106,10 @@ async function serveMcp(
       },
       r.hooks,
     );
-    recordOutcome(cx, r, span, outcome, started);
+    recordOutcome(cx, r, span, outcome, started, requestIdOf(req));
   } catch (err) {
     span.setStatus({ code: SpanStatusCode.ERROR });
-    deps.logger.error({ err, server: serverId }, "data-plane request failed");
+    deps.logger.error({ err, server: serverId, request_id: requestIdOf(req) }, "data-plane request failed");
     sendGatewayError(res, new GatewayError("internal", "internal gateway error"));
   } finally {
     span.end();
@@ -156,12 +160,12 @@ function translateOnRefusal(
   if (isStatelessRequest(req)) {
     r.hooks.translateStateless = (body, out) => {
       sessionBasedUpstreams.set(server.id, true);
-      return deps.rpc.respond(body, out, r.ctx, true, req.headers);
+      return inRequestContext(req, () => deps.rpc.respond(body, out, r.ctx, true, req.headers));
     };
   } else {
     r.hooks.translateSessionful = (body, out) => {
       deps.connect.revisions.markStateless(server.id);
-      return deps.sessions.handleStreamableHttp(req, out, r.ctx, body);
+      return inRequestContext(req, () => deps.sessions.handleStreamableHttp(req, out, r.ctx, body));
     };
   }
 }
@@ -173,6 +177,7 @@ function recordOutcome(
   span: Span,
   outcome: ProxyOutcome,
   started: number,
+  requestId: string | undefined,
 ) {
   const { server, org } = r.routed!;
   requests.inc({ server: label(server.id), status: String(outcome.status) });
@@ -199,7 +204,13 @@ function recordOutcome(
   if (outcome.status >= 500) {
     span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error ?? String(outcome.status) });
     deps.logger.warn(
-      { server: server.id, status: outcome.status, error: outcome.error, method: outcome.method },
+      {
+        server: server.id,
+        status: outcome.status,
+        error: outcome.error,
+        method: outcome.method,
+        request_id: requestId,
+      },
       "upstream request failed",
     );
   }

@@ -26,11 +26,25 @@ export interface SessionBinding {
 const UNBOUND = /^g1\.(\d{1,2})\.([\x21-\x7e]{1,512})$/;
 const BOUND = /^g2\.(\d{1,2})\.([A-Za-z0-9_-]{22})\.([\x21-\x7e]{1,512})$/;
 
+/**
+ * MACs computed lately, per binding key: every request of a session carries the same id and
+ * every answer the same upstream id, so each is computed once per session, not per request.
+ * Bounded (cleared when full); ids that fail verification cost a recompute, never a wrong answer.
+ */
+const recentMacs = new WeakMap<Buffer, Map<string, string>>();
+const MAX_RECENT_MACS = 10_000;
+
 function mac(b: SessionBinding, route: SessionRoute): string {
-  return createHmac("sha256", b.key)
-    .update(`${b.principalId}\n${b.serverId}\n${route.endpoint}\n${route.upstreamSessionId}`)
-    .digest("base64url")
-    .slice(0, 22);
+  const input = `${b.principalId}\n${b.serverId}\n${route.endpoint}\n${route.upstreamSessionId}`;
+  let recent = recentMacs.get(b.key);
+  if (!recent) recentMacs.set(b.key, (recent = new Map()));
+  let tag = recent.get(input);
+  if (tag === undefined) {
+    tag = createHmac("sha256", b.key).update(input).digest("base64url").slice(0, 22);
+    if (recent.size >= MAX_RECENT_MACS) recent.clear();
+    recent.set(input, tag);
+  }
+  return tag;
 }
 
 /** The id a client gets for a session. */

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { JsonRpcErrorCode, MCP_HEADERS, STATELESS_PROTOCOL_VERSION } from "@mcpgw/protocol";
 import type { ServerEntry } from "@mcpgw/snapshot";
 import { GatewayError, sendGatewayError } from "../pipeline/errors.ts";
+import { requestIdOf } from "../pipeline/observe.ts";
 import { endpointOrder, isConnectFailure } from "../upstream/endpoints.ts";
 import type { UpstreamPools } from "../upstream/pools.ts";
 import { decodeSessionId, encodeSessionId, type SessionBinding } from "./session-id.ts";
@@ -48,7 +49,11 @@ export interface ProxyHooks {
   keepTool?: ((tool: string) => boolean) | undefined;
   /** Rate limiting: called once per request, with its JSON-RPC method and tool when known. */
   admit?:
-    | ((rpc: { method?: string | undefined; tool?: string | undefined }) => Promise<Admission | undefined>)
+    | ((rpc: {
+        method?: string | undefined;
+        tool?: string | undefined;
+        requestId?: string | undefined;
+      }) => Promise<Admission | undefined>)
     | undefined;
   /** The plan's `max_sessions`: new sessions need a place; used ones keep theirs. */
   sessions?: SessionGate | undefined;
@@ -209,7 +214,7 @@ async function admit(
   let limitHeaders: Record<string, string> | undefined;
   if (hooks.admit) {
     const tool = request.rpcMethod === "tools/call" ? request.toolName : undefined;
-    const admission = await hooks.admit({ method: request.rpcMethod, tool });
+    const admission = await hooks.admit({ method: request.rpcMethod, tool, requestId: requestIdOf(req) });
     if (admission && !admission.allowed) {
       req.resume();
       const error = new GatewayError(
