@@ -6,6 +6,9 @@ const require = createRequire(import.meta.url);
 /** The entry point of `@modelcontextprotocol/server-everything` (`node <it> stdio|sse|streamableHttp`). */
 export const everythingEntry = require.resolve("@modelcontextprotocol/server-everything/dist/index.js");
 
+/** The entry point of `@modelcontextprotocol/server-filesystem` (`node <it> <allowed dir>…`, stdio). */
+export const filesystemEntry = require.resolve("@modelcontextprotocol/server-filesystem/dist/index.js");
+
 /** `@modelcontextprotocol/server-everything` in its streamableHttp mode on a free port. */
 export async function startEverythingServer(): Promise<{ url: string; proc: ManagedProcess }> {
   const port = await freePort();

@@ -68,8 +68,18 @@ export function startTsService(entry: string, env: Record<string, string | undef
   return startProcess(process.execPath, ["--import", "tsx", entry], env);
 }
 
-/** Polls `url` until it answers 200, or fails with the process output. */
-export async function waitForReady(url: string, proc?: ManagedProcess, timeoutMs = 30_000): Promise<void> {
+/**
+ * How long a wait may take is scaled by `TEST_WAIT_SCALE` (default 1): a loaded or slow runner
+ * sets it above 1 instead of every test guessing its own margin.
+ */
+export const waitScale = Math.max(1, Number(process.env.TEST_WAIT_SCALE) || 1);
+
+/**
+ * Polls `url` until it answers 200, or fails with the process output. The default budget covers
+ * a cold start (tsx compiling the service) on a busy 2-core machine.
+ */
+export async function waitForReady(url: string, proc?: ManagedProcess, budgetMs = 60_000): Promise<void> {
+  const timeoutMs = budgetMs * waitScale;
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (proc && proc.child.exitCode !== null)
@@ -85,8 +95,16 @@ export async function waitForReady(url: string, proc?: ManagedProcess, timeoutMs
   throw new Error(`${url} not ready within ${timeoutMs} ms${proc ? `:\n${proc.output().slice(-5000)}` : ""}`);
 }
 
-/** Waits until `fn` returns a truthy value, polling every 50 ms. */
-export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 5000): Promise<T> {
+/**
+ * Waits until `fn` returns a truthy value, polling every 50 ms; `what` names the condition in the
+ * failure, with the budget and the last error.
+ */
+export async function eventually<T>(
+  fn: () => Promise<T> | T,
+  budgetMs = 10_000,
+  what = "condition",
+): Promise<T> {
+  const timeoutMs = budgetMs * waitScale;
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -98,5 +116,5 @@ export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 5000):
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`condition not met within ${timeoutMs} ms${last ? `: ${String(last)}` : ""}`);
+  throw new Error(`${what} not met within ${timeoutMs} ms${last ? ` (last error: ${String(last)})` : ""}`);
 }

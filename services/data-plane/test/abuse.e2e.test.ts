@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import {
   type Api,
+  eventually,
   initializeRequest,
   login,
   type Stack,
@@ -18,23 +19,6 @@ const MAX_BATCH = 100;
 const MiB = 1024 * 1024;
 
 type Rpc = { id?: unknown; result?: Record<string, unknown>; error?: { code: number; message: string } };
-
-/** Polls `fn` until it returns a truthy value; the error names what was waited for and the last state. */
-async function waitFor<T>(what: string, fn: () => Promise<T> | T, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`waited ${timeoutMs} ms for ${what}; last: ${String(last)}`);
-}
 
 const quantile = (values: number[], q: number) => {
   const sorted = [...values].sort((a, b) => a - b);
@@ -128,7 +112,7 @@ describe("one abusive client cannot stall a replica or starve other tenants", ()
       ws.once("unexpected-response", (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
     });
     ws.send(JSON.stringify(initializeRequest("abuse", 0)));
-    await waitFor("the WebSocket session's initialize answer", () => answers.has(0), 20_000);
+    await eventually(() => answers.has(0), 20_000, "the WebSocket session's initialize answer");
     ws.send(JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }));
     return { ws, answers };
   }
@@ -194,8 +178,7 @@ describe("one abusive client cannot stall a replica or starve other tenants", ()
       [ids.filtered, api.token],
       [ids.victim, victim.token],
     ] as const)
-      await waitFor(
-        `server ${id} on the data plane`,
+      await eventually(
         async () =>
           (
             await post(
@@ -205,14 +188,15 @@ describe("one abusive client cannot stall a replica or starve other tenants", ()
             )
           ).status === 200,
         20_000,
+        `server ${id} on the data plane`,
       );
-    await waitFor(
-      "the deny policy on the data plane",
+    await eventually(
       async () =>
         !(
           await post(`/servers/${ids.filtered}/rpc`, { jsonrpc: "2.0", id: 1, method: "tools/list" })
         ).text.includes('"echo"'),
       20_000,
+      "the deny policy on the data plane",
     );
   }, 120_000);
 
@@ -240,12 +224,16 @@ describe("one abusive client cannot stall a replica or starve other tenants", ()
     const { ws, answers } = await openWs(`/servers/${ids.target}/ws`);
     const started = performance.now();
     ws.send(JSON.stringify(huge));
-    const refused = (await waitFor("the WebSocket's answer to a huge batch", () => answers.get(null), 5000))!;
+    const refused = (await eventually(
+      () => answers.get(null),
+      5000,
+      "the WebSocket's answer to a huge batch",
+    ))!;
     expect(performance.now() - started).toBeLessThan(2000);
     expect(refused.error).toMatchObject({ code: -32600 });
     expect(refused.error?.message).toContain(`must not exceed ${MAX_BATCH} messages`);
     ws.send(JSON.stringify(pings(1, 20_001)));
-    await waitFor("a ping after the refused batch", () => answers.has(20_001), 10_000);
+    await eventually(() => answers.has(20_001), 10_000, "a ping after the refused batch");
     expect([...answers.keys()].filter((id) => typeof id === "number" && id >= 1 && id <= 10_000)).toEqual([]);
     ws.close();
 
@@ -308,10 +296,10 @@ describe("one abusive client cannot stall a replica or starve other tenants", ()
     };
     let health: number[];
     try {
-      await waitFor(
-        "answers to all 20,000 pings",
+      await eventually(
         () => counted() === N || ws.readyState !== ws.OPEN,
         150_000,
+        "answers to all 20,000 pings",
       ).catch((err: Error) => {
         throw new Error(`${err.message} (${counted()} answered, socket state ${ws.readyState})`);
       });
@@ -413,7 +401,7 @@ describe("one abusive client cannot stall a replica or starve other tenants", ()
     // WebSocket.
     const { ws, answers } = await openWs(`/servers/${ids.filtered}/ws`);
     ws.send(JSON.stringify([ping, list]));
-    const wsList = (await waitFor("the WebSocket's tools/list answer", () => answers.get(2), 10_000))!;
+    const wsList = (await eventually(() => answers.get(2), 10_000, "the WebSocket's tools/list answer"))!;
     expect(names(wsList.result)).toEqual(visible);
     ws.close();
 

@@ -45,4 +45,16 @@ describe("SessionEventStore", () => {
     expect((await replay(store, ids[5]!)).sent).toEqual([6, 7, 8, 9]);
     expect((await replay(store, ids[4]!)).sent).toEqual([]);
   });
+
+  it("replays every kept event of a stream from its start, without priming events", async () => {
+    const store = new SessionEventStore();
+    await store.storeEvent("_GET_stream", note(1));
+    await store.storeEvent("post", note(2));
+    await store.storeEvent("_GET_stream", {} as JSONRPCMessage);
+    await store.storeEvent("_GET_stream", note(3));
+    expect(await replay(store, SessionEventStore.fromStart("_GET_stream"))).toEqual({
+      stream: "_GET_stream",
+      sent: [1, 3],
+    });
+  });
 });

@@ -1,5 +1,9 @@
+import type { IncomingMessage } from "node:http";
 import type { EventStore } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+
+/** The SDK's id for a Streamable HTTP session's standalone (GET) stream. */
+export const STANDALONE_STREAM_ID = "_GET_stream";
 
 /** Events one message-level session keeps for resumption, and the bytes they may take. */
 const MAX_EVENTS = 512;
@@ -34,15 +38,29 @@ export class SessionEventStore implements EventStore {
     return dot > 0 ? eventId.slice(0, dot) : undefined;
   }
 
+  /** An event id before every event of `streamId`: resuming from it replays all that is kept. */
+  static fromStart(streamId: string): string {
+    return `${streamId}.0`;
+  }
+
   async replayEventsAfter(
     lastEventId: string,
     { send }: { send: (eventId: string, message: JSONRPCMessage) => Promise<void> },
   ): Promise<string> {
     const streamId = (await this.getStreamIdForEventId(lastEventId)) ?? "";
-    const at = this.events.findIndex((e) => e.id === lastEventId);
+    const fromStart = lastEventId === SessionEventStore.fromStart(streamId);
+    const at = fromStart ? -1 : this.events.findIndex((e) => e.id === lastEventId);
     // Evicted: the client resumes its stream with nothing replayed (what it missed is lost).
-    if (at < 0) return streamId;
-    for (const e of this.events.slice(at + 1)) if (e.streamId === streamId) await send(e.id, e.message);
+    if (at < 0 && !fromStart) return streamId;
+    // Priming events (empty data) only mark a position; they are not messages to replay.
+    for (const e of this.events.slice(at + 1))
+      if (e.streamId === streamId && Object.keys(e.message).length > 0) await send(e.id, e.message);
     return streamId;
   }
+}
+
+/** Sets `Last-Event-ID` on a request before the SDK reads it (from `rawHeaders`, or `headers`). */
+export function setLastEventId(req: IncomingMessage, eventId: string): void {
+  req.headers["last-event-id"] = eventId;
+  req.rawHeaders.push("Last-Event-ID", eventId);
 }

@@ -21,7 +21,7 @@ import {
   type OnSlowClient,
   sendBounded,
 } from "./client-backlog.ts";
-import { SessionEventStore } from "./event-store.ts";
+import { SessionEventStore, STANDALONE_STREAM_ID, setLastEventId } from "./event-store.ts";
 import { batchTooLarge, MAX_BATCH_MESSAGES, MAX_INFLIGHT_PER_SESSION } from "./limits.ts";
 import type { ProxyHooks } from "./streamable-http.ts";
 
@@ -80,6 +80,8 @@ interface Session {
   lastSeen: number;
   /** For Streamable HTTP and SSE clients: the SDK server transport that owns the client side. */
   http?: StreamableHTTPServerTransport;
+  /** Whether the Streamable HTTP client has opened its GET stream yet. */
+  getStreamOpened?: boolean;
   sse?: SSEServerTransport;
   ws?: WebSocket;
 }
@@ -313,6 +315,14 @@ export class MessageSessions {
       }
       // A GET stream or a POST's SSE response: either may be left unread.
       boundResponseBacklog(res, this.slowClient(s.id, s.kind));
+      if (req.method === "GET") {
+        // What the upstream sent before the client's first GET stream (a stdio server's
+        // `roots/list` right after `initialized`) waits in the event store: the first stream
+        // resumes from the start of the store instead of beginning empty.
+        if (!s.getStreamOpened && req.headers["last-event-id"] === undefined)
+          setLastEventId(req, SessionEventStore.fromStart(STANDALONE_STREAM_ID));
+        s.getStreamOpened = true;
+      }
       // Backpressure: a POST's body stays unread while the session has no room.
       if (req.method === "POST") await s.bridge.room();
       await s.http.handleRequest(req, res);
