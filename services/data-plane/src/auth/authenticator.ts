@@ -110,13 +110,16 @@ export class Authenticator {
     const hash = createHash("sha256").update(secret).digest("hex");
     const entry = this.store.current.apiKeys.get(hash);
     if (!entry) throw new AuthError("invalid API key");
-    const { key, org } = entry;
+    const { key } = entry;
     if (key.expires_at && Date.parse(key.expires_at) <= Date.now()) throw new AuthError("API key expired");
     this.onKeyUse(key.id);
     // One principal per key entry (entries are replaced with each snapshot): requests of the
     // same key share it, and with it the resolver's cached guards.
     let principal = this.keyPrincipals.get(entry);
-    if (!principal) this.keyPrincipals.set(entry, (principal = keyPrincipal(entry)));
+    if (!principal) {
+      principal = keyPrincipal(entry);
+      this.keyPrincipals.set(entry, principal);
+    }
     return principal;
   }
 

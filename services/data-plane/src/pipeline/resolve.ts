@@ -129,7 +129,10 @@ const MAX_RESOLVED_PER_PRINCIPAL = 64;
 
 function recentlyResolved(principal: Principal): Map<string, Resolved> {
   let recent = resolvedByPrincipal.get(principal);
-  if (!recent) resolvedByPrincipal.set(principal, (recent = new Map()));
+  if (!recent) {
+    recent = new Map();
+    resolvedByPrincipal.set(principal, recent);
+  }
   return recent;
 }
 

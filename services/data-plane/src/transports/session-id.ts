@@ -37,7 +37,10 @@ const MAX_RECENT_MACS = 10_000;
 function mac(b: SessionBinding, route: SessionRoute): string {
   const input = `${b.principalId}\n${b.serverId}\n${route.endpoint}\n${route.upstreamSessionId}`;
   let recent = recentMacs.get(b.key);
-  if (!recent) recentMacs.set(b.key, (recent = new Map()));
+  if (!recent) {
+    recent = new Map();
+    recentMacs.set(b.key, recent);
+  }
   let tag = recent.get(input);
   if (tag === undefined) {
     tag = createHmac("sha256", b.key).update(input).digest("base64url").slice(0, 22);
