@@ -1,4 +1,3 @@
-import { swaggerUI } from "@hono/swagger-ui";
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { Counter, Histogram, scrapeAllowed } from "@mcpgw/telemetry";
 import { bodyLimit } from "hono/body-limit";
@@ -9,6 +8,7 @@ import { problem, toProblem } from "./errors.ts";
 import { apiKeyRoutes } from "./routes/api-keys.ts";
 import { auditLogRoutes } from "./routes/audit-logs.ts";
 import { authRoutes } from "./routes/auth.ts";
+import { mountDocs } from "./routes/docs.ts";
 import { identityProviderRoutes } from "./routes/identity-providers.ts";
 import { namespaceRoutes } from "./routes/namespaces.ts";
 import { organizationRoutes } from "./routes/organizations.ts";
@@ -95,7 +95,7 @@ export function createControlPlaneApp(deps: ControlPlaneDeps) {
     info: { title: "MCP Gateway control plane", version: "0.1.0" },
     security: [{ bearer: [] }],
   });
-  app.get("/docs", swaggerUI({ url: "/openapi.json" }));
+  mountDocs(app);
 
   app.notFound((c) => problem(c, 404, `no route for ${c.req.method} ${c.req.path}`));
   app.onError((err, c) => toProblem(err, c));
