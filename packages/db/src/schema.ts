@@ -37,6 +37,13 @@ const orgRef = () =>
 export const userRole = pgEnum("user_role", ["admin", "operator", "user", "viewer", "api_user"]);
 export const apiKeyKind = pgEnum("api_key_kind", ["user", "a2a"]);
 export const serverTransport = pgEnum("server_transport", ["streamable_http", "sse", "stdio", "virtual"]);
+/** One data plane's word on a stdio server (see `mcp_servers.data_plane_reports`). */
+export interface DataPlaneReport {
+  ok: boolean;
+  error: string | null;
+  at: string;
+}
+
 export const serverStatus = pgEnum("server_status", ["unknown", "healthy", "unhealthy"]);
 export const policyEffect = pgEnum("policy_effect", POLICY_EFFECTS);
 export const rateLimitScope = pgEnum("rate_limit_scope", [
@@ -179,6 +186,16 @@ export const mcpServers = pgTable(
     health_check_interval_s: integer("health_check_interval_s").notNull().default(30),
     health_check_timeout_ms: integer("health_check_timeout_ms").notNull().default(5_000),
     last_health_check_at: timestamp("last_health_check_at", { withTimezone: true }),
+    /** Why the server is unhealthy, short and safe to show (no upstream body); null while healthy. */
+    last_error: text("last_error"),
+    /**
+     * stdio servers: what each data plane reports of running the command (refused by its
+     * allowlist or isolation, crashed at start, or ran), by replica id.
+     */
+    data_plane_reports: jsonb("data_plane_reports")
+      .$type<Record<string, DataPlaneReport>>()
+      .notNull()
+      .default({}),
     /** Upstream credentials, sealed with the master keyring (see @mcpgw/secrets). */
     credentials_sealed: text("credentials_sealed"),
     tags: jsonb("tags").$type<string[]>().notNull().default([]),

@@ -32,6 +32,24 @@ export const jobs = {
         .max(10_000),
     }),
   },
+  /** Data planes report whether they can run stdio servers (allowlist, isolation, crashes at start). */
+  stdioReports: {
+    name: "stdio-reports",
+    payload: z.object({
+      replica: z.string().min(1).max(200),
+      reports: z
+        .array(
+          z.object({
+            server_id: z.uuid(),
+            ok: z.boolean(),
+            error: z.string().max(500).nullable(),
+            at: z.iso.datetime(),
+          }),
+        )
+        .min(1)
+        .max(10_000),
+    }),
+  },
   apiKeyUsage: {
     name: "api-key-usage",
     payload: z.object({ key_ids: z.array(z.uuid()).min(1).max(10_000), used_at: z.iso.datetime() }),
@@ -43,3 +61,5 @@ export type HealthCheckPayload = z.infer<typeof jobs.healthCheck.payload>;
 export type SessionEventsPayload = z.infer<typeof jobs.sessionEvents.payload>;
 export type SessionEvent = SessionEventsPayload["events"][number];
 export type ApiKeyUsagePayload = z.infer<typeof jobs.apiKeyUsage.payload>;
+export type StdioReportsPayload = z.infer<typeof jobs.stdioReports.payload>;
+export type StdioReport = StdioReportsPayload["reports"][number];

@@ -20,7 +20,7 @@ import { JsonRpcGateway } from "./transports/json-rpc.ts";
 import { MessageSessions } from "./transports/message-sessions.ts";
 import { UpstreamPools } from "./upstream/pools.ts";
 import { UpstreamRevisions } from "./upstream/stateless-upstream.ts";
-import { StdioProcessManager, stdioIsolation } from "./upstream/stdio-processes.ts";
+import { type StdioOptions, StdioProcessManager, stdioIsolation } from "./upstream/stdio-processes.ts";
 import { UsageReporter } from "./usage-reporter.ts";
 
 /**
@@ -133,7 +133,10 @@ export async function startDataPlane(o: DataPlaneRuntimeOptions) {
   const authenticator = new Authenticator(store, usage.keyUsed, allowPrivate);
   const keyring = o.masterKey ? new Keyring(o.masterKey, o.previousMasterKeys ?? []) : undefined;
   const credentials = new UpstreamCredentials(keyring, allowPrivate);
-  const stdio = stdioManager(o, keyring);
+  const stdio = stdioManager(o, keyring, usage.stdio);
+  // Each snapshot's stdio servers: reported refused or runnable here (the worker sets their status).
+  store.onChange((state) => stdio.review(state.servers.values()));
+  stdio.review(store.current.servers.values());
   const connectDeps = {
     stdio,
     credentials,
@@ -291,7 +294,11 @@ function rateLimitsFor(
 }
 
 /** The stdio process manager with its limits, isolation and sealed secrets. */
-function stdioManager(o: DataPlaneRuntimeOptions, keyring: Keyring | undefined) {
+function stdioManager(
+  o: DataPlaneRuntimeOptions,
+  keyring: Keyring | undefined,
+  onReport: StdioOptions["onReport"],
+) {
   const maxProcesses = o.stdio?.maxProcesses ?? 32;
   return new StdioProcessManager({
     allowedCommands: new Set(o.stdio?.allowedCommands ?? []),
@@ -312,6 +319,7 @@ function stdioManager(o: DataPlaneRuntimeOptions, keyring: Keyring | undefined) 
       ? (server) =>
           JSON.parse(keyring.open(server.stdio?.secrets_sealed ?? "", stdioSecretsContext(server.id)))
       : undefined,
+    onReport,
     logger: o.logger,
     metrics: o.metrics,
   });

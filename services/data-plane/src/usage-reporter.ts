@@ -1,4 +1,4 @@
-import { type JobProducer, jobs, type SessionEvent } from "@mcpgw/queue";
+import { type JobProducer, jobs, type SessionEvent, type StdioReport } from "@mcpgw/queue";
 import type { Logger } from "@mcpgw/telemetry";
 
 /**
@@ -9,6 +9,7 @@ import type { Logger } from "@mcpgw/telemetry";
 export class UsageReporter {
   private keys = new Set<string>();
   private sessions: SessionEvent[] = [];
+  private stdioReports = new Map<string, StdioReport>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -31,8 +32,22 @@ export class UsageReporter {
     if (this.sessions.length >= 1000) void this.flush();
   };
 
+  /** This replica's word on a stdio server (the latest per server is sent). */
+  stdio = (serverId: string, report: { ok: boolean; error: string | null }): void => {
+    if (!this.producer) return;
+    const error = report.error?.slice(0, 500) ?? null;
+    this.stdioReports.set(serverId, { server_id: serverId, ok: report.ok, error, at: new Date().toISOString() });
+  };
+
   async flush(): Promise<void> {
     if (!this.producer) return;
+    if (this.stdioReports.size > 0) {
+      const reports = [...this.stdioReports.values()];
+      this.stdioReports = new Map();
+      await this.producer
+        .enqueue(jobs.stdioReports, { replica: this.replicaId, reports })
+        .catch((err) => this.logger.warn({ err, reports: reports.length }, "could not report stdio servers"));
+    }
     if (this.sessions.length > 0) {
       const events = this.sessions;
       this.sessions = [];

@@ -8,6 +8,7 @@ import { apiKeyUsageProcessor } from "./processors/api-key-usage.ts";
 import { healthCheckProcessor } from "./processors/health-check.ts";
 import { healthSweepProcessor } from "./processors/health-sweep.ts";
 import { sessionEventsProcessor } from "./processors/session-events.ts";
+import { stdioReportsProcessor } from "./processors/stdio-reports.ts";
 
 export interface WorkerRuntimeOptions {
   db: Db;
@@ -39,6 +40,7 @@ export async function startWorker(o: WorkerRuntimeOptions) {
   o.runner.register(jobs.healthSweep, healthSweepProcessor({ db: o.db, runner: o.runner }));
   o.runner.register(jobs.apiKeyUsage, apiKeyUsageProcessor({ db: o.db }));
   o.runner.register(jobs.sessionEvents, sessionEventsProcessor({ db: o.db }));
+  o.runner.register(jobs.stdioReports, stdioReportsProcessor({ db: o.db }));
   await o.runner.start();
   await o.runner.schedule("health-sweep", o.healthSweepMs, jobs.healthSweep, {});
   await o.runner.enqueue(jobs.healthSweep, {});

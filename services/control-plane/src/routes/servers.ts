@@ -34,6 +34,23 @@ const Server = z
     health_check_interval_s: z.number(),
     health_check_timeout_ms: z.number(),
     last_health_check_at: z.string().nullable(),
+    last_error: z.string().nullable().openapi({
+      description:
+        "Why the server is unhealthy (the health check's or a data plane's reason, short; never an upstream body); null while healthy",
+    }),
+    data_planes: z
+      .array(
+        z.object({
+          replica: z.string(),
+          ok: z.boolean(),
+          error: z.string().nullable(),
+          reported_at: z.string(),
+        }),
+      )
+      .openapi({
+        description:
+          "stdio servers: each data plane's last word on running the command (refused by its allowlist or isolation, crashed at start, or ran)",
+      }),
     has_credentials: z.boolean(),
     tags: z.array(z.string()),
     metadata: z.record(z.string(), z.unknown()),

@@ -52,8 +52,15 @@ export type ServerPatch = Partial<Omit<ServerInput, "namespace_id" | "transport"
 export interface ServerDto
   extends Omit<
     ServerRow,
-    "credentials_sealed" | "secrets_sealed" | "created_at" | "updated_at" | "last_health_check_at"
+    | "credentials_sealed"
+    | "secrets_sealed"
+    | "created_at"
+    | "updated_at"
+    | "last_health_check_at"
+    | "data_plane_reports"
   > {
+  /** stdio servers: each data plane's last report of running the command. */
+  data_planes: Array<{ replica: string; ok: boolean; error: string | null; reported_at: string }>;
   has_credentials: boolean;
   /** Whether secret parameters are set (their values are never returned). */
   has_secrets: boolean;
@@ -64,9 +71,12 @@ export interface ServerDto
 
 /** The API shape of a server: never the sealed credentials, only whether there are any. */
 export function toServerDto(r: ServerRow): ServerDto {
-  const { credentials_sealed, secrets_sealed, ...rest } = r;
+  const { credentials_sealed, secrets_sealed, data_plane_reports, ...rest } = r;
   return {
     ...rest,
+    data_planes: Object.entries(data_plane_reports ?? {})
+      .map(([replica, d]) => ({ replica, ok: d.ok, error: d.error, reported_at: d.at }))
+      .sort((a, b) => a.replica.localeCompare(b.replica)),
     has_credentials: credentials_sealed != null,
     has_secrets: secrets_sealed != null,
     last_health_check_at: r.last_health_check_at?.toISOString() ?? null,

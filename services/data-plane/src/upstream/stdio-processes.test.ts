@@ -2,7 +2,7 @@ import { execSync } from "node:child_process";
 import { chmodSync, existsSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { ServerEntry } from "@mcpgw/snapshot";
 import { createLogger, createMetricsRegistry } from "@mcpgw/telemetry";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -153,7 +153,9 @@ describe("StdioProcessManager", () => {
 
   it("refuses commands that are not on the allowlist, by name or exact path, and environments that change what runs", async () => {
     const m = make({ allowedCommands: new Set(["python3"]) });
-    await expect(m.acquire(server("s3", echoServer), "x", owner())).rejects.toThrow(/not allowed/);
+    await expect(m.acquire(server("s3", echoServer), "x", owner())).rejects.toThrow(
+      /not on this data plane's allowlist/,
+    );
     const byName = make({ allowedCommands: new Set(["node"]) });
     // A path ending in an allowed name is not that command.
     await expect(
@@ -171,6 +173,57 @@ describe("StdioProcessManager", () => {
       exact.acquire(server("s3d", echoServer, { env: { LD_PRELOAD: "/tmp/x.so" } }), "x", owner()),
     ).rejects.toThrow(/LD_PRELOAD/);
     expect(m.count).toBe(0);
+  });
+
+  it("resolves bare allowlist entries on its PATH: the absolute path of an allowed name runs, and a refusal names the entry", async () => {
+    const dir = dirname(process.execPath);
+    const byName = make({ allowedCommands: new Set(["node"]), path: `/nonexistent:${dir}` });
+    // `/usr/bin/node` (the path `node` resolves to here) is the allowed command.
+    const proc = await byName.acquire(server("r1", echoServer, { command: process.execPath }), "x", owner());
+    expect(proc.alive).toBe(true);
+    // Another file of that name is not: the message names the entry and where it resolves.
+    await expect(
+      byName.acquire(server("r2", echoServer, { command: "/opt/other/node" }), "x", owner()),
+    ).rejects.toThrow(`allowlist entry 'node' resolves to '${join(dir, "node")}' here`);
+    // An entry this replica's PATH does not have allows nothing, and says so.
+    const missing = make({ allowedCommands: new Set(["node"]), path: "/nonexistent" });
+    await expect(
+      missing.acquire(server("r3", echoServer, { command: "node" }), "x", owner()),
+    ).rejects.toThrow("allowlist entry 'node' is not found on this data plane's PATH");
+  });
+
+  it("reports each stdio server of a snapshot as refused (and why) or runnable, and crashes at start", async () => {
+    const reports: Array<[string, { ok: boolean; error: string | null }]> = [];
+    const m = make({
+      allowedCommands: new Set([process.execPath]),
+      onReport: (id, r) => reports.push([id, r]),
+      poolSize: 0,
+    });
+    const platform = { org: { platform: false } };
+    const servers = [
+      { server: server("ok1", echoServer), org: platform },
+      { server: server("no1", echoServer, { command: "/usr/bin/python3" }), org: platform },
+    ];
+    m.review(servers);
+    expect(reports).toEqual([
+      ["ok1", { ok: true, error: null }],
+      [
+        "no1",
+        {
+          ok: false,
+          error: expect.stringMatching(/'\/usr\/bin\/python3' is not on this data plane's allowlist/),
+        },
+      ],
+    ]);
+    // Unchanged: nothing new is reported.
+    m.review(servers);
+    expect(reports).toHaveLength(2);
+    // A command that exits at once is reported failing at start.
+    const crash = server("crash1", "", { args: ["-e", "process.exit(3)"] });
+    await m.acquire(crash, "c", owner()).catch(() => {});
+    await expect
+      .poll(() => reports.find(([id, r]) => id === "crash1" && !r.ok)?.[1].error, { timeout: 5000 })
+      .toMatch(/exited \(code 3\) within 5 s of starting/);
   });
 
   it("caps the number of processes", async () => {

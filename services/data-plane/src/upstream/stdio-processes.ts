@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync } from "node:fs";
+import { accessSync, chmodSync, constants, mkdtempSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { chown, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
@@ -38,6 +38,13 @@ export interface StdioOptions {
   tenantLabels?: boolean | undefined;
   /** Opens a server's sealed secret parameters. */
   openSecrets?: ((server: ServerEntry) => Record<string, StdioValue>) | undefined;
+  /**
+   * Told when this replica's word on a server changes: refused (allowlist, isolation), crashing
+   * at start, or running. The worker turns the words of every replica into the server's status.
+   */
+  onReport?: ((serverId: string, report: { ok: boolean; error: string | null }) => void) | undefined;
+  /** The PATH bare allowlist entries are resolved on (default: this process's). */
+  path?: string | undefined;
   logger: Logger;
   metrics: Registry;
 }
@@ -364,7 +371,17 @@ export class StdioProcessManager {
   private readonly reclaimed: Counter<"reason">;
   private readonly isolation: StdioIsolation;
 
+  /** Bare allowlist entries and the absolute path each resolves to on this replica's PATH. */
+  private readonly resolvedEntries: Map<string, string | undefined>;
+
   constructor(private readonly o: StdioOptions) {
+    this.resolvedEntries = resolveAllowlist(o.allowedCommands, o.path ?? process.env.PATH ?? "");
+    for (const [entry, path] of this.resolvedEntries)
+      if (!path)
+        o.logger.warn(
+          { entry },
+          "stdio allowlist entry not found on this data plane's PATH: it allows nothing",
+        );
     this.isolation = o.isolation ?? {
       user: null,
       runFor: "all",
@@ -408,11 +425,61 @@ export class StdioProcessManager {
   }
 
   /**
-   * Whether `command` may run here: a bare name must be on the allowlist (and is found through
-   * this replica's PATH, which a server cannot change); a path must be on it as that exact path.
+   * Whether `command` may run here: a bare name must be on the allowlist and found on this
+   * replica's PATH (which a server cannot change); an absolute path must be on it as that path,
+   * or be the path (or the real path) a bare entry resolves to here.
    */
   isAllowed(command: string): boolean {
-    return this.o.allowedCommands.has(command) && (!command.includes("/") || command.startsWith("/"));
+    return this.allowlistRefusal(command) === undefined;
+  }
+
+  /** Why the allowlist refuses `command` on this replica, naming the entry that failed. */
+  private allowlistRefusal(command: string): string | undefined {
+    const setting = "MCPGW_STDIO_ALLOWED_COMMANDS";
+    if (!command.includes("/")) {
+      if (!this.o.allowedCommands.has(command))
+        return `command '${command}' is not on this data plane's allowlist (${setting})`;
+      if (!this.resolvedEntries.get(command))
+        return `allowlist entry '${command}' is not found on this data plane's PATH (${setting})`;
+      return undefined;
+    }
+    if (!command.startsWith("/")) return `command '${command}' must be a bare name or an absolute path`;
+    if (this.o.allowedCommands.has(command)) return undefined;
+    const name = basename(command);
+    const resolved = this.resolvedEntries.get(name);
+    if (resolved && (command === resolved || realPath(command) === realPath(resolved))) return undefined;
+    if (this.o.allowedCommands.has(name))
+      return resolved
+        ? `command '${command}' is not allowed on this data plane: allowlist entry '${name}' resolves to '${resolved}' here (${setting})`
+        : `command '${command}' is not allowed on this data plane: allowlist entry '${name}' is not found on its PATH (${setting})`;
+    return `command '${command}' is not on this data plane's allowlist (${setting})`;
+  }
+
+  private readonly lastReport = new Map<string, string>();
+
+  /** Tells `onReport` this replica's word on a server, when it changed. */
+  private report(serverId: string, ok: boolean, error: string | null) {
+    const key = ok ? "ok" : `no:${error}`;
+    if (this.lastReport.get(serverId) === key) return;
+    this.lastReport.set(serverId, key);
+    this.o.onReport?.(serverId, { ok, error });
+  }
+
+  /**
+   * Reviews the stdio servers of a snapshot that just landed: each is reported refused (and
+   * why) or runnable here. Servers gone from the snapshot are forgotten.
+   */
+  review(servers: Iterable<{ server: ServerEntry; org: { org: { platform: boolean } } }>): void {
+    const seen = new Set<string>();
+    for (const { server, org } of servers) {
+      if (server.transport !== "stdio" || !server.enabled) continue;
+      seen.add(server.id);
+      const refused = this.refusal(server, { orgId: "", principalId: "", platformOrg: org.org.platform });
+      const state = this.servers.get(server.id);
+      if (refused) this.report(server.id, false, refused);
+      else if (!state?.crashes) this.report(server.id, true, null);
+    }
+    for (const id of this.lastReport.keys()) if (!seen.has(id)) this.lastReport.delete(id);
   }
 
   /** Why this replica will not run the server for `owner`, or undefined. */
@@ -424,8 +491,8 @@ export class StdioProcessManager {
       ...launch.parameters.flatMap((p) => (p.env ? [p.env] : [])),
     ].find((name) => UNSAFE_STDIO_ENV.test(name));
     if (unsafe) return `environment variable ${unsafe} may not be set for a stdio server`;
-    if (!this.isAllowed(launch.command))
-      return `command '${basename(launch.command)}' is not allowed on this data plane (MCPGW_STDIO_ALLOWED_COMMANDS)`;
+    const notAllowed = this.allowlistRefusal(launch.command);
+    if (notAllowed) return notAllowed;
     const { runFor, reason } = this.isolation;
     if (runFor === "none") return `stdio servers are not available on this data plane: ${reason}`;
     if (runFor === "platform_org" && !owner.platformOrg)
@@ -575,6 +642,11 @@ export class StdioProcessManager {
       throw new StdioUnavailable(`server '${server.name}' cannot start: ${why}`);
     }
     const dir = await this.privateDir();
+    // Shut down meanwhile (a refill racing shutdown): start nothing that nobody would end.
+    if (this.stopping) {
+      void rm(dir, { recursive: true, force: true }).catch(() => {});
+      throw new StdioUnavailable("this data plane is shutting down", 1);
+    }
     // A fresh environment: what programs need, a private home, and the entry's own variables.
     const env: Record<string, string> = {};
     for (const name of BASE_ENV) if (process.env[name]) env[name] = process.env[name]!;
@@ -594,6 +666,8 @@ export class StdioProcessManager {
     });
     const proc = new StdioProcess(child, server, this.o.logger);
     this.live.add(proc);
+    // A process that writes to stdout runs: this replica can serve the server.
+    child.stdout?.once("data", () => this.report(server.id, true, null));
     this.spawned.inc({ server: tenantLabel(server.id, this.o.tenantLabels ?? false) });
     const failed = await new Promise<Error | null>((resolve) => {
       child.once("spawn", () => resolve(null));
@@ -606,6 +680,7 @@ export class StdioProcessManager {
       cleanup();
       this.o.logger.error({ server: server.id, err: failed.message }, "stdio server failed to start");
       const code = (failed as NodeJS.ErrnoException).code ?? "error";
+      this.report(server.id, false, `the command could not be started (${code})`);
       throw new StdioUnavailable(`server '${server.name}' could not be started (${code})`);
     }
     child.once("exit", (code, signal) => {
@@ -621,6 +696,12 @@ export class StdioProcessManager {
       state.crashes = Date.now() - proc.startedAt < EARLY_EXIT_MS ? state.crashes + 1 : 0;
       const delay = state.crashes ? Math.min(250 * 2 ** (state.crashes - 1), 30_000) : 0;
       state.notBefore = Date.now() + delay;
+      if (state.crashes)
+        this.report(
+          server.id,
+          false,
+          `the process exited (${signal ?? `code ${code}`}) within ${EARLY_EXIT_MS / 1000} s of starting, ${state.crashes} time(s) in a row`,
+        );
       this.o.logger.warn(
         { server: server.id, pid: proc.pid, code, signal, crashes: state.crashes, restart_in_ms: delay },
         "stdio server exited",
@@ -771,4 +852,42 @@ export class StdioProcessManager {
     await Promise.all([...this.live].map((p) => p.close()));
     await rm(this.isolation.workDir, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/** The absolute path each bare allowlist entry resolves to on `path` (undefined: not found). */
+function resolveAllowlist(entries: ReadonlySet<string>, path: string): Map<string, string | undefined> {
+  const resolved = new Map<string, string | undefined>();
+  for (const entry of entries) {
+    if (entry.includes("/")) continue;
+    const found = path
+      .split(":")
+      .filter((dir) => dir.startsWith("/"))
+      .map((dir) => join(dir, entry))
+      .find((candidate) => {
+        try {
+          accessSync(candidate, constants.X_OK);
+          return statSync(candidate).isFile();
+        } catch {
+          return false;
+        }
+      });
+    resolved.set(entry, found);
+  }
+  return resolved;
+}
+
+/** Real paths of the few commands catalog entries name, resolved once (no disk read per session). */
+const realPaths = new Map<string, string | undefined>();
+
+function realPath(path: string): string | undefined {
+  if (realPaths.has(path)) return realPaths.get(path);
+  let real: string | undefined;
+  try {
+    real = realpathSync(path);
+  } catch {
+    real = undefined;
+  }
+  if (realPaths.size > 1000) realPaths.clear();
+  realPaths.set(path, real);
+  return real;
 }

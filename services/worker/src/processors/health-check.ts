@@ -47,16 +47,63 @@ export async function probeMcpEndpoint(
   } catch (err) {
     const message = abort.aborted
       ? `no answer within ${timeoutMs} ms`
-      : (egressRefusal(err) ?? ((err as Error).message || String(err)));
+      : (egressRefusal(err) ?? probeFailure(err));
     return {
       status: "unhealthy",
       latency_ms: Math.round(performance.now() - started),
-      error: message.slice(0, 500),
+      error: message,
     };
   } finally {
     if (t instanceof StreamableHTTPClientTransport) await t.terminateSession().catch(() => {});
     await client.close().catch(() => {});
   }
+}
+
+const CONNECT_ERRORS: Record<string, string> = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  ENOTFOUND: "host not found",
+  EAI_AGAIN: "host name lookup failed",
+  ETIMEDOUT: "connection timed out",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+  CERT_HAS_EXPIRED: "TLS certificate expired",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "self-signed TLS certificate",
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "TLS certificate not trusted",
+  ERR_TLS_CERT_ALTNAME_INVALID: "TLS certificate does not match the host",
+};
+
+/**
+ * Why a probe failed, short and safe to show an operator: the upstream's HTTP status and what
+ * kind of answer it was, or the connection error; never an upstream body (an HTML error page,
+ * a stack trace), which stays out of the API and the logs.
+ */
+export function probeFailure(err: unknown): string {
+  type Cause = { code?: unknown; message?: string; cause?: unknown } | undefined;
+  const top = err as Cause;
+  const status = typeof top?.code === "number" && top.code >= 100 && top.code < 600 ? top.code : undefined;
+  if (status !== undefined) {
+    const body = top?.message ?? "";
+    const kind = /<!doctype html|<html[\s>]|<body[\s>]|<head[\s>]/i.test(body)
+      ? "an HTML page, not an MCP endpoint"
+      : status === 401 || status === 403
+        ? "the upstream refused the gateway's credentials"
+        : status === 404
+          ? "no MCP endpoint at this URL"
+          : status === 405
+            ? "this URL does not take MCP requests"
+            : status >= 500
+              ? "upstream error"
+              : "not an MCP answer";
+    return `upstream answered HTTP ${status}: ${kind}`;
+  }
+  for (let e = top, depth = 0; e && depth < 5; e = e.cause as Cause, depth++) {
+    const reason = typeof e.code === "string" ? CONNECT_ERRORS[e.code] : undefined;
+    if (reason) return reason;
+  }
+  const message = (top?.message ?? String(err)).replace(/[\u0000-\u001f\u007f]+/g, " ").trim();
+  // Messages of the SDK and of fetch, not of the upstream: kept, but short.
+  return /[<{]/.test(message) ? "the upstream's answer is not MCP" : message.slice(0, 200) || "probe failed";
 }
 
 /** The egress rules' reason when they refused the connection (transports wrap it as `fetch failed`). */
@@ -113,7 +160,11 @@ export function healthCheckProcessor(deps: HealthCheckDeps) {
       });
       await tx
         .update(schema.mcpServers)
-        .set({ status: result.status, last_health_check_at: checkedAt })
+        .set({
+          status: result.status,
+          last_health_check_at: checkedAt,
+          last_error: result.status === "healthy" ? null : result.error,
+        })
         .where(eq(schema.mcpServers.id, server.id));
     });
     await deps.health.put(
