@@ -36,7 +36,12 @@ export class UsageReporter {
   stdio = (serverId: string, report: { ok: boolean; error: string | null }): void => {
     if (!this.producer) return;
     const error = report.error?.slice(0, 500) ?? null;
-    this.stdioReports.set(serverId, { server_id: serverId, ok: report.ok, error, at: new Date().toISOString() });
+    this.stdioReports.set(serverId, {
+      server_id: serverId,
+      ok: report.ok,
+      error,
+      at: new Date().toISOString(),
+    });
   };
 
   async flush(): Promise<void> {

@@ -101,7 +101,7 @@ export function probeFailure(err: unknown): string {
     const reason = typeof e.code === "string" ? CONNECT_ERRORS[e.code] : undefined;
     if (reason) return reason;
   }
-  const message = (top?.message ?? String(err)).replace(/[\u0000-\u001f\u007f]+/g, " ").trim();
+  const message = (top?.message ?? String(err)).replace(/\p{Cc}+/gu, " ").trim();
   // Messages of the SDK and of fetch, not of the upstream: kept, but short.
   return /[<{]/.test(message) ? "the upstream's answer is not MCP" : message.slice(0, 200) || "probe failed";
 }
