@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  allChecks,
   type ConformanceOptions,
   type ConformanceRun,
   type LostCheck,
@@ -9,6 +10,11 @@ import {
   startHeaderProxy,
   summarizeConformance,
 } from "../../../packages/testing/src/conformance.ts";
+import {
+  type ConformanceFixture,
+  conformanceFixtureStdioArgs,
+  startConformanceFixture,
+} from "../../../packages/testing/src/conformance-fixture.ts";
 import {
   type Api,
   eventually,
@@ -50,10 +56,12 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   let api: Api;
   let everything: Awaited<ReturnType<typeof startEverythingServer>>;
   let v2: V2Upstream;
+  /** The second fixture: a server of ours that implements every scenario of the suite. */
+  let fixture: ConformanceFixture;
   const proxies: Array<{ close(): Promise<void> }> = [];
   const runs: ManagedProcess[] = [];
   /** Gateway URLs of the registered upstreams, as the proxy serves them. */
-  const viaGateway = {} as Record<"everything" | "stdio" | "v2", string>;
+  const viaGateway = {} as Record<"everything" | "stdio" | "v2" | "fixture" | "fixtureStdio", string>;
   /** The suite against server-everything directly, run once and compared twice. */
   let everythingDirect: Promise<ConformanceRun> | undefined;
   const directEverything = () => {
@@ -62,13 +70,14 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   };
 
   beforeAll(async () => {
-    [stack, everything, v2] = await Promise.all([
+    [stack, everything, v2, fixture] = await Promise.all([
       startStack({
         replicas: 1,
         env: { MCPGW_ALLOW_PRIVATE_UPSTREAMS: "true", MCPGW_STDIO_ALLOWED_COMMANDS: process.execPath },
       }),
       startEverythingServer(),
       startV2Upstream("reject"),
+      startConformanceFixture(),
     ]);
     api = await stack.api();
     const ns = await api.call<{ id: string }>("POST", "/api/v1/namespaces", {
@@ -85,6 +94,7 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
     for (const [name, url] of [
       ["everything", everything.url],
       ["v2", v2.url],
+      ["fixture", fixture.url],
     ] as const) {
       const server = await api.call<{ id: string }>("POST", "/api/v1/servers", {
         namespace_id: ns.body.id,
@@ -103,6 +113,13 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
       args: [everythingEntry, "stdio"],
     });
     viaGateway.stdio = `${proxy.url}/servers/${stdio.id}/mcp`;
+    const fixtureStdio = await registerStdioServer(api, {
+      namespace_id: ns.body.id,
+      name: "fixture-stdio",
+      command: process.execPath,
+      args: conformanceFixtureStdioArgs,
+    });
+    viaGateway.fixtureStdio = `${proxy.url}/servers/${fixtureStdio.id}/mcp`;
     // The data plane learns of the key and the servers from the next snapshot.
     await eventually(async () => {
       const res = await fetch(viaGateway.everything, {
@@ -118,7 +135,7 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   afterAll(async () => {
     await Promise.all(runs.map((proc) => proc.kill()));
     await Promise.all(proxies.map((p) => p.close()));
-    await Promise.all([stack?.stop(), everything?.proc.stop(), v2?.close()]);
+    await Promise.all([stack?.stop(), everything?.proc.stop(), v2?.close(), fixture?.close()]);
   });
 
   async function conformance(url: string, options: ConformanceOptions): Promise<ConformanceRun> {
@@ -173,6 +190,40 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
     const direct = await directEverything();
     const gateway = await conformance(viaGateway.stdio, {});
     expectTransparent(direct, gateway);
+  }, 150_000);
+
+  /** The second fixture directly, run once and compared twice. */
+  let fixtureDirect: Promise<ConformanceRun> | undefined;
+  const directFixture = () => {
+    fixtureDirect ??= conformance(fixture.url, {});
+    return fixtureDirect;
+  };
+
+  /** Every check of `b` has the status it has in `a`, and both ran the same checks. */
+  function expectIdentical(a: ConformanceRun, b: ConformanceRun) {
+    const statuses = (run: ConformanceRun) =>
+      Object.fromEntries([...allChecks(run)].map(([key, check]) => [key, check.status]));
+    expect(statuses(b)).toEqual(statuses(a));
+  }
+
+  it("the second fixture passes every check of the suite directly, DNS-rebinding protection included", async () => {
+    const direct = await directFixture();
+    const failed = [...allChecks(direct)].filter(([, c]) => c.status === "FAILURE").map(([key]) => key);
+    expect(failed, "checks the fixture fails directly").toEqual([]);
+    expect(direct.scenarios.has("dns-rebinding-protection")).toBe(true);
+    expect(behaviourChecks(direct)).toBeGreaterThanOrEqual(40);
+  }, 150_000);
+
+  it("the second fixture through the gateway over HTTP: identical results", async () => {
+    const direct = await directFixture();
+    const gateway = await conformance(viaGateway.fixture, {});
+    expectIdentical(direct, gateway);
+  }, 150_000);
+
+  it("the second fixture through the gateway over stdio (the message-level relay): identical results", async () => {
+    const direct = await directFixture();
+    const gateway = await conformance(viaGateway.fixtureStdio, {});
+    expectIdentical(direct, gateway);
   }, 150_000);
 
   it("passes through the gateway every 2026-07-28 check a stateless v2-SDK upstream passes directly", async () => {
