@@ -47,7 +47,11 @@ describe("worker health checks (BullMQ on Redis, real upstream)", () => {
   });
 
   it("marks a reachable upstream healthy after an MCP initialize + ping, and publishes it to the health bucket", async () => {
-    await eventually(async () => (await status()) === "healthy", 15_000);
+    await eventually(
+      async () => (await status()) === "healthy",
+      30_000,
+      "the first health check to find the server healthy",
+    );
     // The probe spoke MCP: an initialize and a ping reached the upstream.
     const bodies = upstream.received.filter((r) => r.method === "POST");
     expect(bodies.length).toBeGreaterThanOrEqual(2);
@@ -64,9 +68,13 @@ describe("worker health checks (BullMQ on Redis, real upstream)", () => {
   it("marks a stopped upstream unhealthy and a restarted one healthy again", async () => {
     const port = upstream.port;
     await upstream.close();
-    await eventually(async () => (await status()) === "unhealthy", 20_000);
+    await eventually(
+      async () => (await status()) === "unhealthy",
+      30_000,
+      "the server to turn unhealthy after its upstream stopped",
+    );
     upstream = await startTestUpstream(port);
-    await eventually(async () => (await status()) === "healthy", 20_000);
+    await eventually(async () => (await status()) === "healthy", 30_000, "the server to turn healthy again");
   }, 60_000);
 
   it("stops cleanly on SIGTERM", async () => {
