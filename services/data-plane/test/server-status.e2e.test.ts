@@ -91,7 +91,8 @@ describe("server status and its reasons", () => {
       command: "/usr/bin/python3",
       args: ["-c", "pass"],
     });
-    const seen = await statusBecomes(id, "unhealthy");
+    // Both replicas' reports: the reason then says every data plane refuses it.
+    const seen = await statusBecomes(id, "unhealthy", 2);
     expect(seen.last_error).toMatch(
       /every data plane refuses or fails it; dp0: .*not on this data plane's allowlist/,
     );
