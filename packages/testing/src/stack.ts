@@ -6,7 +6,7 @@ import { generateSnapshotKeys } from "../../snapshot/src/signing.ts";
 import { deleteNatsBuckets, deleteRedisKeys } from "./cleanup.ts";
 import { createTestDatabase } from "./database.ts";
 import { runId, testEnv } from "./env.ts";
-import { freePort, type ManagedProcess, startTsService, waitForReady } from "./processes.ts";
+import { eventually, freePort, type ManagedProcess, startTsService, waitForReady } from "./processes.ts";
 
 export interface DataPlaneHandle {
   url: string;
@@ -174,4 +174,29 @@ export async function login(cpUrl: string, email: string, password: string): Pro
       return { status: r.status, body: (text ? JSON.parse(text) : undefined) as T };
     },
   };
+}
+
+/**
+ * Waits until `dataPlane` serves `serverId` to `credential` (a token or API key): a JSON-RPC
+ * ping through `/servers/{id}/rpc` answers 200 once the snapshot with both has landed there.
+ */
+export async function waitForServer(
+  dataPlane: string,
+  serverId: string,
+  credential: string,
+  budgetMs = 30_000,
+): Promise<void> {
+  await eventually(
+    async () => {
+      const res = await fetch(`${dataPlane}/servers/${serverId}/rpc`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${credential}`, "content-type": "application/json" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
+      });
+      await res.body?.cancel();
+      return res.status === 200;
+    },
+    budgetMs,
+    `server ${serverId} to be served by ${dataPlane}`,
+  );
 }

@@ -5,11 +5,11 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type Api,
-  eventually,
   repoRoot,
   type Stack,
   startEverythingServer,
   startStack,
+  waitForServer,
 } from "../../../packages/testing/src/index.ts";
 
 const run = promisify(execFile);
@@ -48,19 +48,7 @@ describe("README walkthrough snippets", () => {
     const key = await api.call<{ key: string }>("POST", "/auth/api-keys", { name: "walkthrough" });
     expect([ns.status, server.status, key.status]).toEqual([201, 201, 201]);
     env = { PATH: process.env.PATH ?? "", SERVER: server.body.id, KEY: key.body.key };
-    await eventually(
-      async () => {
-        const res = await fetch(`${stack.dataPlanes[0]!.url}/servers/${server.body.id}/rpc`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${key.body.key}`, "content-type": "application/json" },
-          body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
-        });
-        await res.body?.cancel();
-        return res.status === 200;
-      },
-      30_000,
-      "the key and the server to reach the data plane",
-    );
+    await waitForServer(stack.dataPlanes[0]!.url, server.body.id, key.body.key);
   }, 120_000);
 
   afterAll(async () => {

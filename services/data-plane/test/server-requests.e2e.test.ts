@@ -14,6 +14,7 @@ import {
   registerStdioServer,
   type Stack,
   startStack,
+  waitForServer,
 } from "../../../packages/testing/src/index.ts";
 
 /**
@@ -48,15 +49,7 @@ describe("server-to-client requests sent before the client's stream opens", () =
       })
     ).id;
     // The snapshot with the server has reached the replica.
-    await eventually(async () => {
-      const res = await fetch(`${stack.dataPlanes[0]!.url}/servers/${serverId}/rpc`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${api.token}`, "content-type": "application/json" },
-        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
-      });
-      await res.body?.cancel();
-      return res.status === 200;
-    }, 30_000);
+    await waitForServer(stack.dataPlanes[0]!.url, serverId, api.token);
   }, 120_000);
 
   afterAll(async () => {
