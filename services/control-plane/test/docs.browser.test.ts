@@ -84,6 +84,8 @@ describe.skipIf(!available)("API reference at /docs in Chromium", () => {
       "/docs/assets/package.json",
       "/docs/assets/..%2Fpackage.json",
       "/docs/assets/index.html",
+      "/docs/assets/constructor",
+      "/docs/assets/__proto__",
     ]) {
       const res = await fetch(`${stack.cpUrl}${path}`);
       expect(res.status, path).toBe(404);

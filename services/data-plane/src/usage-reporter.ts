@@ -49,9 +49,12 @@ export class UsageReporter {
     if (this.stdioReports.size > 0) {
       const reports = [...this.stdioReports.values()];
       this.stdioReports = new Map();
-      await this.producer
-        .enqueue(jobs.stdioReports, { replica: this.replicaId, reports })
-        .catch((err) => this.logger.warn({ err, reports: reports.length }, "could not report stdio servers"));
+      await this.producer.enqueue(jobs.stdioReports, { replica: this.replicaId, reports }).catch((err) => {
+        this.logger.warn({ err, reports: reports.length }, "could not report stdio servers");
+        // Sent with the next flush, unless a newer word on the same server came meanwhile.
+        for (const r of reports)
+          if (!this.stdioReports.has(r.server_id)) this.stdioReports.set(r.server_id, r);
+      });
     }
     if (this.sessions.length > 0) {
       const events = this.sessions;

@@ -72,7 +72,8 @@ export const DOCS_CSP = [
 const loaded = new Map<string, Promise<Buffer>>();
 
 function asset(name: string): Promise<Buffer> | undefined {
-  const entry = ASSETS[name];
+  // Own keys only: `constructor` or `__proto__` are no assets.
+  const entry = Object.hasOwn(ASSETS, name) ? ASSETS[name] : undefined;
   if (!entry) return undefined;
   let body = loaded.get(name);
   if (!body) {
@@ -109,6 +110,6 @@ export function mountDocs<E extends Env>(app: Hono<E>): void {
     const body = asset(name);
     if (!body) return c.notFound();
     // The package version is in the lockfile: an hour of caching is safe across upgrades.
-    return secured(c, new Uint8Array(await body), ASSETS[name]!.type, "public, max-age=3600");
+    return secured(c, await body, ASSETS[name]!.type, "public, max-age=3600");
   });
 }

@@ -93,7 +93,13 @@ export class NamespaceUpstream implements Transport {
   /** Resource URIs as the namespace shows them → their member and own URI (from the lists). */
   private readonly resourceOwners = new Map<string, ResourceTarget>();
   /** Resource templates, for URIs expanded from them (unprefixed namespaces). */
-  private templateOwners: Array<{ child: Child; template: string; matcher: RegExp }> = [];
+  private templateOwners: Array<{
+    child: Child;
+    template: string;
+    matcher: ReturnType<typeof templateMatcher>;
+  }> = [];
+  /** When the lists were last read again for an unknown resource (at most once per RELIST_MS). */
+  private relistedAt = 0;
   /** Names that more than one member offers, when names are not prefixed. */
   conflicts: Array<{ kind: string; name: string; servers: string[] }> = [];
   private closed = false;
@@ -134,18 +140,28 @@ export class NamespaceUpstream implements Transport {
   /** The member and its own name for a qualified name. */
   private resolve(name: string, kind: "tools" | "prompts"): { child: Child; name: string } | undefined {
     if (this.prefixed) {
-      const sep = this.o.namespace.tool_separator;
-      for (const child of this.children) {
-        const prefix = `${child.member.server.name}${sep}`;
-        if (name.startsWith(prefix)) return { child, name: name.slice(prefix.length) };
-      }
-      return undefined;
+      const child = this.ownerOfPrefixed(name);
+      return child ? { child, name: name.slice(this.prefixOf(child)!.length) } : undefined;
     }
     const owner = this.unprefixedOwners.get(`${kind}:${name}`);
     return owner ? { child: owner, name } : undefined;
   }
 
   private readonly unprefixedOwners = new Map<string, Child>();
+
+  /**
+   * The member whose prefix a qualified name or URI carries; the longest wins, so members `foo`
+   * and `foo__bar` each keep their own names.
+   */
+  private ownerOfPrefixed(name: string): Child | undefined {
+    let owner: Child | undefined;
+    for (const child of this.children) {
+      const prefix = this.prefixOf(child)!;
+      if (name.startsWith(prefix) && prefix.length > (owner ? this.prefixOf(owner)!.length : -1))
+        owner = child;
+    }
+    return owner;
+  }
 
   async start(): Promise<void> {
     await Promise.all(
@@ -456,7 +472,9 @@ export class NamespaceUpstream implements Transport {
           if (keep && !keep(`resource:${own}`)) continue;
           if (!claim(child, `${field}:${own}`)) continue;
           const shown = qualifyUri(this.prefixOf(child), own);
-          if (isTemplate) templates.push({ child, template: shown, matcher: templateMatcher(shown) });
+          // Matched only in unprefixed namespaces (prefixes route the others).
+          if (isTemplate && !this.prefixed)
+            templates.push({ child, template: shown, matcher: templateMatcher(shown) });
           else this.resourceOwners.set(shown, { child, uri: own });
           const name = typeof item.name === "string" ? { name: this.qualify(child, item.name) } : {};
           merged.push({ ...item, ...name, [isTemplate ? "uriTemplate" : "uri"]: shown });
@@ -520,11 +538,9 @@ export class NamespaceUpstream implements Transport {
    */
   private async resourceTarget(uri: string): Promise<ResourceTarget | undefined> {
     if (this.prefixed) {
-      for (const child of this.children) {
-        const own = unqualifyUri(this.prefixOf(child)!, uri);
-        if (own !== undefined) return { child, uri: own };
-      }
-      return undefined;
+      const child = this.ownerOfPrefixed(uri);
+      const own = child ? unqualifyUri(this.prefixOf(child)!, uri) : undefined;
+      return child && own !== undefined ? { child, uri: own } : undefined;
     }
     // A listed URI, a template itself (completions name templates), or a URI expanded from one.
     const known = () => {
@@ -532,10 +548,15 @@ export class NamespaceUpstream implements Transport {
       if (listed) return listed;
       const template =
         this.templateOwners.find((t) => t.template === uri) ??
-        this.templateOwners.find((t) => t.matcher.test(uri));
+        this.templateOwners
+          .filter((t) => t.matcher.test(uri))
+          .sort((a, b) => b.matcher.prefixLength - a.matcher.prefixLength)[0];
       return template ? { child: template.child, uri } : undefined;
     };
     if (known()) return known();
+    // Unknown: read the lists again, but not for every unknown URI a client sends.
+    if (Date.now() - this.relistedAt < RELIST_MS) return undefined;
+    this.relistedAt = Date.now();
     await Promise.all([
       this.list("resources", "resources/list", "resources"),
       this.list("resources", "resources/templates/list", "resourceTemplates"),
@@ -684,6 +705,9 @@ export class NamespaceUpstream implements Transport {
     this.onclose?.();
   }
 }
+
+/** Least time between two re-reads of the members' resource lists for unknown URIs. */
+const RELIST_MS = 5_000;
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return new Promise((resolve, reject) => {

@@ -15,30 +15,39 @@ export function unqualifyUri(prefix: string, uri: string): string | undefined {
   return uri.startsWith(prefix) && uri.length > prefix.length ? uri.slice(prefix.length) : undefined;
 }
 
-const EXPRESSION = /\{([+#./;?&]?)([^{}]*)\}/g;
+const EXPRESSION = /\{[^{}]*\}/g;
+
+/** Longest URI matched against templates: longer ones are nobody's (and cost nothing to refuse). */
+export const MAX_MATCHED_URI = 8192;
 
 /**
- * A matcher for the URIs an RFC 6570 template expands to (levels 1-4, as MCP servers use them):
- * simple expressions match one path segment, `{+var}` and `{#var}` anything, `{?a,b}` and
- * `{&a}` a query part, `{/var}` path segments. Literal parts match exactly.
+ * A matcher for the URIs an RFC 6570 template expands to, in linear time (a client's URI must
+ * never make matching expensive): the template's literal parts must appear in order, the first
+ * at the start and the last at the end; what the expressions expand to is not checked. Enough
+ * to pick the member a URI belongs to; `prefixLength` (the literal text before the first
+ * expression) ranks templates that both match, the more specific first.
  */
-export function templateMatcher(template: string): RegExp {
-  let pattern = "";
-  let last = 0;
-  for (const m of template.matchAll(EXPRESSION)) {
-    pattern += escapeRegExp(template.slice(last, m.index));
-    const operator = m[1];
-    const explode = (m[2] ?? "").includes("*");
-    if (operator === "+" || operator === "#") pattern += operator === "#" ? "(?:#.*)?" : ".*";
-    else if (operator === "?" || operator === "&") pattern += "(?:[?&][^#]*)?";
-    else if (operator === "/") pattern += explode ? "(?:/[^?#]*)?" : "(?:/[^/?#]*)*";
-    else if (operator === ".") pattern += "(?:\\.[^/?#]*)?";
-    else if (operator === ";") pattern += "(?:;[^/?#]*)*";
-    else pattern += explode ? "[^?#]*" : "[^/?#]*";
-    last = (m.index ?? 0) + m[0].length;
-  }
-  pattern += escapeRegExp(template.slice(last));
-  return new RegExp(`^${pattern}$`, "s");
+export function templateMatcher(template: string): { test(uri: string): boolean; prefixLength: number } {
+  const literals = template.split(EXPRESSION);
+  const first = literals[0] ?? "";
+  const last = literals.length > 1 ? (literals[literals.length - 1] ?? "") : "";
+  const middle = literals.slice(1, -1).filter(Boolean);
+  const exact = literals.length === 1;
+  return {
+    prefixLength: first.length,
+    test(uri: string): boolean {
+      if (uri.length > MAX_MATCHED_URI) return false;
+      if (exact) return uri === template;
+      if (!uri.startsWith(first) || !uri.endsWith(last) || uri.length < first.length + last.length)
+        return false;
+      let at = first.length;
+      const end = uri.length - last.length;
+      for (const literal of middle) {
+        const found = uri.indexOf(literal, at);
+        if (found < 0 || found + literal.length > end) return false;
+        at = found + literal.length;
+      }
+      return true;
+    },
+  };
 }
-
-const escapeRegExp = (literal: string) => literal.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");

@@ -79,7 +79,9 @@ async function resolveServer(
 ): Promise<Resolution> {
   const { deps, guardEnv } = cx;
   if (!Authenticator.hasCredential(req.headers)) return unauthorized(cx, MISSING_CREDENTIALS, serverId);
-  const routed = deps.store.current.servers.get(serverId);
+  // One snapshot for the whole request: what is cached below is built from the state it names.
+  const state = deps.store.current;
+  const routed = state.servers.get(serverId);
   let principal: Principal;
   try {
     principal = await deps.authenticator.authenticate(req.headers, routed?.org);
@@ -90,7 +92,6 @@ async function resolveServer(
   if (!routed || routed.org.org_id !== principal.org_id)
     return refused(new GatewayError("not_found", `unknown server ${serverId}`));
   const ip = clientIp(req, deps.trustedProxies);
-  const state = deps.store.current;
   const recent = recentlyResolved(principal);
   const key = `${serverId}\n${ip}`;
   let found = recent.get(key);
@@ -107,7 +108,11 @@ async function resolveServer(
   }
   // Checked at every request (an API key's expiry is time-bound); memoized per snapshot.
   const lost = found.guards.standing();
-  if (lost) return refused(lost);
+  if (lost) {
+    // Not kept: every refused request is evaluated (and a policy denial counted) again.
+    recent.delete(key);
+    return refused(lost);
+  }
   // The relay adds per-request hooks (credentials, translation): a copy of its own.
   return { ok: true, ctx: found.ctx, hooks: { ...found.hooks }, routed };
 }

@@ -319,8 +319,14 @@ export class MessageSessions {
         // What the upstream sent before the client's first GET stream (a stdio server's
         // `roots/list` right after `initialized`) waits in the event store: the first stream
         // resumes from the start of the store instead of beginning empty.
-        if (!s.getStreamOpened && req.headers["last-event-id"] === undefined)
+        const first = !s.getStreamOpened && req.headers["last-event-id"] === undefined;
+        if (first) {
           setLastEventId(req, SessionEventStore.fromStart(STANDALONE_STREAM_ID));
+          // A first GET the SDK refused (406, a bad revision) opened no stream: the next replays.
+          res.once("finish", () => {
+            if (res.statusCode !== 200) s.getStreamOpened = false;
+          });
+        }
         s.getStreamOpened = true;
       }
       // Backpressure: a POST's body stays unread while the session has no room.

@@ -34,7 +34,7 @@ const BOUND = /^g2\.(\d{1,2})\.([A-Za-z0-9_-]{22})\.([\x21-\x7e]{1,512})$/;
 const recentMacs = new WeakMap<Buffer, Map<string, string>>();
 const MAX_RECENT_MACS = 10_000;
 
-function mac(b: SessionBinding, route: SessionRoute): string {
+function mac(b: SessionBinding, route: SessionRoute, remember: boolean): string {
   const input = `${b.principalId}\n${b.serverId}\n${route.endpoint}\n${route.upstreamSessionId}`;
   let recent = recentMacs.get(b.key);
   if (!recent) {
@@ -44,8 +44,10 @@ function mac(b: SessionBinding, route: SessionRoute): string {
   let tag = recent.get(input);
   if (tag === undefined) {
     tag = createHmac("sha256", b.key).update(input).digest("base64url").slice(0, 22);
-    if (recent.size >= MAX_RECENT_MACS) recent.clear();
-    recent.set(input, tag);
+    if (remember) {
+      if (recent.size >= MAX_RECENT_MACS) recent.clear();
+      recent.set(input, tag);
+    }
   }
   return tag;
 }
@@ -53,7 +55,7 @@ function mac(b: SessionBinding, route: SessionRoute): string {
 /** The id a client gets for a session. */
 export function encodeSessionId(route: SessionRoute, binding?: SessionBinding): string {
   return binding
-    ? `g2.${route.endpoint}.${mac(binding, route)}.${route.upstreamSessionId}`
+    ? `g2.${route.endpoint}.${mac(binding, route, true)}.${route.upstreamSessionId}`
     : `g1.${route.endpoint}.${route.upstreamSessionId}`;
 }
 
@@ -66,7 +68,8 @@ export function decodeSessionId(id: string, binding?: SessionBinding): SessionRo
   const m = BOUND.exec(id);
   if (!m) return undefined;
   const route = { endpoint: Number(m[1]), upstreamSessionId: m[3]! };
-  const expected = Buffer.from(mac(binding, route));
+  // Verifying does not fill the cache (a forged id must not evict real ones); answers do.
+  const expected = Buffer.from(mac(binding, route, false));
   const given = Buffer.from(m[2]!);
   return expected.length === given.length && timingSafeEqual(expected, given) ? route : undefined;
 }

@@ -153,9 +153,7 @@ describe("StdioProcessManager", () => {
 
   it("refuses commands that are not on the allowlist, by name or exact path, and environments that change what runs", async () => {
     const m = make({ allowedCommands: new Set(["python3"]) });
-    await expect(m.acquire(server("s3", echoServer), "x", owner())).rejects.toThrow(
-      /not on this data plane's allowlist/,
-    );
+    await expect(m.acquire(server("s3", echoServer), "x", owner())).rejects.toThrow(/not allowed/);
     const byName = make({ allowedCommands: new Set(["node"]) });
     // A path ending in an allowed name is not that command.
     await expect(
@@ -181,15 +179,35 @@ describe("StdioProcessManager", () => {
     // `/usr/bin/node` (the path `node` resolves to here) is the allowed command.
     const proc = await byName.acquire(server("r1", echoServer, { command: process.execPath }), "x", owner());
     expect(proc.alive).toBe(true);
-    // Another file of that name is not: the message names the entry and where it resolves.
+    // Another file of that name is not: the client hears the name, the report where it resolves.
     await expect(
       byName.acquire(server("r2", echoServer, { command: "/opt/other/node" }), "x", owner()),
-    ).rejects.toThrow(`allowlist entry 'node' resolves to '${join(dir, "node")}' here`);
-    // An entry this replica's PATH does not have allows nothing, and says so.
-    const missing = make({ allowedCommands: new Set(["node"]), path: "/nonexistent" });
+    ).rejects.toThrow("command 'node' is not allowed on this data plane");
+    const reports: Array<[string, { ok: boolean; error: string | null }]> = [];
+    const detailed = make({
+      allowedCommands: new Set(["node"]),
+      path: `/nonexistent:${dir}`,
+      onReport: (id, r) => reports.push([id, r]),
+    });
+    detailed.review([
+      { server: server("r2", echoServer, { command: "/opt/other/node" }), org: { org: { platform: false } } },
+    ]);
+    expect(reports[0]?.[1].error).toContain(`allowlist entry 'node' resolves to '${join(dir, "node")}' here`);
+    // An entry this replica's PATH does not have allows nothing, and says so (to operators).
+    const missing = make({
+      allowedCommands: new Set(["node"]),
+      path: "/nonexistent",
+      onReport: (id, r) => reports.push([id, r]),
+    });
     await expect(
       missing.acquire(server("r3", echoServer, { command: "node" }), "x", owner()),
-    ).rejects.toThrow("allowlist entry 'node' is not found on this data plane's PATH");
+    ).rejects.toThrow("command 'node' is not allowed on this data plane");
+    missing.review([
+      { server: server("r3", echoServer, { command: "node" }), org: { org: { platform: false } } },
+    ]);
+    expect(reports.at(-1)?.[1].error).toContain(
+      "allowlist entry 'node' is not found on this data plane's PATH",
+    );
   });
 
   it("reports each stdio server of a snapshot as refused (and why) or runnable, and crashes at start", async () => {

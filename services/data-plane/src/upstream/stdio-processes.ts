@@ -111,6 +111,9 @@ interface ServerState {
 /** Variables children get from this process: what programs need to run, nothing that identifies it. */
 const BASE_ENV = ["PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT"];
 
+/** How often a replica says again what it reported of each stdio server (see the worker's STALE_MS). */
+export const REPORT_EVERY_MS = 10 * 60_000;
+
 /** A process that exits within this long of starting counts as a crash for backoff. */
 const EARLY_EXIT_MS = 5_000;
 /** A session idle this long (no request in flight) may be reclaimed for another when capacity is full. */
@@ -365,6 +368,7 @@ export class StdioProcessManager {
   private readonly servers = new Map<string, ServerState>();
   private readonly live = new Set<StdioProcess>();
   private readonly reaper: NodeJS.Timeout;
+  private readonly heartbeatTimer: NodeJS.Timeout;
   private stopping = false;
   private readonly spawned: Counter<"server">;
   private readonly restarts: Counter<"server">;
@@ -418,6 +422,8 @@ export class StdioProcessManager {
     const tick = Math.min(30_000, Math.max(1000, Math.min(o.idleTimeoutMs, this.unusedTimeoutMs) / 4));
     this.reaper = setInterval(() => this.reapIdle(), tick);
     this.reaper.unref();
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), REPORT_EVERY_MS);
+    this.heartbeatTimer.unref();
   }
 
   private get unusedTimeoutMs(): number {
@@ -447,7 +453,9 @@ export class StdioProcessManager {
     if (this.o.allowedCommands.has(command)) return undefined;
     const name = basename(command);
     const resolved = this.resolvedEntries.get(name);
-    if (resolved && (command === resolved || realPath(command) === realPath(resolved))) return undefined;
+    const real = resolved === undefined ? undefined : realPath(command);
+    if (resolved && (command === resolved || (real !== undefined && real === realPath(resolved))))
+      return undefined;
     if (this.o.allowedCommands.has(name))
       return resolved
         ? `command '${command}' is not allowed on this data plane: allowlist entry '${name}' resolves to '${resolved}' here (${setting})`
@@ -456,6 +464,20 @@ export class StdioProcessManager {
   }
 
   private readonly lastReport = new Map<string, string>();
+  /** The servers of the last snapshot reviewed, reported again every REPORT_EVERY_MS. */
+  private reviewed: Iterable<{ server: ServerEntry; org: { org: { platform: boolean } } }> = [];
+
+  /** Says it all again: the worker forgets reports older than a few heartbeats. */
+  private heartbeat() {
+    this.lastReport.clear();
+    this.review(this.reviewed);
+  }
+
+  private crashReason(state: ServerState): string {
+    const exit = state.lastExit;
+    const how = exit?.signal ?? `code ${exit?.code ?? "?"}`;
+    return `the process exited (${how}) within ${EARLY_EXIT_MS / 1000} s of starting, ${state.crashes} time(s) in a row`;
+  }
 
   /** Tells `onReport` this replica's word on a server, when it changed. */
   private report(serverId: string, ok: boolean, error: string | null) {
@@ -470,6 +492,7 @@ export class StdioProcessManager {
    * why) or runnable here. Servers gone from the snapshot are forgotten.
    */
   review(servers: Iterable<{ server: ServerEntry; org: { org: { platform: boolean } } }>): void {
+    this.reviewed = servers;
     const seen = new Set<string>();
     for (const { server, org } of servers) {
       if (server.transport !== "stdio" || !server.enabled) continue;
@@ -478,6 +501,7 @@ export class StdioProcessManager {
       const state = this.servers.get(server.id);
       if (refused) this.report(server.id, false, refused);
       else if (!state?.crashes) this.report(server.id, true, null);
+      else this.report(server.id, false, this.crashReason(state));
     }
     for (const id of this.lastReport.keys()) if (!seen.has(id)) this.lastReport.delete(id);
   }
@@ -503,7 +527,18 @@ export class StdioProcessManager {
   /** A process for a new client session: a warm one if any, else a fresh one. */
   async acquire(server: ServerEntry, sessionId: string, owner: StdioOwner): Promise<StdioProcess> {
     const refused = this.refusal(server, owner);
-    if (refused) throw new StdioUnavailable(refused);
+    if (refused) {
+      // The client hears the command's name only; where it resolved is for operators (the log,
+      // and the server's status through the reports).
+      const allowlist = this.allowlistRefusal(server.stdio?.command ?? "");
+      if (allowlist && refused === allowlist) {
+        this.o.logger.warn({ server: server.id, reason: refused }, "stdio command refused");
+        throw new StdioUnavailable(
+          `command '${basename(server.stdio!.command)}' is not allowed on this data plane (MCPGW_STDIO_ALLOWED_COMMANDS)`,
+        );
+      }
+      throw new StdioUnavailable(refused);
+    }
     const state = this.state(server);
     state.lastUsed = Date.now();
     await this.checkShares(owner);
@@ -696,12 +731,7 @@ export class StdioProcessManager {
       state.crashes = Date.now() - proc.startedAt < EARLY_EXIT_MS ? state.crashes + 1 : 0;
       const delay = state.crashes ? Math.min(250 * 2 ** (state.crashes - 1), 30_000) : 0;
       state.notBefore = Date.now() + delay;
-      if (state.crashes)
-        this.report(
-          server.id,
-          false,
-          `the process exited (${signal ?? `code ${code}`}) within ${EARLY_EXIT_MS / 1000} s of starting, ${state.crashes} time(s) in a row`,
-        );
+      if (state.crashes) this.report(server.id, false, this.crashReason(state));
       this.o.logger.warn(
         { server: server.id, pid: proc.pid, code, signal, crashes: state.crashes, restart_in_ms: delay },
         "stdio server exited",
@@ -849,6 +879,7 @@ export class StdioProcessManager {
   async shutdown(): Promise<void> {
     this.stopping = true;
     clearInterval(this.reaper);
+    clearInterval(this.heartbeatTimer);
     await Promise.all([...this.live].map((p) => p.close()));
     await rm(this.isolation.workDir, { recursive: true, force: true }).catch(() => {});
   }

@@ -147,6 +147,9 @@ describe("probeFailure", () => {
       "upstream answered HTTP 401: the upstream refused the gateway's credentials",
     );
     expect(probeFailure(http(502, "Bad gateway"))).toBe("upstream answered HTTP 502: upstream error");
+    expect(probeFailure(http(-32602, "MCP error -32602: secret upstream words"))).toBe(
+      "upstream refused the probe (JSON-RPC -32602)",
+    );
     const refused = new TypeError("fetch failed", {
       cause: Object.assign(new Error("connect"), { code: "ECONNREFUSED" }),
     });

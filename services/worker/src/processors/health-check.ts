@@ -47,7 +47,7 @@ export async function probeMcpEndpoint(
   } catch (err) {
     const message = abort.aborted
       ? `no answer within ${timeoutMs} ms`
-      : (egressRefusal(err) ?? probeFailure(err));
+      : (egressRefusal(err)?.slice(0, 200) ?? probeFailure(err));
     return {
       status: "unhealthy",
       latency_ms: Math.round(performance.now() - started),
@@ -97,6 +97,9 @@ export function probeFailure(err: unknown): string {
               : "not an MCP answer";
     return `upstream answered HTTP ${status}: ${kind}`;
   }
+  // A JSON-RPC error of the upstream (its initialize or ping refused): the code, not its words.
+  if (typeof top?.code === "number" && top.code < 0)
+    return `upstream refused the probe (JSON-RPC ${top.code})`;
   for (let e = top, depth = 0; e && depth < 5; e = e.cause as Cause, depth++) {
     const reason = typeof e.code === "string" ? CONNECT_ERRORS[e.code] : undefined;
     if (reason) return reason;

@@ -2,8 +2,12 @@ import { type Db, schema } from "@mcpgw/db";
 import type { StdioReportsPayload } from "@mcpgw/queue";
 import { and, eq, sql } from "drizzle-orm";
 
-/** A data plane's report older than this no longer counts towards a server's status. */
-const STALE_MS = 24 * 60 * 60_000;
+/**
+ * A data plane's report older than this no longer counts towards a server's status, and is
+ * dropped: data planes say everything again every 10 minutes, so this is three heartbeats
+ * (a replica that is gone stops counting; a rolling deploy's old ids do not pile up).
+ */
+const STALE_MS = 30 * 60_000;
 
 /**
  * The `stdio-reports` processor: keeps each data plane's last word on each stdio server
@@ -28,7 +32,10 @@ export function stdioReportsProcessor(deps: { db: Db }) {
           .returning({ reports: schema.mcpServers.data_plane_reports });
         if (!row) return; // deleted since, or not a stdio server
         const fresh = Object.entries(row.reports).filter(([, d]) => Date.parse(d.at) > Date.now() - STALE_MS);
-        await tx.update(schema.mcpServers).set(statusOf(fresh)).where(eq(schema.mcpServers.id, r.server_id));
+        await tx
+          .update(schema.mcpServers)
+          .set({ ...statusOf(fresh), data_plane_reports: Object.fromEntries(fresh) })
+          .where(eq(schema.mcpServers.id, r.server_id));
       });
     }
   };
