@@ -136,15 +136,24 @@ describe("server-to-client requests sent before the client's stream opens", () =
     // A second stream for the session opened by hand (no Last-Event-ID) replays nothing.
     const transport = (client as unknown as { transport: StreamableHTTPClientTransport }).transport;
     await client.close();
-    const again = await fetch(`${base}/mcp`, {
-      headers: {
-        ...headers(),
-        accept: "text/event-stream",
-        "mcp-session-id": transport.sessionId!,
-        "mcp-protocol-version": "2025-06-18",
+    // Until the gateway has seen the closed stream go, a new one is refused (409, one per session).
+    const again = (await eventually(
+      async () => {
+        const res = await fetch(`${base}/mcp`, {
+          headers: {
+            ...headers(),
+            accept: "text/event-stream",
+            "mcp-session-id": transport.sessionId!,
+            "mcp-protocol-version": "2025-06-18",
+          },
+          signal: AbortSignal.timeout(1500),
+        });
+        if (res.status === 409) await res.body?.cancel();
+        return res.status === 409 ? undefined : res;
       },
-      signal: AbortSignal.timeout(1500),
-    });
+      10_000,
+      "the session's old GET stream to be gone",
+    )) as Response;
     expect(again.status).toBe(200);
     let text = "";
     try {
