@@ -206,7 +206,10 @@ export class RateLimits {
         waiting = true;
         answer = answer.catch((err: unknown) => {
           // Neither an answer nor a fallback: never fail the request on the limiter's account.
-          this.o.logger.warn({ err, rule: rule.id }, "rate limit check failed; admitting");
+          this.o.logger.warn(
+            { err, rule: rule.id, ...(s.requestId ? { request_id: s.requestId } : {}) },
+            "rate limit check failed; admitting",
+          );
           return { ok: true, remaining: rule.limit, msBeforeNext: 0 };
         });
       }
