@@ -79,8 +79,7 @@ const CONNECT_ERRORS: Record<string, string> = {
  * a stack trace), which stays out of the API and the logs.
  */
 export function probeFailure(err: unknown): string {
-  type Cause = { code?: unknown; message?: string; cause?: unknown } | undefined;
-  const top = err as Cause;
+  const top = err as Cause | undefined;
   const status = typeof top?.code === "number" && top.code >= 100 && top.code < 600 ? top.code : undefined;
   if (status !== undefined) {
     const body = top?.message ?? "";
@@ -100,7 +99,7 @@ export function probeFailure(err: unknown): string {
   // A JSON-RPC error of the upstream (its initialize or ping refused): the code, not its words.
   if (typeof top?.code === "number" && top.code < 0)
     return `upstream refused the probe (JSON-RPC ${top.code})`;
-  for (let e = top, depth = 0; e && depth < 5; e = e.cause as Cause, depth++) {
+  for (const e of causes(err)) {
     const reason = typeof e.code === "string" ? CONNECT_ERRORS[e.code] : undefined;
     if (reason) return reason;
   }
@@ -111,10 +110,17 @@ export function probeFailure(err: unknown): string {
 
 /** The egress rules' reason when they refused the connection (transports wrap it as `fetch failed`). */
 function egressRefusal(err: unknown): string | undefined {
-  type Cause = { code?: string; message?: string; cause?: unknown } | undefined;
-  let e = err as Cause;
-  while (e && e.code !== EGRESS_REFUSED) e = e.cause as Cause;
-  return e?.message;
+  for (const e of causes(err)) if (e.code === EGRESS_REFUSED) return e.message;
+  return undefined;
+}
+
+type Cause = { code?: unknown; message?: string; cause?: unknown };
+
+/** An error and the causes it wraps, outermost first (at most ten deep). */
+function* causes(err: unknown): Generator<Cause> {
+  let e = err as Cause | undefined;
+  for (let depth = 0; e && typeof e === "object" && depth < 10; depth++, e = e.cause as Cause | undefined)
+    yield e;
 }
 
 /** The `health-check` processor: probes a server, records the result and publishes it to data planes. */
