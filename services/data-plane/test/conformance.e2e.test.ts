@@ -62,11 +62,15 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   const runs: ManagedProcess[] = [];
   /** Gateway URLs of the registered upstreams, as the proxy serves them. */
   const viaGateway = {} as Record<"everything" | "stdio" | "v2" | "fixture" | "fixtureStdio", string>;
-  /** The suite against server-everything directly, run once and compared twice. */
-  let everythingDirect: Promise<ConformanceRun> | undefined;
-  const directEverything = () => {
-    everythingDirect ??= conformance(everything.url, {});
-    return everythingDirect;
+  const directRuns = new Map<string, Promise<ConformanceRun>>();
+  /** The suite against an upstream directly (no credentials), run once and compared more than once. */
+  const directly = (url: string) => {
+    let run = directRuns.get(url);
+    if (!run) {
+      run = conformance(url, {});
+      directRuns.set(url, run);
+    }
+    return run;
   };
 
   beforeAll(async () => {
@@ -178,7 +182,7 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   }
 
   it("passes through the gateway every check server-everything passes directly (active suite)", async () => {
-    const direct = await directEverything();
+    const direct = await directly(everything.url);
     // server-everything is not the suite's reference server (its tools have other names), but
     // the handshake, lifecycle, listing, error, subscription and SSE checks apply to it.
     expect(behaviourChecks(direct)).toBeGreaterThanOrEqual(15);
@@ -187,17 +191,10 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   }, 150_000);
 
   it("passes through the message-level relay (the same server over stdio) every check it passes directly", async () => {
-    const direct = await directEverything();
+    const direct = await directly(everything.url);
     const gateway = await conformance(viaGateway.stdio, {});
     expectTransparent(direct, gateway);
   }, 150_000);
-
-  /** The second fixture directly, run once and compared twice. */
-  let fixtureDirect: Promise<ConformanceRun> | undefined;
-  const directFixture = () => {
-    fixtureDirect ??= conformance(fixture.url, {});
-    return fixtureDirect;
-  };
 
   /** Every check of `b` has the status it has in `a`, and both ran the same checks. */
   function expectIdentical(a: ConformanceRun, b: ConformanceRun) {
@@ -207,7 +204,7 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   }
 
   it("the second fixture passes every check of the suite directly, DNS-rebinding protection included", async () => {
-    const direct = await directFixture();
+    const direct = await directly(fixture.url);
     const failed = [...allChecks(direct)].filter(([, c]) => c.status === "FAILURE").map(([key]) => key);
     expect(failed, "checks the fixture fails directly").toEqual([]);
     expect(direct.scenarios.has("dns-rebinding-protection")).toBe(true);
@@ -215,13 +212,13 @@ describe("the gateway is transparent to the MCP conformance suite", () => {
   }, 150_000);
 
   it("the second fixture through the gateway over HTTP: identical results", async () => {
-    const direct = await directFixture();
+    const direct = await directly(fixture.url);
     const gateway = await conformance(viaGateway.fixture, {});
     expectIdentical(direct, gateway);
   }, 150_000);
 
   it("the second fixture through the gateway over stdio (the message-level relay): identical results", async () => {
-    const direct = await directFixture();
+    const direct = await directly(fixture.url);
     const gateway = await conformance(viaGateway.fixtureStdio, {});
     expectIdentical(direct, gateway);
   }, 150_000);
