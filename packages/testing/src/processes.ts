@@ -5,15 +5,30 @@ import { fileURLToPath } from "node:url";
 
 export const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
 
-/** A free TCP port on loopback. */
+/**
+ * A free TCP port on loopback, chosen below the kernel's ephemeral range (32768 and up on
+ * Linux): the kernel hands ports of that range to every outgoing connection and port-0
+ * listener, so a port of it left free while a service restarts on it could be taken meanwhile.
+ */
 export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await canListen(port)) return port;
+  }
+  throw new Error("no free loopback port between 20000 and 32000 after 50 tries");
+}
+
+async function canListen(port: number): Promise<boolean> {
   const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as { port: number };
+  try {
+    server.listen(port, "127.0.0.1");
+    await once(server, "listening");
+  } catch {
+    return false;
+  }
   server.close();
   await once(server, "close");
-  return port;
+  return true;
 }
 
 export interface ManagedProcess {
